@@ -1,0 +1,79 @@
+//! The one error type of the jobs library.
+//!
+//! Binaries turn it into an exit code with [`Error::exit_code`]: usage and
+//! configuration problems are 2, everything that went wrong while a job ran
+//! is 1.
+
+use datafusion::error::DataFusionError;
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a job, the session builder or the commit protocol can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag, config file or environment variable is wrong; the message
+    /// names it and says what would be accepted.
+    #[error("{0}")]
+    Config(String),
+
+    /// An input the job needs does not exist yet (a dim table, a DWD
+    /// partition); the message says which job to run first.
+    #[error("{0}")]
+    MissingInput(String),
+
+    /// A check the job makes on its own output failed (for example the
+    /// load accounting invariant); nothing was committed.
+    #[error("{0}")]
+    Invariant(String),
+
+    /// The object store (S3 or local) refused or failed a request.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+
+    /// Planning or executing a query failed.
+    #[error("query engine: {0}")]
+    DataFusion(#[from] DataFusionError),
+
+    /// Reading or writing Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+
+    /// Building Arrow arrays failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// A manifest or config could not be (de)serialised.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// Local I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The process exit code this error maps to: 2 for usage and
+    /// configuration errors, 1 for a job that failed.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::MissingInput(_) => 2,
+            Error::DataFusion(DataFusionError::Configuration(_)) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Shorthand for a [`Error::Config`].
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

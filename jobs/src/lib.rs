@@ -1,0 +1,30 @@
+//! tauc jobs: the layering of front-end tracking events into ODS and DWD
+//! tables, as plans that run on Ballista — in-process or on a cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> tauc_jobs::Result<()> {
+//! use tauc_jobs::{layering, session::Engine, store::S3Options};
+//! let engine = Engine::new(S3Options::default().with_env()?)?;
+//! let ctx = engine.connect(None, 2).await?;
+//! let args = layering::LayeringArgs::local_default("2024-06-18".parse().unwrap());
+//! let report = layering::run(&ctx, &engine, &args, &mut tauc_jobs::progress::Progress::hidden()).await?;
+//! println!("{} valid rows", report.valid_rows());
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod commit;
+pub mod derive;
+pub mod error;
+pub mod event;
+pub mod event_time;
+pub mod geo;
+pub mod raw_scan;
+pub mod regions;
+pub mod session;
+pub mod store;
+pub mod udf;
+pub mod user_agent;
+
+pub use error::{Error, Result};

@@ -1,0 +1,691 @@
+//! The raw scan: day folders of small NDJSON files in, one row per
+//! non-blank line out (valid or rejected, with the exact reason), plus one
+//! statistics row per folder range.
+//!
+//! Why a scan of our own rather than DataFusion's JSON source:
+//! - **no per-file planning.** The plan names day folders, not files. Each
+//!   folder is cut into `ranges` disjoint key ranges by the `first_ts` in
+//!   `messages-{first_ts}.txt` (the keys of a day sort by time), and each
+//!   range is one partition that lists its own slice with `start-after`.
+//!   Every object is listed exactly once, by exactly one task, and the plan
+//!   stays a few hundred bytes whatever the file count.
+//! - **many requests in flight.** A partition fetches `fetch_concurrency`
+//!   objects at once; DataFusion's file scan keeps one per partition.
+//! - **per-line verdicts.** Lines are numbered per file and classified one
+//!   by one (`event::classify_line`); a whole-file JSON decoder would fail
+//!   the file on its first bad line.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result as DfResult, project_schema};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{self, LineContext, LineOutcome};
+use crate::event_time::{DAY_MS, day_start_ms};
+use crate::store::Location;
+
+/// `kind` of a row of the scan.
+pub const KIND_VALID: &str = "valid";
+/// `kind` of a rejected line.
+pub const KIND_REJECTED: &str = "rejected";
+/// `kind` of a statistics row (one per folder range).
+pub const KIND_STATS: &str = "stats";
+
+/// One raw day folder: `{raw_root}/{env}/{region}/{yyyy}/{mm}/{dd}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Folder {
+    /// Region segment.
+    pub region: String,
+    /// UTC collection date (the folder's date), `yyyy-mm-dd`.
+    pub date: NaiveDate,
+    /// Where the folder is.
+    pub location: Location,
+}
+
+/// What a raw scan reads; small enough to travel in every plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawSource {
+    /// The day folders.
+    pub folders: Vec<Folder>,
+    /// Key ranges (partitions) per folder.
+    pub ranges: usize,
+    /// Objects fetched at once by one partition.
+    pub fetch_concurrency: usize,
+    /// Lateness allowance in days (check 5).
+    pub lateness_days: i64,
+}
+
+impl RawSource {
+    fn partitions(&self) -> usize {
+        self.folders.len() * self.ranges.max(1)
+    }
+}
+
+fn ts_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        true,
+    )
+}
+
+/// The ODS event columns, in the contract's order (without `src_file`,
+/// `line_no`).
+pub fn ods_event_fields() -> Vec<Field> {
+    use DataType::{Float64, Int64, Utf8};
+    let s = |n: &str| Field::new(n, Utf8, true);
+    vec![
+        Field::new("event_id", Utf8, true),
+        s("event_type"),
+        ts_field("client_ts"),
+        ts_field("sent_ts"),
+        ts_field("collector_ts"),
+        s("device_id"),
+        s("device_id_type"),
+        s("user_id"),
+        s("app_version"),
+        s("ua"),
+        Field::new("geo_lat", Float64, true),
+        Field::new("geo_lon", Float64, true),
+        s("page_url"),
+        s("from_url"),
+        s("to_url"),
+        s("target_type"),
+        s("target_id"),
+        ts_field("page_enter_ts"),
+        ts_field("page_leave_ts"),
+        s("cors_url"),
+        s("cors_method"),
+        s("cors_origin"),
+        Field::new("cors_status", Int64, true),
+        s("cors_error"),
+        Field::new("cors_duration_ms", Int64, true),
+        s("extra"),
+    ]
+}
+
+/// Statistics columns of a `stats` row.
+pub const STAT_COLUMNS: [&str; 5] = ["files", "files_ignored", "bytes", "lines", "blank_lines"];
+
+/// The scan's output schema.
+pub fn scan_schema() -> SchemaRef {
+    use DataType::{Date32, Int64, Utf8};
+    let mut fields = vec![
+        Field::new("kind", Utf8, false),
+        Field::new("region", Utf8, false),
+        Field::new("dt", Date32, false),
+        Field::new("src_file", Utf8, true),
+        Field::new("line_no", Int64, true),
+        Field::new("reason", Utf8, true),
+        Field::new("raw_line", Utf8, true),
+    ];
+    fields.extend(ods_event_fields());
+    fields.extend(STAT_COLUMNS.iter().map(|c| Field::new(*c, Int64, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The raw events of some day folders as a table.
+#[derive(Debug, Clone)]
+pub struct RawEventsTable {
+    /// What to read.
+    pub source: RawSource,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for RawEventsTable {
+    fn schema(&self) -> SchemaRef {
+        scan_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(RawScanExec::try_new(
+            self.source.clone(),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// The physical raw scan; one partition per folder key range.
+#[derive(Debug)]
+pub struct RawScanExec {
+    source: RawSource,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl RawScanExec {
+    /// A scan of `source`, projected to `projection` (indices into
+    /// [`scan_schema`]).
+    pub fn try_new(source: RawSource, projection: Option<Vec<usize>>) -> DfResult<Self> {
+        let schema = project_schema(&scan_schema(), projection.as_ref())?;
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(source.partitions().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(RawScanExec {
+            source,
+            projection,
+            properties,
+        })
+    }
+
+    /// What the scan reads.
+    pub fn source(&self) -> &RawSource {
+        &self.source
+    }
+
+    /// The projection, if any.
+    pub fn projection(&self) -> Option<&Vec<usize>> {
+        self.projection.as_ref()
+    }
+}
+
+impl DisplayAs for RawScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "RawScanExec: folders={}, ranges={}, concurrency={}",
+            self.source.folders.len(),
+            self.source.ranges,
+            self.source.fetch_concurrency
+        )
+    }
+}
+
+impl ExecutionPlan for RawScanExec {
+    fn name(&self) -> &str {
+        "RawScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let ranges = self.source.ranges.max(1);
+        let folder = self.source.folders[partition / ranges].clone();
+        let range = partition % ranges;
+        let store = context
+            .runtime_env()
+            .object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(
+                &folder.location.store_url,
+            )?)?;
+        let out_schema = self.schema();
+        let projection = self.projection.clone();
+        let job = RangeJob {
+            slice: KeyRange::of(&folder, range, ranges),
+            ctx: LineContext {
+                collection_date: folder.date,
+                lateness_days: self.source.lateness_days,
+            },
+            folder,
+            concurrency: self.source.fetch_concurrency.max(1),
+            batch_rows: context.session_config().batch_size().max(1024),
+        };
+        let mut builder = RecordBatchReceiverStream::builder(out_schema, 4);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let send = |batch: RecordBatch| {
+                let batch = match &projection {
+                    Some(p) => batch.project(p),
+                    None => Ok(batch),
+                };
+                let tx = tx.clone();
+                async move {
+                    // A closed receiver means the query was cancelled.
+                    let _ = tx.send(batch.map_err(Into::into)).await;
+                }
+            };
+            job.run(store, send).await
+        });
+        Ok(builder.build())
+    }
+}
+
+/// A slice of a folder's keys: `(after, up_to]`, either end open.
+#[derive(Debug, Clone, PartialEq)]
+struct KeyRange {
+    after: Option<String>,
+    up_to: Option<String>,
+}
+
+impl KeyRange {
+    /// Range `k` of `n` of a folder, cut at equal steps of `first_ts` over
+    /// the folder's UTC day; the first and last ranges are open so that
+    /// every key, whatever its name, falls in exactly one.
+    fn of(folder: &Folder, k: usize, n: usize) -> KeyRange {
+        let start = day_start_ms(folder.date);
+        let bound = |i: usize| {
+            let ts = start + (DAY_MS / n as i64) * i as i64;
+            format!("{}/messages-{ts}", folder.location.prefix)
+        };
+        KeyRange {
+            after: (k > 0).then(|| bound(k)),
+            up_to: (k + 1 < n).then(|| bound(k + 1)),
+        }
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.after.as_deref().is_none_or(|a| key > a) && self.up_to.as_deref().is_none_or(|u| key <= u)
+    }
+}
+
+/// Counters of one range, sent as its statistics row.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RangeStats {
+    /// `messages-*.txt` objects read.
+    pub files: i64,
+    /// Other objects in the folder.
+    pub files_ignored: i64,
+    /// Bytes of the files read.
+    pub bytes: i64,
+    /// All lines, blank ones included.
+    pub lines: i64,
+    /// Blank lines.
+    pub blank_lines: i64,
+}
+
+/// One partition's work.
+struct RangeJob {
+    folder: Folder,
+    slice: KeyRange,
+    ctx: LineContext,
+    concurrency: usize,
+    batch_rows: usize,
+}
+
+/// The lines of one file, classified.
+struct FileLines {
+    key: String,
+    outcomes: Vec<(i64, LineOutcome)>,
+    lines: i64,
+    bytes: i64,
+}
+
+/// Is `key` a raw batch directly in the folder: `{folder}/messages-*.txt`?
+pub fn is_message_file(folder_prefix: &str, key: &str) -> bool {
+    let Some(name) = key
+        .strip_prefix(folder_prefix)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return false;
+    };
+    !name.contains('/') && name.starts_with("messages-") && name.ends_with(".txt")
+}
+
+impl RangeJob {
+    async fn run<F, Fut>(self, store: Arc<dyn ObjectStore>, send: F) -> DfResult<()>
+    where
+        F: Fn(RecordBatch) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let prefix = self.folder.location.path();
+        let sorted = !self.folder.location.store_url.starts_with("file");
+        let listing = match &self.slice.after {
+            Some(after) => store.list_with_offset(Some(&prefix), &object_store::path::Path::from(after.as_str())),
+            None => store.list(Some(&prefix)),
+        };
+        let slice = self.slice.clone();
+        let folder_prefix = self.folder.location.prefix.clone();
+        let mut stats = RangeStats::default();
+        let ignored = std::sync::atomic::AtomicI64::new(0);
+        // S3 lists in key order, so a range stops at its upper bound; a
+        // local directory walk has no order, so it filters every key.
+        let metas = listing
+            .try_take_while(|m| {
+                let past = sorted && slice.up_to.as_deref().is_some_and(|u| m.location.as_ref() > u);
+                futures::future::ready(Ok(!past))
+            })
+            .try_filter(|m| futures::future::ready(slice.contains(m.location.as_ref())))
+            .try_filter(|m| {
+                let keep = is_message_file(&folder_prefix, m.location.as_ref());
+                if !keep {
+                    ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                futures::future::ready(keep)
+            });
+        let ctx = self.ctx;
+        let mut files = metas
+            .map_err(datafusion::error::DataFusionError::from)
+            .map_ok(|meta: ObjectMeta| {
+                let store = store.clone();
+                async move { read_file(store, meta, ctx).await }
+            })
+            .try_buffer_unordered(self.concurrency)
+            .boxed();
+        let mut pending: Vec<FileLines> = Vec::new();
+        let mut pending_rows = 0;
+        while let Some(file) = files.try_next().await? {
+            stats.files += 1;
+            stats.bytes += file.bytes;
+            stats.lines += file.lines;
+            stats.blank_lines += file.lines - file.outcomes.len() as i64;
+            pending_rows += file.outcomes.len();
+            pending.push(file);
+            if pending_rows >= self.batch_rows {
+                send(lines_batch(&self.folder, &pending)?).await;
+                pending.clear();
+                pending_rows = 0;
+            }
+        }
+        drop(files);
+        if !pending.is_empty() {
+            send(lines_batch(&self.folder, &pending)?).await;
+        }
+        stats.files_ignored = ignored.load(std::sync::atomic::Ordering::Relaxed);
+        send(stats_batch(&self.folder, stats)?).await;
+        Ok(())
+    }
+}
+
+async fn read_file(store: Arc<dyn ObjectStore>, meta: ObjectMeta, ctx: LineContext) -> DfResult<FileLines> {
+    let data = store.get(&meta.location).await?.bytes().await?;
+    let key = meta.location.to_string();
+    let bytes = data.len() as i64;
+    // Classifying is CPU work; keep it off the I/O threads.
+    tokio::task::spawn_blocking(move || {
+        let mut outcomes = Vec::new();
+        let mut lines = 0;
+        for (i, line) in event::split_lines(&data).enumerate() {
+            lines += 1;
+            match event::classify_line(line, &ctx) {
+                LineOutcome::Blank => {}
+                o => outcomes.push((i as i64 + 1, o)),
+            }
+        }
+        FileLines {
+            key,
+            outcomes,
+            lines,
+            bytes,
+        }
+    })
+    .await
+    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+}
+
+/// Column builders for the scan schema.
+struct Builders {
+    kind: StringBuilder,
+    region: StringBuilder,
+    dt: Date32Builder,
+    src_file: StringBuilder,
+    line_no: Int64Builder,
+    reason: StringBuilder,
+    raw_line: StringBuilder,
+    strings: Vec<StringBuilder>,
+    ts: Vec<TimestampMillisecondBuilder>,
+    geo: [Float64Builder; 2],
+    ints: [Int64Builder; 2],
+    stats: Vec<Int64Builder>,
+}
+
+fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+}
+
+impl Builders {
+    fn new() -> Self {
+        Builders {
+            kind: StringBuilder::new(),
+            region: StringBuilder::new(),
+            dt: Date32Builder::new(),
+            src_file: StringBuilder::new(),
+            line_no: Int64Builder::new(),
+            reason: StringBuilder::new(),
+            raw_line: StringBuilder::new(),
+            strings: (0..17).map(|_| StringBuilder::new()).collect(),
+            ts: (0..5).map(|_| TimestampMillisecondBuilder::new().with_timezone("UTC")).collect(),
+            geo: [Float64Builder::new(), Float64Builder::new()],
+            ints: [Int64Builder::new(), Int64Builder::new()],
+            stats: (0..STAT_COLUMNS.len()).map(|_| Int64Builder::new()).collect(),
+        }
+    }
+
+    fn head(&mut self, kind: &str, folder: &Folder) {
+        self.kind.append_value(kind);
+        self.region.append_value(&folder.region);
+        self.dt.append_value(days_since_epoch(folder.date));
+    }
+
+    fn event(&mut self, e: Option<&event::OdsEvent>, event_id: Option<&str>) {
+        let s = |e: &event::OdsEvent| -> [Option<String>; 17] {
+            [
+                Some(e.event_id.clone()),
+                Some(e.event_type.clone()),
+                e.device_id.clone(),
+                e.device_id_type.clone(),
+                e.user_id.clone(),
+                e.app_version.clone(),
+                e.ua.clone(),
+                e.page_url.clone(),
+                e.from_url.clone(),
+                e.to_url.clone(),
+                e.target_type.clone(),
+                e.target_id.clone(),
+                e.cors_url.clone(),
+                e.cors_method.clone(),
+                e.cors_origin.clone(),
+                e.cors_error.clone(),
+                e.extra.clone(),
+            ]
+        };
+        let strings = match e {
+            Some(e) => s(e),
+            None => {
+                let mut v: [Option<String>; 17] = Default::default();
+                v[0] = event_id.map(str::to_string);
+                v
+            }
+        };
+        for (b, v) in self.strings.iter_mut().zip(strings) {
+            b.append_option(v);
+        }
+        let ts = e.map_or([None; 5], |e| {
+            [Some(e.client_ts), e.sent_ts, Some(e.collector_ts), e.page_enter_ts, e.page_leave_ts]
+        });
+        for (b, v) in self.ts.iter_mut().zip(ts) {
+            b.append_option(v);
+        }
+        self.geo[0].append_option(e.and_then(|e| e.geo_lat));
+        self.geo[1].append_option(e.and_then(|e| e.geo_lon));
+        self.ints[0].append_option(e.and_then(|e| e.cors_status));
+        self.ints[1].append_option(e.and_then(|e| e.cors_duration_ms));
+    }
+
+    fn finish(mut self) -> DfResult<RecordBatch> {
+        let mut s = self.strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut t = self.ts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut next_s = || s.next().expect("string column");
+        let mut next_t = || t.next().expect("timestamp column");
+        let (event_id, event_type) = (next_s(), next_s());
+        let (client_ts, sent_ts, collector_ts) = (next_t(), next_t(), next_t());
+        let (device_id, device_id_type, user_id, app_version, ua) =
+            (next_s(), next_s(), next_s(), next_s(), next_s());
+        let (page_url, from_url, to_url, target_type, target_id) =
+            (next_s(), next_s(), next_s(), next_s(), next_s());
+        let (page_enter_ts, page_leave_ts) = (next_t(), next_t());
+        let (cors_url, cors_method, cors_origin, cors_error, extra) =
+            (next_s(), next_s(), next_s(), next_s(), next_s());
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.kind.finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.dt.finish()),
+            Arc::new(self.src_file.finish()),
+            Arc::new(self.line_no.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.raw_line.finish()),
+            event_id,
+            event_type,
+            client_ts,
+            sent_ts,
+            collector_ts,
+            device_id,
+            device_id_type,
+            user_id,
+            app_version,
+            ua,
+            Arc::new(self.geo[0].finish()),
+            Arc::new(self.geo[1].finish()),
+            page_url,
+            from_url,
+            to_url,
+            target_type,
+            target_id,
+            page_enter_ts,
+            page_leave_ts,
+            cors_url,
+            cors_method,
+            cors_origin,
+            Arc::new(self.ints[0].finish()),
+            cors_error,
+            Arc::new(self.ints[1].finish()),
+            extra,
+        ];
+        columns.extend(self.stats.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        Ok(RecordBatch::try_new(scan_schema(), columns)?)
+    }
+}
+
+fn lines_batch(folder: &Folder, files: &[FileLines]) -> DfResult<RecordBatch> {
+    let mut b = Builders::new();
+    for f in files {
+        for (line_no, o) in &f.outcomes {
+            match o {
+                LineOutcome::Valid(e) => {
+                    b.head(KIND_VALID, folder);
+                    b.reason.append_null();
+                    b.raw_line.append_null();
+                    b.event(Some(e), None);
+                }
+                LineOutcome::Rejected(r) => {
+                    b.head(KIND_REJECTED, folder);
+                    b.reason.append_value(&r.reason);
+                    b.raw_line.append_value(&r.raw_line);
+                    b.event(None, r.event_id.as_deref());
+                }
+                LineOutcome::Blank => continue,
+            }
+            b.src_file.append_value(&f.key);
+            b.line_no.append_value(*line_no);
+            for s in &mut b.stats {
+                s.append_null();
+            }
+        }
+    }
+    b.finish()
+}
+
+fn stats_batch(folder: &Folder, stats: RangeStats) -> DfResult<RecordBatch> {
+    let mut b = Builders::new();
+    b.head(KIND_STATS, folder);
+    b.src_file.append_null();
+    b.line_no.append_null();
+    b.reason.append_null();
+    b.raw_line.append_null();
+    b.event(None, None);
+    let values = [stats.files, stats.files_ignored, stats.bytes, stats.lines, stats.blank_lines];
+    for (s, v) in b.stats.iter_mut().zip(values) {
+        s.append_value(v);
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder() -> Folder {
+        Folder {
+            region: "aps1".into(),
+            date: NaiveDate::from_ymd_opt(2024, 6, 18).unwrap(),
+            location: Location::parse("s3://b/r/uat/aps1/2024/06/18").unwrap(),
+        }
+    }
+
+    #[test]
+    fn ranges_cover_every_key_once() {
+        let f = folder();
+        let n = 4;
+        let ranges: Vec<KeyRange> = (0..n).map(|k| KeyRange::of(&f, k, n)).collect();
+        let keys = [
+            "r/uat/aps1/2024/06/18/_tmp",
+            "r/uat/aps1/2024/06/18/messages-1718668800000.txt",
+            "r/uat/aps1/2024/06/18/messages-1718690400000",
+            "r/uat/aps1/2024/06/18/messages-1718690400000.txt",
+            "r/uat/aps1/2024/06/18/messages-1718755199999.txt",
+            "r/uat/aps1/2024/06/18/messages-1800000000000.txt",
+            "r/uat/aps1/2024/06/18/zz",
+        ];
+        for k in keys {
+            let hits = ranges.iter().filter(|r| r.contains(k)).count();
+            assert_eq!(hits, 1, "{k}");
+        }
+        // 06:00 UTC is the first bound of four
+        assert_eq!(ranges[1].after.as_deref(), Some("r/uat/aps1/2024/06/18/messages-1718690400000"));
+    }
+
+    #[test]
+    fn message_file_names() {
+        let p = "r/uat/aps1/2024/06/18";
+        assert!(is_message_file(p, "r/uat/aps1/2024/06/18/messages-1.txt"));
+        assert!(!is_message_file(p, "r/uat/aps1/2024/06/18/messages-1.txt.gz"));
+        assert!(!is_message_file(p, "r/uat/aps1/2024/06/18/sub/messages-1.txt"));
+        assert!(!is_message_file(p, "r/uat/aps1/2024/06/18/_SUCCESS"));
+    }
+}

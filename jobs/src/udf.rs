@@ -1,0 +1,368 @@
+//! The scalar functions the job plans call, registered by [`register_all`]
+//! on every session: the CLI's, the scheduler's and each executor's function
+//! registry, so a plan that names them resolves wherever it runs.
+//!
+//! Each function is a row-wise evaluation over arrays; its arguments are
+//! cast to the declared input types first, so `Utf8View` or `LargeUtf8`
+//! columns work the same as `Utf8`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
+    StructArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use datafusion::common::{Result, exec_err};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use crate::{derive, event_time, geo, user_agent};
+
+type Eval = fn(&[ArrayRef]) -> Result<ArrayRef>;
+
+/// One tauc scalar function: a name, its argument and return types, and a
+/// row-wise evaluation. Functions are equal when their names are: the
+/// names are unique, and function pointers have no stable identity.
+#[derive(Debug)]
+pub struct RowUdf {
+    name: &'static str,
+    inputs: Vec<DataType>,
+    output: DataType,
+    signature: Signature,
+    eval: Eval,
+}
+
+impl PartialEq for RowUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for RowUdf {}
+
+impl std::hash::Hash for RowUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl RowUdf {
+    fn new(name: &'static str, inputs: Vec<DataType>, output: DataType, eval: Eval) -> Self {
+        let signature = Signature::any(inputs.len(), Volatility::Immutable);
+        RowUdf {
+            name,
+            inputs,
+            output,
+            signature,
+            eval,
+        }
+    }
+}
+
+impl ScalarUDFImpl for RowUdf {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.output.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = args
+            .args
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(a, ty)| {
+                let arr = a.into_array(n)?;
+                if arr.data_type() == ty {
+                    Ok(arr)
+                } else {
+                    Ok(cast(&arr, ty)?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ColumnarValue::Array((self.eval)(&arrays)?))
+    }
+}
+
+fn ts_utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn downcast<'a, T: 'static>(a: &'a ArrayRef, what: &str) -> Result<&'a T> {
+    match a.as_any().downcast_ref::<T>() {
+        Some(t) => Ok(t),
+        None => exec_err!("tauc udf: argument {what} has type {}", a.data_type()),
+    }
+}
+
+fn strings(a: &ArrayRef) -> Result<&StringArray> {
+    downcast(a, "string")
+}
+
+fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+fn timestamps(a: &ArrayRef) -> Result<&TimestampMillisecondArray> {
+    downcast(a, "timestamp")
+}
+
+fn opt_i64<A: Array + 'static>(a: &A, i: usize, v: impl Fn(usize) -> i64) -> Option<i64> {
+    a.is_valid(i).then(|| v(i))
+}
+
+fn zone(tz: &StringArray, i: usize) -> Result<Option<Tz>> {
+    match opt_str(tz, i) {
+        None => Ok(None),
+        Some(name) => match name.parse::<Tz>() {
+            Ok(tz) => Ok(Some(tz)),
+            Err(_) => exec_err!("unknown time zone '{name}'"),
+        },
+    }
+}
+
+fn eval_event_ts(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (c, s, r) = (timestamps(&a[0])?, timestamps(&a[1])?, timestamps(&a[2])?);
+    let out: TimestampMillisecondArray = (0..c.len())
+        .map(|i| {
+            let (Some(cv), Some(rv)) = (opt_i64(c, i, |i| c.value(i)), opt_i64(r, i, |i| r.value(i)))
+            else {
+                return None;
+            };
+            Some(event_time::event_ts(cv, opt_i64(s, i, |i| s.value(i)), rv).0)
+        })
+        .collect();
+    Ok(Arc::new(out.with_timezone("UTC")))
+}
+
+fn eval_ts_clamped(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (c, s, r) = (timestamps(&a[0])?, timestamps(&a[1])?, timestamps(&a[2])?);
+    let out: BooleanArray = (0..c.len())
+        .map(|i| {
+            let (Some(cv), Some(rv)) = (opt_i64(c, i, |i| c.value(i)), opt_i64(r, i, |i| r.value(i)))
+            else {
+                return None;
+            };
+            Some(event_time::event_ts(cv, opt_i64(s, i, |i| s.value(i)), rv).1)
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn eval_local_ts(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (ts, tz) = (timestamps(&a[0])?, strings(&a[1])?);
+    let mut out = Vec::with_capacity(ts.len());
+    for i in 0..ts.len() {
+        let v = match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
+            (Some(t), Some(z)) => {
+                event_time::local_datetime(t, z).map(|d| d.and_utc().timestamp_millis())
+            }
+            _ => None,
+        };
+        out.push(v);
+    }
+    Ok(Arc::new(TimestampMillisecondArray::from(out)))
+}
+
+fn eval_local_date(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (ts, tz) = (timestamps(&a[0])?, strings(&a[1])?);
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    let mut out = Vec::with_capacity(ts.len());
+    for i in 0..ts.len() {
+        let v = match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
+            (Some(t), Some(z)) => {
+                event_time::local_date(t, z).map(|d| (d - epoch).num_days() as i32)
+            }
+            _ => None,
+        };
+        out.push(v);
+    }
+    Ok(Arc::new(Date32Array::from(out)))
+}
+
+fn eval_lateness_ms(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (ets, r) = (timestamps(&a[0])?, timestamps(&a[1])?);
+    let dt: &Date32Array = downcast(&a[2], "date")?;
+    let out: Int64Array = (0..ets.len())
+        .map(|i| {
+            let day = dt.value_as_date(i).filter(|_| dt.is_valid(i))?;
+            let e = opt_i64(ets, i, |i| ets.value(i))?;
+            let c = opt_i64(r, i, |i| r.value(i))?;
+            Some(event_time::lateness_ms(e, c, day))
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn map_str(a: &[ArrayRef], f: impl Fn(&str) -> Option<String>) -> Result<ArrayRef> {
+    let s = strings(&a[0])?;
+    let out: StringArray = (0..s.len()).map(|i| opt_str(s, i).and_then(&f)).collect();
+    Ok(Arc::new(out))
+}
+
+fn eval_norm_path(a: &[ArrayRef]) -> Result<ArrayRef> {
+    map_str(a, derive::norm_path)
+}
+
+fn eval_url_host(a: &[ArrayRef]) -> Result<ArrayRef> {
+    map_str(a, derive::url_host)
+}
+
+fn eval_gender(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let s = strings(&a[0])?;
+    let out: StringArray = (0..s.len())
+        .map(|i| Some(derive::gender(opt_str(s, i))))
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn eval_is_bot(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let s = strings(&a[0])?;
+    let out: BooleanArray = (0..s.len())
+        .map(|i| Some(derive::is_bot(opt_str(s, i))))
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn ua_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("browser_family", DataType::Utf8, true),
+        Field::new("browser_major", DataType::Utf8, true),
+        Field::new("os_family", DataType::Utf8, true),
+    ])
+}
+
+fn eval_user_agent(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let s = strings(&a[0])?;
+    let parsed: Vec<Option<user_agent::UserAgent>> = (0..s.len())
+        .map(|i| opt_str(s, i).map(user_agent::parse))
+        .collect();
+    let family: StringArray = parsed
+        .iter()
+        .map(|p| p.as_ref().map(|u| u.browser_family.clone()))
+        .collect();
+    let major: StringArray = parsed
+        .iter()
+        .map(|p| p.as_ref().and_then(|u| u.browser_major.clone()))
+        .collect();
+    let os: StringArray = parsed
+        .iter()
+        .map(|p| p.as_ref().map(|u| u.os_family.clone()))
+        .collect();
+    let arrays: Vec<ArrayRef> = vec![Arc::new(family), Arc::new(major), Arc::new(os)];
+    Ok(Arc::new(StructArray::try_new(ua_fields(), arrays, None)?))
+}
+
+fn geo_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("city", DataType::Utf8, true),
+        Field::new("country", DataType::Utf8, true),
+    ])
+}
+
+fn eval_geocode(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let lat: &Float64Array = downcast(&a[0], "lat")?;
+    let lon: &Float64Array = downcast(&a[1], "lon")?;
+    let places: Vec<Option<(String, String)>> = (0..lat.len())
+        .map(|i| {
+            (lat.is_valid(i) && lon.is_valid(i))
+                .then(|| geo::nearest_place(lat.value(i), lon.value(i)))
+        })
+        .collect();
+    let city: StringArray = places.iter().map(|p| p.as_ref().map(|p| p.0.clone())).collect();
+    let country: StringArray = places.iter().map(|p| p.as_ref().map(|p| p.1.clone())).collect();
+    let arrays: Vec<ArrayRef> = vec![Arc::new(city), Arc::new(country)];
+    Ok(Arc::new(StructArray::try_new(geo_fields(), arrays, None)?))
+}
+
+fn eval_age_band(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let birth = strings(&a[0])?;
+    let on: &Date32Array = downcast(&a[1], "date")?;
+    let out: StringArray = (0..birth.len())
+        .map(|i| {
+            on.value_as_date(i)
+                .filter(|_| on.is_valid(i))
+                .map(|d| derive::age_band(opt_str(birth, i), d))
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn eval_err_class(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let error = strings(&a[0])?;
+    let status: &Int64Array = downcast(&a[1], "status")?;
+    let out: StringArray = (0..error.len())
+        .map(|i| {
+            Some(derive::err_class(
+                opt_str(error, i),
+                opt_i64(status, i, |i| status.value(i)),
+            ))
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+fn eval_fingerprint(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let parts = a.iter().map(strings).collect::<Result<Vec<_>>>()?;
+    let n = parts.first().map_or(0, |p| p.len());
+    let out: StringArray = (0..n)
+        .map(|i| {
+            let row: Vec<Option<&str>> = parts.iter().map(|p| opt_str(p, i)).collect();
+            Some(derive::fingerprint(&row))
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// Every tauc scalar function.
+pub fn all() -> Vec<ScalarUDF> {
+    use DataType::{Boolean, Date32, Float64, Int64, Utf8};
+    let ts = ts_utc;
+    vec![
+        RowUdf::new("tauc_event_ts", vec![ts(), ts(), ts()], ts(), eval_event_ts),
+        RowUdf::new("tauc_ts_clamped", vec![ts(), ts(), ts()], Boolean, eval_ts_clamped),
+        RowUdf::new(
+            "tauc_local_ts",
+            vec![ts(), Utf8],
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            eval_local_ts,
+        ),
+        RowUdf::new("tauc_local_date", vec![ts(), Utf8], Date32, eval_local_date),
+        RowUdf::new("tauc_lateness_ms", vec![ts(), ts(), Date32], Int64, eval_lateness_ms),
+        RowUdf::new("tauc_norm_path", vec![Utf8], Utf8, eval_norm_path),
+        RowUdf::new("tauc_url_host", vec![Utf8], Utf8, eval_url_host),
+        RowUdf::new("tauc_gender", vec![Utf8], Utf8, eval_gender),
+        RowUdf::new("tauc_is_bot", vec![Utf8], Boolean, eval_is_bot),
+        RowUdf::new("tauc_user_agent", vec![Utf8], DataType::Struct(ua_fields()), eval_user_agent),
+        RowUdf::new("tauc_geocode", vec![Float64, Float64], DataType::Struct(geo_fields()), eval_geocode),
+        RowUdf::new("tauc_age_band", vec![Utf8, Date32], Utf8, eval_age_band),
+        RowUdf::new("tauc_err_class", vec![Utf8, Int64], Utf8, eval_err_class),
+        RowUdf::new("tauc_fingerprint", vec![Utf8; 5], Utf8, eval_fingerprint),
+    ]
+    .into_iter()
+    .map(ScalarUDF::new_from_impl)
+    .collect()
+}
+
+/// Registers every tauc function on a registry (a `SessionContext`, a
+/// `SessionState`, or an executor's function registry).
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
+    for f in all() {
+        registry.register_udf(Arc::new(f))?;
+    }
+    Ok(())
+}
