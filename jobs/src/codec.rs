@@ -34,12 +34,16 @@ enum Node {
 
 fn encode(node: &Node, buf: &mut Vec<u8>) -> Result<()> {
     buf.extend_from_slice(TAG);
-    serde_json::to_writer(buf, node).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    serde_json::to_writer(buf, node)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
 }
 
 fn decode(buf: &[u8]) -> Option<Result<Node>> {
     let body = buf.strip_prefix(TAG)?;
-    Some(serde_json::from_slice(body).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))))
+    Some(
+        serde_json::from_slice(body)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))),
+    )
 }
 
 /// Logical codec: tauc tables, then Ballista's.
@@ -49,7 +53,12 @@ pub struct TaucLogicalCodec {
 }
 
 impl LogicalExtensionCodec for TaucLogicalCodec {
-    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
         self.inner.try_decode(buf, inputs, ctx)
     }
 
@@ -68,7 +77,9 @@ impl LogicalExtensionCodec for TaucLogicalCodec {
             Some(Ok(Node::RawTable(source))) => Ok(Arc::new(RawEventsTable { source })),
             Some(Ok(_)) => exec_err!("tauc codec: not a table provider"),
             Some(Err(e)) => Err(e),
-            None => self.inner.try_decode_table_provider(buf, table_ref, schema, ctx),
+            None => self
+                .inner
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
         }
     }
 
@@ -118,7 +129,17 @@ impl PhysicalExtensionCodec for TaucPhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match decode(buf) {
             Some(Ok(Node::RawScan { source, projection })) => {
-                Ok(Arc::new(RawScanExec::try_new(source, projection)?))
+                let [items] = inputs else {
+                    return exec_err!(
+                        "tauc codec: RawScanExec takes one input, got {}",
+                        inputs.len()
+                    );
+                };
+                Ok(Arc::new(RawScanExec::try_new(
+                    source,
+                    projection,
+                    items.clone(),
+                )?))
             }
             Some(Ok(_)) => exec_err!("tauc codec: not an execution plan"),
             Some(Err(e)) => Err(e),

@@ -54,8 +54,9 @@ pub struct Manifest {
     pub committed_at: String,
 }
 
-/// One partition of a table: `{table}/dt={dt}/region={region}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One partition of a table: `{table}/dt={dt}/region={region}`; ordered
+/// by date, then region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionRef {
     /// Partition date.
     pub dt: NaiveDate,
@@ -66,7 +67,11 @@ pub struct PartitionRef {
 impl PartitionRef {
     /// The partition's directory under a table's location.
     pub fn location(&self, table: &Location) -> Location {
-        table.join(&format!("dt={}/region={}", self.dt.format("%Y-%m-%d"), self.region))
+        table.join(&format!(
+            "dt={}/region={}",
+            self.dt.format("%Y-%m-%d"),
+            self.region
+        ))
     }
 }
 
@@ -77,9 +82,8 @@ pub async fn read_manifest(store: &dyn ObjectStore, dir: &Location) -> Result<Op
     match store.get(&path).await {
         Ok(r) => {
             let bytes = r.bytes().await?;
-            let m = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Invariant(format!("corrupt manifest {dir}/{MANIFEST}: {e}"))
-            })?;
+            let m = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Invariant(format!("corrupt manifest {dir}/{MANIFEST}: {e}")))?;
             Ok(Some(m))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -176,7 +180,10 @@ pub async fn remove_strays(store: &dyn ObjectStore, dir: &Location, m: &Manifest
     for meta in listed {
         let key = meta.location.as_ref();
         let name = key.rsplit('/').next().unwrap_or(key);
-        let direct = key.strip_prefix(&dir.prefix).map(|r| r.trim_start_matches('/')) == Some(name);
+        let direct = key
+            .strip_prefix(&dir.prefix)
+            .map(|r| r.trim_start_matches('/'))
+            == Some(name);
         if direct && name != MANIFEST && !m.files.iter().any(|f| f == name) {
             store.delete(&meta.location).await?;
             removed += 1;

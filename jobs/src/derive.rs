@@ -182,7 +182,10 @@ mod tests {
         assert_eq!(n(""), None);
         assert_eq!(n("https://h/"), Some("/".into()));
         assert_eq!(n("https://h"), Some("/".into()));
-        assert_eq!(n("https://h/#/devices/7?tab=1"), Some("/devices/{id}".into()));
+        assert_eq!(
+            n("https://h/#/devices/7?tab=1"),
+            Some("/devices/{id}".into())
+        );
         assert_eq!(n("https://h/app?x=1#section"), Some("/app".into()));
         assert_eq!(n("/devices/7"), Some("/devices/{id}".into()));
         assert_eq!(n("https://h//a//b/"), Some("/a/b".into()));
@@ -199,7 +202,10 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(url_host("https://API.Example.com:8443/x"), Some("api.example.com".into()));
+        assert_eq!(
+            url_host("https://API.Example.com:8443/x"),
+            Some("api.example.com".into())
+        );
         assert_eq!(url_host("https://u:p@h.io/x"), Some("h.io".into()));
         assert_eq!(url_host("http://[::1]:80/"), Some("::1".into()));
         assert_eq!(url_host("/relative/path"), None);
@@ -233,7 +239,10 @@ mod tests {
         // sha256("abc") = ba7816bf8f01cfea...
         assert_eq!(fingerprint(&[Some("abc")]), "ba7816bf8f01cfea");
         // "||" joins five null parts: sha256("||||") computed independently
-        assert_eq!(fingerprint(&[None, None]), fingerprint(&[Some(""), Some("")]));
+        assert_eq!(
+            fingerprint(&[None, None]),
+            fingerprint(&[Some(""), Some("")])
+        );
     }
 
     #[test]

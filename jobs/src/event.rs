@@ -18,7 +18,13 @@ pub const KEPT_LINE_BYTES: usize = 65_536;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The event types the contract knows.
-pub const EVENT_TYPES: [&str; 5] = ["page_enter", "page_leave", "click", "impression", "cors_error"];
+pub const EVENT_TYPES: [&str; 5] = [
+    "page_enter",
+    "page_leave",
+    "click",
+    "impression",
+    "cors_error",
+];
 /// The target types the contract knows.
 pub const TARGET_TYPES: [&str; 3] = ["page", "button", "banner"];
 
@@ -116,10 +122,12 @@ pub enum LineOutcome {
 pub fn split_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let body = data.strip_suffix(b"\n").unwrap_or(data);
     let empty = data.is_empty();
-    body.split(|b| *b == b'\n').filter(move |_| !empty).map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.strip_prefix(UTF8_BOM).unwrap_or(line)
-    })
+    body.split(|b| *b == b'\n')
+        .filter(move |_| !empty)
+        .map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            line.strip_prefix(UTF8_BOM).unwrap_or(line)
+        })
 }
 
 /// Is the line blank (empty or only space, tab, CR, FF, VT)?
@@ -316,7 +324,10 @@ impl Typed<'_> {
     fn object(&self, key: &'static str) -> Result<Option<Typed<'_>>, String> {
         match get(self.obj, key) {
             None => Ok(None),
-            Some(Value::Object(m)) => Ok(Some(Typed { obj: m, prefix: key })),
+            Some(Value::Object(m)) => Ok(Some(Typed {
+                obj: m,
+                prefix: key,
+            })),
             Some(_) => Err(self.err(key)),
         }
     }
@@ -337,7 +348,9 @@ fn check_types(obj: &Map<String, Value>, ctx: &LineContext) -> Result<OdsEvent, 
     ev.event_type = event_type;
     ev.client_ts = top.ts("client_ts")?.ok_or_else(|| top.err("client_ts"))?;
     ev.sent_ts = top.ts("sent_ts")?;
-    ev.collector_ts = top.ts("collector_ts")?.ok_or_else(|| top.err("collector_ts"))?;
+    ev.collector_ts = top
+        .ts("collector_ts")?
+        .ok_or_else(|| top.err("collector_ts"))?;
     if ev.collector_ts >= event_time::collector_ts_limit(ctx.collection_date) {
         return Err(top.err("collector_ts"));
     }

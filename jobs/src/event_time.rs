@@ -114,7 +114,13 @@ mod tests {
     fn kolkata_midnight() {
         // 2024-06-17 18:30:00 UTC is 2024-06-18 00:00 in Kolkata
         let ts = day_start_ms(d("2024-06-17")) + 18 * 3_600_000 + 30 * 60_000;
-        assert_eq!(local_date(ts, chrono_tz::Asia::Kolkata), Some(d("2024-06-18")));
-        assert_eq!(local_date(ts - 1, chrono_tz::Asia::Kolkata), Some(d("2024-06-17")));
+        assert_eq!(
+            local_date(ts, chrono_tz::Asia::Kolkata),
+            Some(d("2024-06-18"))
+        );
+        assert_eq!(
+            local_date(ts - 1, chrono_tz::Asia::Kolkata),
+            Some(d("2024-06-17"))
+        );
     }
 }

@@ -24,7 +24,10 @@ mod tests {
 
     #[test]
     fn known_cities() {
-        assert_eq!(nearest_place(53.3498, -6.2603), ("Dublin".into(), "IE".into()));
+        assert_eq!(
+            nearest_place(53.3498, -6.2603),
+            ("Dublin".into(), "IE".into())
+        );
         let (city, cc) = nearest_place(40.7128, -74.0060);
         assert_eq!(cc, "US");
         assert!(city.contains("New York") || city == "Manhattan", "{city}");

@@ -13,17 +13,24 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod codec;
 pub mod commit;
+pub mod config;
 pub mod derive;
 pub mod error;
 pub mod event;
 pub mod event_time;
 pub mod geo;
+pub mod layering;
+pub mod logging;
+pub mod progress;
 pub mod raw_scan;
 pub mod regions;
+pub mod sample;
 pub mod session;
 pub mod store;
+pub mod tables;
 pub mod udf;
 pub mod user_agent;
 

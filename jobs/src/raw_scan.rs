@@ -9,6 +9,13 @@
 //!   range is one partition that lists its own slice with `start-after`.
 //!   Every object is listed exactly once, by exactly one task, and the plan
 //!   stays a few hundred bytes whatever the file count.
+//! - **work items as data.** The ranges are rows of an in-memory input, one
+//!   partition each, and [`RawScanExec`] reads the items of the partition
+//!   it is asked for. Ballista's scheduler cuts a stage's plan down to each
+//!   task's partitions by rewriting the leaves it knows (in-memory and file
+//!   sources among them); a leaf it does not know is left whole and every
+//!   task would read every range. With the items as an in-memory leaf, each
+//!   task reads exactly its own.
 //! - **many requests in flight.** A partition fetches `fetch_concurrency`
 //!   objects at once; DataFusion's file scan keeps one per partition.
 //! - **per-line verdicts.** Lines are numbered per file and classified one
@@ -20,13 +27,15 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    ArrayRef, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, AsArray, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result as DfResult, project_schema};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
@@ -172,32 +181,70 @@ impl TableProvider for RawEventsTable {
         Ok(Arc::new(RawScanExec::try_new(
             self.source.clone(),
             projection.cloned(),
+            work_items(&self.source)?,
         )?))
     }
 }
 
-/// The physical raw scan; one partition per folder key range.
+fn work_item_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("folder", DataType::UInt32, false),
+        Field::new("range", DataType::UInt32, false),
+    ]))
+}
+
+/// One in-memory partition per `(folder, range)`, each a one-row batch.
+fn work_items(source: &RawSource) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = work_item_schema();
+    let ranges = source.ranges.max(1);
+    let mut partitions = Vec::with_capacity(source.partitions());
+    for f in 0..source.folders.len() {
+        for r in 0..ranges {
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from(vec![f as u32])),
+                    Arc::new(UInt32Array::from(vec![r as u32])),
+                ],
+            )?;
+            partitions.push(vec![batch]);
+        }
+    }
+    let config = MemorySourceConfig::try_new(&partitions, schema, None)?;
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// The physical raw scan: reads the `(folder, range)` work items of its
+/// input partition and scans those key ranges.
 #[derive(Debug)]
 pub struct RawScanExec {
     source: RawSource,
     projection: Option<Vec<usize>>,
+    items: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl RawScanExec {
     /// A scan of `source`, projected to `projection` (indices into
-    /// [`scan_schema`]).
-    pub fn try_new(source: RawSource, projection: Option<Vec<usize>>) -> DfResult<Self> {
+    /// [`scan_schema`]), over the work items `items`.
+    pub fn try_new(
+        source: RawSource,
+        projection: Option<Vec<usize>>,
+        items: Arc<dyn ExecutionPlan>,
+    ) -> DfResult<Self> {
         let schema = project_schema(&scan_schema(), projection.as_ref())?;
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(source.partitions().max(1)),
+            Partitioning::UnknownPartitioning(
+                items.properties().output_partitioning().partition_count(),
+            ),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         Ok(RawScanExec {
             source,
             projection,
+            items,
             properties,
         })
     }
@@ -235,7 +282,7 @@ impl ExecutionPlan for RawScanExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+        vec![&self.items]
     }
 
     fn apply_expressions(
@@ -247,9 +294,24 @@ impl ExecutionPlan for RawScanExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
+        let [items] = children.as_slice() else {
+            return datafusion::common::internal_err!("RawScanExec takes one input");
+        };
+        Ok(Arc::new(RawScanExec::try_new(
+            self.source.clone(),
+            self.projection.clone(),
+            items.clone(),
+        )?))
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
     }
 
     fn execute(
@@ -257,27 +319,12 @@ impl ExecutionPlan for RawScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let ranges = self.source.ranges.max(1);
-        let folder = self.source.folders[partition / ranges].clone();
-        let range = partition % ranges;
-        let store = context
-            .runtime_env()
-            .object_store(datafusion::execution::object_store::ObjectStoreUrl::parse(
-                &folder.location.store_url,
-            )?)?;
-        let out_schema = self.schema();
+        let items = self.items.execute(partition, context.clone())?;
+        let source = self.source.clone();
         let projection = self.projection.clone();
-        let job = RangeJob {
-            slice: KeyRange::of(&folder, range, ranges),
-            ctx: LineContext {
-                collection_date: folder.date,
-                lateness_days: self.source.lateness_days,
-            },
-            folder,
-            concurrency: self.source.fetch_concurrency.max(1),
-            batch_rows: context.session_config().batch_size().max(1024),
-        };
-        let mut builder = RecordBatchReceiverStream::builder(out_schema, 4);
+        let batch_rows = context.session_config().batch_size().max(1024);
+        let runtime = context.runtime_env();
+        let mut builder = RecordBatchReceiverStream::builder(self.schema(), 4);
         let tx = builder.tx();
         builder.spawn(async move {
             let send = |batch: RecordBatch| {
@@ -291,7 +338,43 @@ impl ExecutionPlan for RawScanExec {
                     let _ = tx.send(batch.map_err(Into::into)).await;
                 }
             };
-            job.run(store, send).await
+            let items: Vec<RecordBatch> = items.try_collect().await?;
+            for b in items {
+                let (folders, ranges) = (
+                    b.column(0)
+                        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
+                    b.column(1)
+                        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
+                );
+                for i in 0..b.num_rows() {
+                    let Some(folder) = source.folders.get(folders.value(i) as usize).cloned()
+                    else {
+                        return datafusion::common::internal_err!(
+                            "raw scan: no folder {}",
+                            folders.value(i)
+                        );
+                    };
+                    let range = ranges.value(i) as usize;
+                    tracing::debug!(partition, folder = %folder.location, range, "raw scan range");
+                    let store = runtime.object_store(
+                        datafusion::execution::object_store::ObjectStoreUrl::parse(
+                            &folder.location.store_url,
+                        )?,
+                    )?;
+                    let job = RangeJob {
+                        slice: KeyRange::of(&folder, range, source.ranges.max(1)),
+                        ctx: LineContext {
+                            collection_date: folder.date,
+                            lateness_days: source.lateness_days,
+                        },
+                        folder,
+                        concurrency: source.fetch_concurrency.max(1),
+                        batch_rows,
+                    };
+                    job.run(store, &send).await?;
+                }
+            }
+            Ok(())
         });
         Ok(builder.build())
     }
@@ -321,7 +404,8 @@ impl KeyRange {
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.after.as_deref().is_none_or(|a| key > a) && self.up_to.as_deref().is_none_or(|u| key <= u)
+        self.after.as_deref().is_none_or(|a| key > a)
+            && self.up_to.as_deref().is_none_or(|u| key <= u)
     }
 }
 
@@ -369,7 +453,7 @@ pub fn is_message_file(folder_prefix: &str, key: &str) -> bool {
 }
 
 impl RangeJob {
-    async fn run<F, Fut>(self, store: Arc<dyn ObjectStore>, send: F) -> DfResult<()>
+    async fn run<F, Fut>(self, store: Arc<dyn ObjectStore>, send: &F) -> DfResult<()>
     where
         F: Fn(RecordBatch) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -377,7 +461,10 @@ impl RangeJob {
         let prefix = self.folder.location.path();
         let sorted = !self.folder.location.store_url.starts_with("file");
         let listing = match &self.slice.after {
-            Some(after) => store.list_with_offset(Some(&prefix), &object_store::path::Path::from(after.as_str())),
+            Some(after) => store.list_with_offset(
+                Some(&prefix),
+                &object_store::path::Path::from(after.as_str()),
+            ),
             None => store.list(Some(&prefix)),
         };
         let slice = self.slice.clone();
@@ -388,7 +475,11 @@ impl RangeJob {
         // local directory walk has no order, so it filters every key.
         let metas = listing
             .try_take_while(|m| {
-                let past = sorted && slice.up_to.as_deref().is_some_and(|u| m.location.as_ref() > u);
+                let past = sorted
+                    && slice
+                        .up_to
+                        .as_deref()
+                        .is_some_and(|u| m.location.as_ref() > u);
                 futures::future::ready(Ok(!past))
             })
             .try_filter(|m| futures::future::ready(slice.contains(m.location.as_ref())))
@@ -433,7 +524,11 @@ impl RangeJob {
     }
 }
 
-async fn read_file(store: Arc<dyn ObjectStore>, meta: ObjectMeta, ctx: LineContext) -> DfResult<FileLines> {
+async fn read_file(
+    store: Arc<dyn ObjectStore>,
+    meta: ObjectMeta,
+    ctx: LineContext,
+) -> DfResult<FileLines> {
     let data = store.get(&meta.location).await?.bytes().await?;
     let key = meta.location.to_string();
     let bytes = data.len() as i64;
@@ -490,10 +585,14 @@ impl Builders {
             reason: StringBuilder::new(),
             raw_line: StringBuilder::new(),
             strings: (0..17).map(|_| StringBuilder::new()).collect(),
-            ts: (0..5).map(|_| TimestampMillisecondBuilder::new().with_timezone("UTC")).collect(),
+            ts: (0..5)
+                .map(|_| TimestampMillisecondBuilder::new().with_timezone("UTC"))
+                .collect(),
             geo: [Float64Builder::new(), Float64Builder::new()],
             ints: [Int64Builder::new(), Int64Builder::new()],
-            stats: (0..STAT_COLUMNS.len()).map(|_| Int64Builder::new()).collect(),
+            stats: (0..STAT_COLUMNS.len())
+                .map(|_| Int64Builder::new())
+                .collect(),
         }
     }
 
@@ -537,7 +636,13 @@ impl Builders {
             b.append_option(v);
         }
         let ts = e.map_or([None; 5], |e| {
-            [Some(e.client_ts), e.sent_ts, Some(e.collector_ts), e.page_enter_ts, e.page_leave_ts]
+            [
+                Some(e.client_ts),
+                e.sent_ts,
+                Some(e.collector_ts),
+                e.page_enter_ts,
+                e.page_leave_ts,
+            ]
         });
         for (b, v) in self.ts.iter_mut().zip(ts) {
             b.append_option(v);
@@ -549,7 +654,10 @@ impl Builders {
     }
 
     fn finish(mut self) -> DfResult<RecordBatch> {
-        let mut s = self.strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut s = self
+            .strings
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef);
         let mut t = self.ts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
         let mut next_s = || s.next().expect("string column");
         let mut next_t = || t.next().expect("timestamp column");
@@ -597,7 +705,11 @@ impl Builders {
             Arc::new(self.ints[1].finish()),
             extra,
         ];
-        columns.extend(self.stats.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            self.stats
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         Ok(RecordBatch::try_new(scan_schema(), columns)?)
     }
 }
@@ -639,7 +751,13 @@ fn stats_batch(folder: &Folder, stats: RangeStats) -> DfResult<RecordBatch> {
     b.reason.append_null();
     b.raw_line.append_null();
     b.event(None, None);
-    let values = [stats.files, stats.files_ignored, stats.bytes, stats.lines, stats.blank_lines];
+    let values = [
+        stats.files,
+        stats.files_ignored,
+        stats.bytes,
+        stats.lines,
+        stats.blank_lines,
+    ];
     for (s, v) in b.stats.iter_mut().zip(values) {
         s.append_value(v);
     }
@@ -677,15 +795,93 @@ mod tests {
             assert_eq!(hits, 1, "{k}");
         }
         // 06:00 UTC is the first bound of four
-        assert_eq!(ranges[1].after.as_deref(), Some("r/uat/aps1/2024/06/18/messages-1718690400000"));
+        assert_eq!(
+            ranges[1].after.as_deref(),
+            Some("r/uat/aps1/2024/06/18/messages-1718690400000")
+        );
     }
 
     #[test]
     fn message_file_names() {
         let p = "r/uat/aps1/2024/06/18";
         assert!(is_message_file(p, "r/uat/aps1/2024/06/18/messages-1.txt"));
-        assert!(!is_message_file(p, "r/uat/aps1/2024/06/18/messages-1.txt.gz"));
-        assert!(!is_message_file(p, "r/uat/aps1/2024/06/18/sub/messages-1.txt"));
+        assert!(!is_message_file(
+            p,
+            "r/uat/aps1/2024/06/18/messages-1.txt.gz"
+        ));
+        assert!(!is_message_file(
+            p,
+            "r/uat/aps1/2024/06/18/sub/messages-1.txt"
+        ));
         assert!(!is_message_file(p, "r/uat/aps1/2024/06/18/_SUCCESS"));
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+    use crate::session::{Engine, session_config};
+    use crate::store::S3Options;
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn scan_reads_each_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder_path = dir.path().join("uat/aps1/2024/06/18");
+        std::fs::create_dir_all(&folder_path).unwrap();
+        let c0: i64 = 1_718_668_800_000;
+        for f in 0..10 {
+            let ts = c0 + f * 8_000_000;
+            let line = format!(
+                "{{\"event_id\":\"e{f}\",\"event_type\":\"page_enter\",\"client_ts\":{ts},\"collector_ts\":{ts},\"device_id\":\"d\"}}\n\n"
+            );
+            std::fs::write(folder_path.join(format!("messages-{ts}.txt")), line).unwrap();
+        }
+        std::fs::write(folder_path.join("other.json"), "{}").unwrap();
+        let engine = Engine::new(S3Options::default()).unwrap();
+        let ctx = SessionContext::new_with_state(engine.state(session_config()).unwrap());
+        let source = RawSource {
+            folders: vec![Folder {
+                region: "aps1".into(),
+                date: NaiveDate::from_ymd_opt(2024, 6, 18).unwrap(),
+                location: Location::parse(folder_path.to_str().unwrap()).unwrap(),
+            }],
+            ranges: 4,
+            fetch_concurrency: 3,
+            lateness_days: 2,
+        };
+        let df = ctx.read_table(Arc::new(RawEventsTable { source })).unwrap();
+        let batches = df.collect().await.unwrap();
+        let mut valid = 0;
+        let mut files = 0;
+        let mut lines = 0;
+        let mut ignored = 0;
+        for b in &batches {
+            let kind = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                .unwrap();
+            for i in 0..b.num_rows() {
+                match kind.value(i) {
+                    KIND_VALID => valid += 1,
+                    KIND_STATS => {
+                        let col = |n: &str| {
+                            b.column_by_name(n)
+                                .unwrap()
+                                .as_any()
+                                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                                .unwrap()
+                                .value(i)
+                        };
+                        files += col("files");
+                        lines += col("lines");
+                        ignored += col("files_ignored");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!((valid, files, lines, ignored), (10, 10, 20, 1));
     }
 }

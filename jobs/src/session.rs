@@ -10,10 +10,10 @@ use ballista_core::extension::{
     ballista_window_functions,
 };
 use ballista_core::registry::BallistaFunctionRegistry;
+use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::execution::SessionState;
 
 use crate::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::error::{Error, Result};
@@ -61,7 +61,11 @@ impl Engine {
 
     /// A client context: in-process Ballista standalone when `scheduler`
     /// is `None`, else connected to `df://host:port`.
-    pub async fn connect(&self, scheduler: Option<&str>, parallelism: usize) -> Result<SessionContext> {
+    pub async fn connect(
+        &self,
+        scheduler: Option<&str>,
+        parallelism: usize,
+    ) -> Result<SessionContext> {
         let config = session_config().with_ballista_standalone_parallelism(parallelism.max(1));
         let state = self.state(config)?;
         let ctx = match scheduler {

@@ -128,7 +128,9 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" => Ok(true),
         "0" | "false" | "no" => Ok(false),
-        _ => Err(Error::config(format!("invalid {name} '{v}' (expected true or false)"))),
+        _ => Err(Error::config(format!(
+            "invalid {name} '{v}' (expected true or false)"
+        ))),
     }
 }
 
@@ -148,7 +150,9 @@ impl Location {
     pub fn parse(s: &str) -> Result<Location> {
         let s = s.trim();
         if s.is_empty() {
-            return Err(Error::config("empty location (expected s3://bucket/prefix or a local path)"));
+            return Err(Error::config(
+                "empty location (expected s3://bucket/prefix or a local path)",
+            ));
         }
         if let Some(rest) = s.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -214,6 +218,12 @@ impl Location {
         } else {
             format!("{base}/{}/", self.prefix)
         }
+    }
+
+    /// The URL of an object `key` (a full key, as listings return it) in
+    /// this location's store.
+    pub fn object_url(&self, key: &str) -> String {
+        format!("{}/{key}", self.store_url.trim_end_matches('/'))
     }
 
     /// The store's URL as a [`Url`].
@@ -316,7 +326,10 @@ mod tests {
     #[test]
     fn locations() {
         let l = Location::parse("s3://bkt/a/b/").unwrap();
-        assert_eq!((l.store_url.as_str(), l.prefix.as_str()), ("s3://bkt", "a/b"));
+        assert_eq!(
+            (l.store_url.as_str(), l.prefix.as_str()),
+            ("s3://bkt", "a/b")
+        );
         assert_eq!(l.join("ods/t").url(), "s3://bkt/a/b/ods/t/");
         let l = Location::parse("/tmp/x/../y").unwrap();
         assert_eq!(l.url(), "file:///tmp/y/");

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray,
-    StructArray, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray, StructArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
@@ -139,7 +139,8 @@ fn eval_event_ts(a: &[ArrayRef]) -> Result<ArrayRef> {
     let (c, s, r) = (timestamps(&a[0])?, timestamps(&a[1])?, timestamps(&a[2])?);
     let out: TimestampMillisecondArray = (0..c.len())
         .map(|i| {
-            let (Some(cv), Some(rv)) = (opt_i64(c, i, |i| c.value(i)), opt_i64(r, i, |i| r.value(i)))
+            let (Some(cv), Some(rv)) =
+                (opt_i64(c, i, |i| c.value(i)), opt_i64(r, i, |i| r.value(i)))
             else {
                 return None;
             };
@@ -153,7 +154,8 @@ fn eval_ts_clamped(a: &[ArrayRef]) -> Result<ArrayRef> {
     let (c, s, r) = (timestamps(&a[0])?, timestamps(&a[1])?, timestamps(&a[2])?);
     let out: BooleanArray = (0..c.len())
         .map(|i| {
-            let (Some(cv), Some(rv)) = (opt_i64(c, i, |i| c.value(i)), opt_i64(r, i, |i| r.value(i)))
+            let (Some(cv), Some(rv)) =
+                (opt_i64(c, i, |i| c.value(i)), opt_i64(r, i, |i| r.value(i)))
             else {
                 return None;
             };
@@ -283,8 +285,14 @@ fn eval_geocode(a: &[ArrayRef]) -> Result<ArrayRef> {
                 .then(|| geo::nearest_place(lat.value(i), lon.value(i)))
         })
         .collect();
-    let city: StringArray = places.iter().map(|p| p.as_ref().map(|p| p.0.clone())).collect();
-    let country: StringArray = places.iter().map(|p| p.as_ref().map(|p| p.1.clone())).collect();
+    let city: StringArray = places
+        .iter()
+        .map(|p| p.as_ref().map(|p| p.0.clone()))
+        .collect();
+    let country: StringArray = places
+        .iter()
+        .map(|p| p.as_ref().map(|p| p.1.clone()))
+        .collect();
     let arrays: Vec<ArrayRef> = vec![Arc::new(city), Arc::new(country)];
     Ok(Arc::new(StructArray::try_new(geo_fields(), arrays, None)?))
 }
@@ -334,7 +342,12 @@ pub fn all() -> Vec<ScalarUDF> {
     let ts = ts_utc;
     vec![
         RowUdf::new("tauc_event_ts", vec![ts(), ts(), ts()], ts(), eval_event_ts),
-        RowUdf::new("tauc_ts_clamped", vec![ts(), ts(), ts()], Boolean, eval_ts_clamped),
+        RowUdf::new(
+            "tauc_ts_clamped",
+            vec![ts(), ts(), ts()],
+            Boolean,
+            eval_ts_clamped,
+        ),
         RowUdf::new(
             "tauc_local_ts",
             vec![ts(), Utf8],
@@ -342,13 +355,28 @@ pub fn all() -> Vec<ScalarUDF> {
             eval_local_ts,
         ),
         RowUdf::new("tauc_local_date", vec![ts(), Utf8], Date32, eval_local_date),
-        RowUdf::new("tauc_lateness_ms", vec![ts(), ts(), Date32], Int64, eval_lateness_ms),
+        RowUdf::new(
+            "tauc_lateness_ms",
+            vec![ts(), ts(), Date32],
+            Int64,
+            eval_lateness_ms,
+        ),
         RowUdf::new("tauc_norm_path", vec![Utf8], Utf8, eval_norm_path),
         RowUdf::new("tauc_url_host", vec![Utf8], Utf8, eval_url_host),
         RowUdf::new("tauc_gender", vec![Utf8], Utf8, eval_gender),
         RowUdf::new("tauc_is_bot", vec![Utf8], Boolean, eval_is_bot),
-        RowUdf::new("tauc_user_agent", vec![Utf8], DataType::Struct(ua_fields()), eval_user_agent),
-        RowUdf::new("tauc_geocode", vec![Float64, Float64], DataType::Struct(geo_fields()), eval_geocode),
+        RowUdf::new(
+            "tauc_user_agent",
+            vec![Utf8],
+            DataType::Struct(ua_fields()),
+            eval_user_agent,
+        ),
+        RowUdf::new(
+            "tauc_geocode",
+            vec![Float64, Float64],
+            DataType::Struct(geo_fields()),
+            eval_geocode,
+        ),
         RowUdf::new("tauc_age_band", vec![Utf8, Date32], Utf8, eval_age_band),
         RowUdf::new("tauc_err_class", vec![Utf8, Int64], Utf8, eval_err_class),
         RowUdf::new("tauc_fingerprint", vec![Utf8; 5], Utf8, eval_fingerprint),

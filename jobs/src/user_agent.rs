@@ -51,11 +51,10 @@ pub fn parse(ua: &str) -> UserAgent {
         Some(v) => (v.family.to_string(), v.major.map(str::to_string)),
         None => ("Other".to_string(), None),
     };
-    let os_family = p
-        .os
-        .extract(ua)
-        .map(|v| v.os.to_string())
-        .unwrap_or_else(|| "Other".to_string());
+    let os_family =
+        p.os.extract(ua)
+            .map(|v| v.os.to_string())
+            .unwrap_or_else(|| "Other".to_string());
     UserAgent {
         browser_family,
         browser_major,

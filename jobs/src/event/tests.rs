@@ -108,45 +108,105 @@ fn check2_malformed() {
 
 #[test]
 fn check3_missing_in_order() {
-    assert_eq!(reason(&without(&["event_id", "event_type"])), "missing_field:event_id");
-    assert_eq!(reason(&with(&[("event_id", "".into())])), "missing_field:event_id");
-    assert_eq!(reason(&with(&[("event_type", Value::Null)])), "missing_field:event_type");
+    assert_eq!(
+        reason(&without(&["event_id", "event_type"])),
+        "missing_field:event_id"
+    );
+    assert_eq!(
+        reason(&with(&[("event_id", "".into())])),
+        "missing_field:event_id"
+    );
+    assert_eq!(
+        reason(&with(&[("event_type", Value::Null)])),
+        "missing_field:event_type"
+    );
     assert_eq!(reason(&without(&["client_ts"])), "missing_field:client_ts");
-    assert_eq!(reason(&without(&["collector_ts"])), "missing_field:collector_ts");
-    assert_eq!(reason(&with(&[("device_id", "".into())])), "missing_field:device_id");
+    assert_eq!(
+        reason(&without(&["collector_ts"])),
+        "missing_field:collector_ts"
+    );
+    assert_eq!(
+        reason(&with(&[("device_id", "".into())])),
+        "missing_field:device_id"
+    );
     // user_id stands in for device_id
-    let e = valid(&with(&[("device_id", Value::Null), ("user_id", "u1".into())]));
+    let e = valid(&with(&[
+        ("device_id", Value::Null),
+        ("user_id", "u1".into()),
+    ]));
     assert_eq!((e.device_id, e.user_id.as_deref()), (None, Some("u1")));
     let click = |t: Value| with(&[("event_type", "click".into()), ("target", t)]);
-    assert_eq!(reason(&with(&[("event_type", "click".into())])), "missing_field:target");
-    assert_eq!(reason(&click(serde_json::json!({"id": "b"}))), "missing_field:target.type");
+    assert_eq!(
+        reason(&with(&[("event_type", "click".into())])),
+        "missing_field:target"
+    );
+    assert_eq!(
+        reason(&click(serde_json::json!({"id": "b"}))),
+        "missing_field:target.type"
+    );
     assert_eq!(
         reason(&click(serde_json::json!({"type": "button", "id": ""}))),
         "missing_field:target.id"
     );
-    assert_eq!(reason(&click(serde_json::json!("x"))), "invalid_field:target");
-    assert_eq!(reason(&with(&[("event_type", "cors_error".into())])), "missing_field:cors");
     assert_eq!(
-        reason(&with(&[("event_type", "cors_error".into()), ("cors", serde_json::json!({}))])),
+        reason(&click(serde_json::json!("x"))),
+        "invalid_field:target"
+    );
+    assert_eq!(
+        reason(&with(&[("event_type", "cors_error".into())])),
+        "missing_field:cors"
+    );
+    assert_eq!(
+        reason(&with(&[
+            ("event_type", "cors_error".into()),
+            ("cors", serde_json::json!({}))
+        ])),
         "missing_field:cors.url"
     );
 }
 
 #[test]
 fn check4_types_in_order() {
-    assert_eq!(reason(&with(&[("event_id", 5.into())])), "invalid_field:event_id");
-    assert_eq!(reason(&with(&[("event_type", "scroll".into())])), "invalid_field:event_type");
-    assert_eq!(reason(&with(&[("client_ts", 1.0.into())])), "invalid_field:client_ts");
-    assert_eq!(reason(&with(&[("client_ts", "12a".into())])), "invalid_field:client_ts");
-    assert_eq!(reason(&with(&[("client_ts", true.into())])), "invalid_field:client_ts");
-    assert_eq!(reason(&with(&[("sent_ts", "x".into())])), "invalid_field:sent_ts");
-    // first in the table's order wins: client_ts before device_id
     assert_eq!(
-        reason(&with(&[("device_id", 7.into()), ("client_ts", "bad".into())])),
+        reason(&with(&[("event_id", 5.into())])),
+        "invalid_field:event_id"
+    );
+    assert_eq!(
+        reason(&with(&[("event_type", "scroll".into())])),
+        "invalid_field:event_type"
+    );
+    assert_eq!(
+        reason(&with(&[("client_ts", 1.0.into())])),
         "invalid_field:client_ts"
     );
-    assert_eq!(reason(&with(&[("device_id", 7.into())])), "invalid_field:device_id");
-    assert_eq!(reason(&with(&[("user_id", 7.into())])), "invalid_field:user_id");
+    assert_eq!(
+        reason(&with(&[("client_ts", "12a".into())])),
+        "invalid_field:client_ts"
+    );
+    assert_eq!(
+        reason(&with(&[("client_ts", true.into())])),
+        "invalid_field:client_ts"
+    );
+    assert_eq!(
+        reason(&with(&[("sent_ts", "x".into())])),
+        "invalid_field:sent_ts"
+    );
+    // first in the table's order wins: client_ts before device_id
+    assert_eq!(
+        reason(&with(&[
+            ("device_id", 7.into()),
+            ("client_ts", "bad".into())
+        ])),
+        "invalid_field:client_ts"
+    );
+    assert_eq!(
+        reason(&with(&[("device_id", 7.into())])),
+        "invalid_field:device_id"
+    );
+    assert_eq!(
+        reason(&with(&[("user_id", 7.into())])),
+        "invalid_field:user_id"
+    );
     assert_eq!(reason(&with(&[("ua", 7.into())])), "invalid_field:ua");
     assert_eq!(reason(&with(&[("geo", "x".into())])), "invalid_field:geo");
     assert_eq!(reason(&with(&[("page", 1.into())])), "invalid_field:page");
@@ -155,11 +215,17 @@ fn check4_types_in_order() {
         "invalid_field:page.url"
     );
     assert_eq!(
-        reason(&with(&[("target", serde_json::json!({"type": "link", "id": "a"}))])),
+        reason(&with(&[(
+            "target",
+            serde_json::json!({"type": "link", "id": "a"})
+        )])),
         "invalid_field:target.type"
     );
     assert_eq!(
-        reason(&with(&[("target", serde_json::json!({"type": "page", "id": 3}))])),
+        reason(&with(&[(
+            "target",
+            serde_json::json!({"type": "page", "id": 3})
+        )])),
         "invalid_field:target.id"
     );
     // nested fields come right after their object, before page_enter_ts
@@ -170,10 +236,19 @@ fn check4_types_in_order() {
         ])),
         "invalid_field:target.type"
     );
-    assert_eq!(reason(&with(&[("page_leave_ts", 1.5.into())])), "invalid_field:page_leave_ts");
-    assert_eq!(reason(&with(&[("cors", serde_json::json!([]))])), "invalid_field:cors");
     assert_eq!(
-        reason(&with(&[("cors", serde_json::json!({"url": "u", "status": "40x"}))])),
+        reason(&with(&[("page_leave_ts", 1.5.into())])),
+        "invalid_field:page_leave_ts"
+    );
+    assert_eq!(
+        reason(&with(&[("cors", serde_json::json!([]))])),
+        "invalid_field:cors"
+    );
+    assert_eq!(
+        reason(&with(&[(
+            "cors",
+            serde_json::json!({"url": "u", "status": "40x"})
+        )])),
         "invalid_field:cors.status"
     );
 }
@@ -182,7 +257,10 @@ fn check4_types_in_order() {
 fn check4_impossible_collector_ts() {
     // C + 1 day 01:00 is impossible, one ms earlier is fine
     let limit = C0 + 86_400_000 + 3_600_000;
-    let ok = with(&[("collector_ts", (limit - 1).into()), ("client_ts", (limit - 1).into())]);
+    let ok = with(&[
+        ("collector_ts", (limit - 1).into()),
+        ("client_ts", (limit - 1).into()),
+    ]);
     assert_eq!(valid(&ok).collector_ts, limit - 1);
     let bad = with(&[("collector_ts", limit.into())]);
     assert_eq!(reason(&bad), "invalid_field:collector_ts");
@@ -192,9 +270,15 @@ fn check4_impossible_collector_ts() {
 fn check5_lateness() {
     // allowance 2 days, counted from max(collector_ts, C 00:00)
     let l = 2 * 86_400_000;
-    let edge = with(&[("client_ts", (C0 - l).into()), ("collector_ts", (C0 - 5).into())]);
+    let edge = with(&[
+        ("client_ts", (C0 - l).into()),
+        ("collector_ts", (C0 - 5).into()),
+    ]);
     assert_eq!(valid(&edge).client_ts, C0 - l);
-    let late = with(&[("client_ts", (C0 - l - 1).into()), ("collector_ts", (C0 - 5).into())]);
+    let late = with(&[
+        ("client_ts", (C0 - l - 1).into()),
+        ("collector_ts", (C0 - 5).into()),
+    ]);
     assert_eq!(reason(&late), "late_beyond_window");
     match outcome(&late) {
         LineOutcome::Rejected(r) => assert_eq!(r.event_id.as_deref(), Some("e1")),
@@ -219,7 +303,10 @@ fn lenient_typing() {
     assert_eq!(e.sent_ts, None);
     assert_eq!(e.device_id_type.as_deref(), Some("watch"));
     assert_eq!((e.geo_lat, e.geo_lon), (Some(12.5), Some(77.0)));
-    assert_eq!(e.extra.as_deref(), Some(r#"{"props":{"k":1},"new_field":"n"}"#));
+    assert_eq!(
+        e.extra.as_deref(),
+        Some(r#"{"props":{"k":1},"new_field":"n"}"#)
+    );
     let neg = valid(&with(&[("page_enter_ts", "-5".into())]));
     assert_eq!(neg.page_enter_ts, Some(-5000));
     for geo in [

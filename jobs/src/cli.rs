@@ -1,0 +1,390 @@
+//! The `tauc-job` command line: flags, their `TAUC_*` variables, and the
+//! dispatch to jobs. The binary only parses, sets up logging and calls
+//! [`run`].
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::{Days, NaiveDate};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, FileConfig};
+use crate::error::{Error, Result};
+use crate::layering::{self, LayeringArgs, LayeringReport};
+use crate::progress::Progress;
+use crate::regions::Regions;
+use crate::sample::{self, SampleArgs};
+use crate::session::Engine;
+use crate::store::{Location, S3Options};
+
+/// Runs tauc jobs: the layering of front-end tracking events into ODS and
+/// DWD tables, in-process or on a Ballista cluster.
+#[derive(Debug, Parser)]
+#[command(name = "tauc-job", version)]
+pub struct Cli {
+    /// Config file (TOML); default `tauc.toml` in the working directory
+    /// when it exists.
+    #[arg(long, global = true, env = "TAUC_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log lines as JSON objects instead of text.
+    #[arg(long, global = true, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job for a date (or a range of dates).
+    Submit(SubmitArgs),
+    /// Write realistic sample raw data (with every dirty case) and DIM files.
+    Sample(SampleCmd),
+    /// List the registered jobs.
+    Jobs,
+}
+
+/// The registered jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobName {
+    /// Raw events of UTC collection dates → ODS, then the DWD dates they touch.
+    Layering,
+}
+
+/// Every job with its one-line description, for `tauc-job jobs`.
+pub const JOBS: [(&str, &str); 1] = [(
+    "layering",
+    "raw events of UTC collection dates -> ODS (valid, quarantine, load stats) -> DWD by local date (deduplicated, derived)",
+)];
+
+/// Where data lives and how to reach it; shared by `submit` and `sample`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Root of the raw layout: `s3://bucket/route` or a local folder
+    /// [default: data/raw].
+    #[arg(long, env = "TAUC_RAW_ROOT")]
+    pub raw_root: Option<String>,
+    /// Root of the warehouse: `s3://bucket/prefix` or a local folder
+    /// [default: data/warehouse].
+    #[arg(long, env = "TAUC_WAREHOUSE")]
+    pub warehouse: Option<String>,
+    /// Environment path segment [default: uat].
+    #[arg(long, env = "TAUC_ENV")]
+    pub env: Option<String>,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "TAUC_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "TAUC_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow plain http to the S3 endpoint.
+    #[arg(long)]
+    pub s3_allow_http: bool,
+}
+
+/// `submit` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// The job to run (see `tauc-job jobs`).
+    pub job: JobName,
+    /// First date, YYYY-MM-DD (UTC collection date for layering).
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// Last date of a range, inclusive.
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<NaiveDate>,
+    /// Region to load; repeat for several [default: every configured region].
+    #[arg(long = "region", env = "TAUC_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Lateness allowance in whole days [default: 2].
+    #[arg(long, env = "TAUC_LATENESS_DAYS", value_parser = clap::value_parser!(i64).range(0..=60))]
+    pub lateness_days: Option<i64>,
+    /// Ballista scheduler, df://host:port; without it the job runs in-process.
+    #[arg(long, env = "TAUC_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// Key ranges (scan tasks) per raw day folder.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub ranges: u16,
+    /// Raw objects fetched at once per scan task.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub fetch_concurrency: u16,
+    /// Task slots of the in-process executor [default: CPU count].
+    #[arg(long, env = "TAUC_PARALLELISM")]
+    pub parallelism: Option<usize>,
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `sample` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SampleCmd {
+    /// First UTC collection date, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// Number of days.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub days: u32,
+    /// Clean events per region and day.
+    #[arg(long, default_value_t = 2000)]
+    pub events_per_day: u32,
+    /// Regions [default: aps1, use1, euw1].
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Lines per raw file.
+    #[arg(long, default_value_t = 50)]
+    pub lines_per_file: usize,
+    /// Where data goes.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| s.len() == 10)
+        .ok_or_else(|| format!("invalid date '{s}' (expected YYYY-MM-DD)"))
+}
+
+struct Resolved {
+    file: FileConfig,
+    raw_root: Location,
+    warehouse: Location,
+    env: String,
+    engine: Engine,
+}
+
+fn resolve(cli_config: Option<&PathBuf>, store: &StoreArgs) -> Result<Resolved> {
+    config::check_env()?;
+    let file = FileConfig::load(cli_config.map(|p| p.as_path()))?;
+    let flags = S3Options {
+        endpoint: store.s3_endpoint.clone(),
+        region: store.s3_region.clone(),
+        allow_http: store.s3_allow_http.then_some(true),
+        ..Default::default()
+    };
+    // flags > env > file > defaults
+    let s3 = file
+        .s3
+        .clone()
+        .overlay(&S3Options::default().with_env()?)
+        .overlay(&flags);
+    let raw_root = Location::parse(
+        store
+            .raw_root
+            .as_deref()
+            .or(file.raw_root.as_deref())
+            .unwrap_or(config::DEFAULT_RAW_ROOT),
+    )?;
+    let warehouse = Location::parse(
+        store
+            .warehouse
+            .as_deref()
+            .or(file.warehouse.as_deref())
+            .unwrap_or(config::DEFAULT_WAREHOUSE),
+    )?;
+    let env = store
+        .env
+        .clone()
+        .or(file.env.clone())
+        .unwrap_or_else(|| config::DEFAULT_ENV.to_string());
+    if env.is_empty() || env.contains('/') {
+        return Err(Error::config(format!(
+            "invalid --env '{env}' (expected a path segment such as uat)"
+        )));
+    }
+    Ok(Resolved {
+        engine: Engine::new(s3)?,
+        file,
+        raw_root,
+        warehouse,
+        env,
+    })
+}
+
+/// Checks that a location's store answers, before any work starts.
+async fn preflight(engine: &Engine, loc: &Location, what: &str) -> Result<()> {
+    let store = engine.registry.for_location(loc)?;
+    store.list_with_delimiter(Some(&loc.path())).await.map_err(|e| {
+        Error::config(format!(
+            "cannot reach the {what} at {loc}: {e}; check the endpoint (--s3-endpoint / TAUC_S3_ENDPOINT), credentials and that the bucket exists"
+        ))
+    })?;
+    Ok(())
+}
+
+/// Runs a parsed command line; returns what to print on stdout.
+pub async fn run(cli: Cli) -> Result<String> {
+    match cli.command {
+        Command::Jobs => Ok(JOBS.iter().map(|(n, d)| format!("{n:<10} {d}\n")).collect()),
+        Command::Sample(s) => {
+            let r = resolve(cli.config.as_ref(), &s.store)?;
+            let regions = if s.regions.is_empty() {
+                Regions::default().names()
+            } else {
+                s.regions.clone()
+            };
+            if r.raw_root.store_url.starts_with("s3") {
+                preflight(&r.engine, &r.raw_root, "raw root").await?;
+            }
+            let args = SampleArgs {
+                date: s.date,
+                days: s.days,
+                events_per_day: s.events_per_day,
+                regions,
+                env: r.env.clone(),
+                raw_root: r.raw_root.clone(),
+                warehouse: Some(r.warehouse.clone()),
+                lines_per_file: s.lines_per_file,
+            };
+            let rep = sample::write(&r.engine, &args).await?;
+            Ok(format!(
+                "wrote {} raw objects ({} lines) under {} and dim tables under {}\n",
+                rep.files,
+                rep.lines,
+                r.raw_root,
+                r.warehouse.join("dim")
+            ))
+        }
+        Command::Submit(s) => submit(cli.config.as_ref(), s).await,
+    }
+}
+
+async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> {
+    let r = resolve(config_path, &s.store)?;
+    let to = s.to.unwrap_or(s.date);
+    if to < s.date {
+        return Err(Error::config(format!(
+            "--to {to} is before --date {} (expected a range forward in time)",
+            s.date
+        )));
+    }
+    let days = (to - s.date).num_days();
+    if days > 366 {
+        return Err(Error::config(format!(
+            "range of {} days is too long (at most 367)",
+            days + 1
+        )));
+    }
+    let dates: Vec<NaiveDate> = (0..=days as u64).map(|i| s.date + Days::new(i)).collect();
+    let regions = if !s.regions.is_empty() {
+        s.regions.clone()
+    } else if let Some(r) = &r.file.regions {
+        r.clone()
+    } else {
+        Regions::default().names()
+    };
+    let lateness_days = s
+        .lateness_days
+        .or(r.file.lateness_days)
+        .unwrap_or(config::DEFAULT_LATENESS_DAYS);
+    let scheduler = s.scheduler.clone().or(r.file.scheduler.clone());
+    preflight(&r.engine, &r.warehouse, "warehouse").await?;
+    preflight(&r.engine, &r.raw_root, "raw root").await?;
+    let args = LayeringArgs {
+        dates,
+        regions,
+        env: r.env.clone(),
+        raw_root: r.raw_root.clone(),
+        warehouse: r.warehouse.clone(),
+        lateness_days,
+        ranges_per_folder: s.ranges as usize,
+        fetch_concurrency: s.fetch_concurrency as usize,
+    };
+    // Region zones are checked before the engine starts.
+    let zones = layering::load_regions(&r.engine, &args.warehouse).await?;
+    for region in &args.regions {
+        zones.zone(region)?;
+    }
+    let parallelism = s
+        .parallelism
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let ctx = r
+        .engine
+        .connect(scheduler.as_deref(), parallelism)
+        .await
+        .map_err(|e| match (&scheduler, e) {
+            (Some(url), e) => Error::config(format!("cannot connect to scheduler '{url}': {e}")),
+            (None, e) => e,
+        })?;
+    let mut progress = Progress::auto();
+    let report = match s.job {
+        JobName::Layering => layering::run(&ctx, &r.engine, &args, &mut progress).await,
+    };
+    progress.finish();
+    Ok(summary(&report?))
+}
+
+/// The closing summary: one line per partition.
+pub fn summary(r: &LayeringReport) -> String {
+    let mut out = String::new();
+    for (p, s) in &r.ods {
+        let reasons = s
+            .quarantined
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let late = s
+            .quarantined
+            .get("late_beyond_window")
+            .copied()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "ods dt={} region={}: files={} ignored={} lines={} blank={} valid={} quarantined={} late={}{}",
+            p.dt,
+            p.region,
+            s.stats.files,
+            s.stats.files_ignored,
+            s.stats.lines,
+            s.stats.blank_lines,
+            s.valid_rows,
+            s.quarantined_rows(),
+            late,
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reasons})")
+            }
+        );
+    }
+    for (p, s) in &r.dwd {
+        let _ = writeln!(
+            out,
+            "dwd dt={} region={}: read={} duplicates={} events={} cors_errors={}",
+            p.dt, p.region, s.rows_read, s.duplicates, s.trk_rows, s.cors_rows
+        );
+    }
+    let _ = writeln!(
+        out,
+        "run {} committed: ods {:.1} s, dwd {:.1} s",
+        r.run_id, r.ods_secs, r.dwd_secs
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert!(parse_date("2024-06-18").is_ok());
+        assert_eq!(
+            parse_date("2024-13-01").unwrap_err(),
+            "invalid date '2024-13-01' (expected YYYY-MM-DD)"
+        );
+        assert!(parse_date("2024-6-1").is_err());
+    }
+
+    #[test]
+    fn cli_shape() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

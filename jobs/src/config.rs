@@ -1,0 +1,120 @@
+//! Job settings and where they come from.
+//!
+//! Precedence, highest first: **flags > environment (`TAUC_*`) > config
+//! file > built-in defaults**. Flags and their variables are read by clap
+//! (each flag names its `TAUC_*` variable); the file is `--config`,
+//! `TAUC_CONFIG`, or `tauc.toml` in the working directory when present.
+//! Unknown keys in the file and unknown `TAUC_*` variables are errors, so a
+//! misspelt option never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::store::S3Options;
+
+/// Default raw root: a local folder, so the embedded default needs no S3.
+pub const DEFAULT_RAW_ROOT: &str = "data/raw";
+/// Default warehouse root.
+pub const DEFAULT_WAREHOUSE: &str = "data/warehouse";
+/// Default environment segment.
+pub const DEFAULT_ENV: &str = "uat";
+/// Default lateness allowance, in days.
+pub const DEFAULT_LATENESS_DAYS: i64 = 2;
+
+/// Every `TAUC_*` variable tauc reads.
+pub const KNOWN_ENV: [&str; 16] = [
+    "TAUC_CONFIG",
+    "TAUC_RAW_ROOT",
+    "TAUC_WAREHOUSE",
+    "TAUC_ENV",
+    "TAUC_LATENESS_DAYS",
+    "TAUC_SCHEDULER",
+    "TAUC_REGIONS",
+    "TAUC_LOG_FORMAT",
+    "TAUC_S3_ENDPOINT",
+    "TAUC_S3_REGION",
+    "TAUC_S3_ALLOW_HTTP",
+    "TAUC_S3_PATH_STYLE",
+    "TAUC_S3_RETRY_TIMEOUT_SECS",
+    "TAUC_BIND",
+    "TAUC_SCHEDULER_PORT",
+    "TAUC_PARALLELISM",
+];
+
+/// The config file (`tauc.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    /// Root of the raw layout.
+    pub raw_root: Option<String>,
+    /// Root of the warehouse.
+    pub warehouse: Option<String>,
+    /// Environment segment.
+    pub env: Option<String>,
+    /// Lateness allowance in days.
+    pub lateness_days: Option<i64>,
+    /// Scheduler URL (`df://host:port`); unset runs in-process.
+    pub scheduler: Option<String>,
+    /// Regions to load when `--region` is not given.
+    pub regions: Option<Vec<String>>,
+    /// S3 client options.
+    #[serde(default)]
+    pub s3: S3Options,
+}
+
+impl FileConfig {
+    /// Loads `explicit`, else `tauc.toml` in the working directory if it
+    /// exists, else an empty config.
+    pub fn load(explicit: Option<&Path>) -> Result<FileConfig> {
+        let path: PathBuf = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from("tauc.toml");
+                if !p.exists() {
+                    return Ok(FileConfig::default());
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::config(format!("cannot read config file '{}': {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::config(format!("invalid config file '{}': {e}", path.display())))
+    }
+}
+
+/// Fails on `TAUC_*` variables tauc does not know (likely misspelt).
+pub fn check_env() -> Result<()> {
+    let unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("TAUC_") && !KNOWN_ENV.contains(&k.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "unknown environment variable(s) {} (known: {})",
+            unknown.join(", "),
+            KNOWN_ENV.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_rejects_unknown_keys() {
+        let ok: FileConfig = toml::from_str(
+            "warehouse = \"s3://b/w\"\n[s3]\nendpoint = \"http://127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(toml::from_str::<FileConfig>("warehous = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[s3]\nendpiont = \"x\"").is_err());
+    }
+}
