@@ -1,1 +1,81 @@
-fn main() {}
+//! `tauc-executor`: a Ballista executor with tauc's session (object stores,
+//! UDFs, plan codecs); drains its tasks on SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tauc_jobs::cluster::{ExecutorOptions, run_executor};
+use tauc_jobs::session::Engine;
+use tauc_jobs::store::S3Options;
+
+/// Runs a tauc executor. S3 settings come from `TAUC_S3_*` and the usual
+/// `AWS_*` variables or the instance role — never from the plans.
+#[derive(Debug, Parser)]
+#[command(name = "tauc-executor", version)]
+struct Args {
+    /// Scheduler host.
+    #[arg(long, default_value = "localhost")]
+    scheduler_host: String,
+    /// Scheduler port.
+    #[arg(long, env = "TAUC_SCHEDULER_PORT", default_value_t = 50050)]
+    scheduler_port: u16,
+    /// Host to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_host: String,
+    /// Host name others use to reach this executor.
+    #[arg(long)]
+    external_host: Option<String>,
+    /// Flight (shuffle data) port.
+    #[arg(long, default_value_t = 50051)]
+    port: u16,
+    /// gRPC port for task pushes.
+    #[arg(long, default_value_t = 50052)]
+    grpc_port: u16,
+    /// HTTP health port (/healthz, /readyz).
+    #[arg(long, default_value_t = 50053)]
+    health_port: u16,
+    /// Task slots (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    vcores: usize,
+    /// Directory for shuffle files.
+    #[arg(long)]
+    work_dir: Option<String>,
+    /// Log lines as JSON.
+    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    tauc_jobs::logging::init(a.log_format.as_deref() == Some("json"));
+    let run = async {
+        tauc_jobs::config::check_env()?;
+        let engine = Engine::new(S3Options::default().with_env()?)?;
+        let opts = ExecutorOptions {
+            bind_host: a.bind_host,
+            external_host: a.external_host,
+            port: a.port,
+            grpc_port: a.grpc_port,
+            health_port: a.health_port,
+            scheduler_host: a.scheduler_host,
+            scheduler_port: a.scheduler_port,
+            vcores: a.vcores,
+            work_dir: a.work_dir,
+        };
+        run_executor(engine, opts).await
+    };
+    let runtime = match tauc_jobs::cluster::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tauc-executor: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tauc-executor: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,1 +1,57 @@
-fn main() {}
+//! `tauc-scheduler`: the Ballista scheduler with tauc's session (object
+//! stores, UDFs, plan codecs). Serves gRPC and `/healthz` on one port.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tauc_jobs::cluster::{SchedulerOptions, run_scheduler};
+use tauc_jobs::session::Engine;
+use tauc_jobs::store::S3Options;
+
+/// Runs the tauc scheduler. S3 settings come from `TAUC_S3_*` and the
+/// usual `AWS_*` variables or the instance role.
+#[derive(Debug, Parser)]
+#[command(name = "tauc-scheduler", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "TAUC_BIND", default_value = "0.0.0.0:50050")]
+    bind: SocketAddr,
+    /// Host name executors and clients use to reach this scheduler.
+    #[arg(long, default_value = "localhost")]
+    external_host: String,
+    /// Log lines as JSON.
+    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tauc_jobs::logging::init(args.log_format.as_deref() == Some("json"));
+    let run = async {
+        tauc_jobs::config::check_env()?;
+        let engine = Engine::new(S3Options::default().with_env()?)?;
+        run_scheduler(
+            engine,
+            SchedulerOptions {
+                bind: args.bind,
+                external_host: args.external_host,
+            },
+        )
+        .await
+    };
+    let runtime = match tauc_jobs::cluster::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tauc-scheduler: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tauc-scheduler: {e:#}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -9,11 +9,7 @@ use tauc_jobs::cli::{self, Cli};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tauc_jobs::logging::init(cli.log_format.as_deref() == Some("json"));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(32 * 1024 * 1024)
-        .build()
-    {
+    let runtime = match tauc_jobs::cluster::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tauc-job: cannot start the async runtime: {e}");

@@ -1,0 +1,155 @@
+//! The long-running processes: a Ballista scheduler and executors built on
+//! the tauc session (object stores, UDFs, codecs), so the cluster resolves
+//! every plan the CLI sends. `tauc-scheduler` and `tauc-executor` are thin
+//! wrappers over [`run_scheduler`] and [`run_executor`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::RuntimeProducer;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::health::spawn_health_server;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+
+use crate::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::error::{Error, Result};
+use crate::session::{Engine, session_config, with_codecs};
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Address to listen on (gRPC, and `/healthz` `/readyz` over HTTP).
+    pub bind: SocketAddr,
+    /// Host name executors and clients use to reach this scheduler.
+    pub external_host: String,
+}
+
+/// Executor settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Host to bind.
+    pub bind_host: String,
+    /// Host name the scheduler and other executors use to reach this one.
+    pub external_host: Option<String>,
+    /// Flight (shuffle data) port.
+    pub port: u16,
+    /// gRPC port (task pushes from the scheduler).
+    pub grpc_port: u16,
+    /// HTTP health port (`/healthz`, `/readyz`).
+    pub health_port: u16,
+    /// Scheduler host.
+    pub scheduler_host: String,
+    /// Scheduler port.
+    pub scheduler_port: u16,
+    /// Task slots; 0 means one per CPU.
+    pub vcores: usize,
+    /// Directory for shuffle files; a temporary one when unset.
+    pub work_dir: Option<String>,
+}
+
+/// Runs a scheduler until SIGTERM or Ctrl-C.
+pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()> {
+    let builder_engine = engine.clone();
+    let mut config = SchedulerConfig::default()
+        .with_hostname(opts.external_host.clone())
+        .with_port(opts.bind.port())
+        .with_override_config_producer(Arc::new(session_config))
+        .with_override_session_builder(Arc::new(move |config| {
+            builder_engine
+                .state(with_codecs(config))
+                .map_err(Into::into)
+        }));
+    config.bind_host = opts.bind.ip().to_string();
+    config.override_logical_codec = Some(Arc::new(TaucLogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(TaucPhysicalCodec::default()));
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(|e| Error::config(format!("cannot set up the scheduler: {e}")))?;
+    tracing::info!(bind = %opts.bind, "scheduler starting");
+    tokio::select! {
+        r = start_server(cluster, opts.bind, Arc::new(config)) => {
+            r.map_err(|e| Error::config(format!("scheduler stopped: {e} (is {} free?)", opts.bind)))
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("scheduler received a stop signal, shutting down");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs an executor until SIGTERM or Ctrl-C (Ballista drains its tasks).
+pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
+    let runtime = engine.runtime.clone();
+    let runtime_producer: RuntimeProducer = Arc::new(move |_| Ok(runtime.clone()));
+    let mut config = ExecutorProcessConfig {
+        bind_host: opts.bind_host.clone(),
+        external_host: opts.external_host.clone(),
+        port: opts.port,
+        grpc_port: opts.grpc_port,
+        scheduler_host: opts.scheduler_host.clone(),
+        scheduler_port: opts.scheduler_port,
+        scheduler_connect_timeout_seconds: 30,
+        work_dir: opts.work_dir.clone(),
+        print_thread_info: false,
+        ..Default::default()
+    };
+    if opts.vcores > 0 {
+        config.vcores = opts.vcores;
+    }
+    config.override_function_registry = Some(Arc::new(engine.function_registry()?));
+    config.override_runtime_producer = Some(runtime_producer);
+    config.override_config_producer = Some(Arc::new(session_config));
+    config.override_logical_codec = Some(Arc::new(TaucLogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(TaucPhysicalCodec::default()));
+    let health_addr: SocketAddr = format!("{}:{}", opts.bind_host, opts.health_port)
+        .parse()
+        .map_err(|e| {
+            Error::config(format!(
+                "invalid health address '{}:{}': {e}",
+                opts.bind_host, opts.health_port
+            ))
+        })?;
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
+    let health = spawn_health_server(health_addr, config.health.clone(), health_stopped);
+    tracing::info!(port = opts.port, grpc_port = opts.grpc_port, scheduler = %format!("{}:{}", opts.scheduler_host, opts.scheduler_port), "executor starting");
+    let result = start_executor_process(Arc::new(config)).await;
+    let _ = stop_health.send(());
+    let _ = health.await;
+    result.map_err(|e| Error::config(format!("executor stopped: {e}")))
+}
+
+/// The async runtime every tauc binary runs on: multi-threaded, with the
+/// 32 MiB thread stacks deep plan trees need when (de)serialised and
+/// planned (the default 2 MiB overflows on the DWD query).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(32 * 1024 * 1024)
+        .build()
+}
