@@ -10,7 +10,12 @@
 //!    partitions `D-1 ..= D+1+L` alone, in one distributed query: rows are
 //!    tagged with every target date whose window holds them, deduplicated
 //!    per `(region, target date, event_id)`, kept when their local date is
-//!    the target, and derived with the tauc UDFs. Because each target date
+//!    the target, and derived with the tauc UDFs. The winner of each
+//!    `event_id` is picked by an aggregate (`first_value` ordered by
+//!    `collector_ts, src_file, line_no`) joined back on its unique
+//!    `(src_file, line_no)`, not by a `row_number()` window: the window
+//!    plan failed under Ballista ("Expects PARTITION BY expression to be
+//!    ordered") on some inputs. Because each target date
 //!    reads only its own window, the result equals a rebuild from scratch
 //!    whatever order the days were loaded in.
 
@@ -581,15 +586,18 @@ tagged AS (
      AND o.dt <= t.target_dt + INTERVAL '{after}' DAY
 ),
 ranked AS (
-    SELECT *,
-        row_number() OVER (PARTITION BY region, target_dt, event_id
-                           ORDER BY collector_ts, src_file, line_no) AS rn,
-        count(*) OVER (PARTITION BY region, target_dt, event_id) AS copies
+    SELECT region AS k_region, target_dt AS k_target, event_id AS k_event,
+        count(*) AS copies,
+        first_value(src_file ORDER BY collector_ts, src_file, line_no) AS k_file,
+        first_value(line_no ORDER BY collector_ts, src_file, line_no) AS k_line
     FROM tagged
+    GROUP BY region, target_dt, event_id
 ),
 kept AS (
-    SELECT *, tauc_event_ts(client_ts, sent_ts, collector_ts) AS event_ts
-    FROM ranked WHERE rn = 1
+    SELECT t.*, r.copies, tauc_event_ts(t.client_ts, t.sent_ts, t.collector_ts) AS event_ts
+    FROM tagged t JOIN ranked r
+      ON t.region = r.k_region AND t.target_dt = r.k_target
+     AND t.src_file = r.k_file AND t.line_no = r.k_line
 ),
 dated AS (
     SELECT *, tauc_local_ts(event_ts, tz) AS local_ts, tauc_local_date(event_ts, tz) AS local_dt
@@ -651,7 +659,6 @@ SELECT
     CASE WHEN event_type = 'cors_error'
          THEN tauc_fingerprint(err_class, req_method, req_host, req_path_tpl, req_origin) END AS fingerprint
 FROM derived
-ORDER BY region, target_dt, event_ts, event_id
 "#
     )
 }

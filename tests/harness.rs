@@ -1,0 +1,528 @@
+//! The test harness: a real S3-compatible server (`s3s-fs`) per test with a
+//! fresh bucket, the real `tauc-*` binaries, and readers that follow the
+//! warehouse's manifests. Every process gets a log file; a failure prints
+//! the command, its output and the log paths.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use datafusion::arrow::array::{
+    Array, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tauc_jobs::commit::{self, Manifest, PartitionRef};
+use tauc_jobs::session::Engine;
+use tauc_jobs::store::{Location, S3Options};
+use tauc_jobs::tables::Table;
+
+/// Access key the test server accepts.
+pub const ACCESS_KEY: &str = "tauc-test";
+/// Secret key the test server accepts.
+pub const SECRET_KEY: &str = "tauc-test-secret";
+
+/// The directory the workspace's binaries are built into.
+pub fn bin_dir() -> PathBuf {
+    // target/debug/deps/integration-xxxx -> target/debug
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; fails with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (cargo build --bins), as scripts/test does",
+        p.display()
+    );
+    p
+}
+
+/// The `s3s-fs` binary: `S3S_FS_BIN`, else `.tools/bin/s3s-fs` in the
+/// workspace (installed by `scripts/install-test-tools`).
+pub fn s3s_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("S3S_FS_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let p = root.join(".tools/bin/s3s-fs");
+    assert!(
+        p.exists(),
+        "s3s-fs not found at {}: run scripts/install-test-tools (or set S3S_FS_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until `127.0.0.1:port` accepts connections.
+pub fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not listen on 127.0.0.1:{port} within 60 s; log: {}\n{}",
+        log.display(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        cmd.stdout(out).stderr(err).stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's world: a temp dir, an S3 server with a fresh bucket, and an
+/// engine to reach it.
+pub struct World {
+    /// Temp dir for the server's data, logs and working directory.
+    pub dir: tempfile::TempDir,
+    /// `http://127.0.0.1:port`.
+    pub endpoint: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Engine (object stores) pointed at the server.
+    pub engine: Engine,
+    _server: Proc,
+}
+
+impl World {
+    /// Starts a server and creates `bucket`.
+    pub fn new(bucket: &str) -> World {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("s3");
+        std::fs::create_dir_all(root.join(bucket)).expect("bucket dir");
+        let port = free_port();
+        let mut cmd = Command::new(s3s_bin());
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&root);
+        let log = dir.path().join("s3s-fs.log");
+        let server = Proc::spawn(cmd, log.clone());
+        wait_for_port(port, "s3s-fs", &log);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        // SAFETY of the env: object_store reads AWS_* from the environment;
+        // every test uses the same credentials, so setting them is idempotent.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+            std::env::set_var("AWS_REGION", "us-east-1");
+        }
+        let engine = Engine::new(S3Options {
+            endpoint: Some(endpoint.clone()),
+            allow_http: Some(true),
+            retry_timeout_secs: Some(5),
+            ..Default::default()
+        })
+        .expect("engine");
+        World {
+            dir,
+            endpoint,
+            bucket: bucket.to_string(),
+            engine,
+            _server: server,
+        }
+    }
+
+    /// `s3://bucket/raw`.
+    pub fn raw_root(&self) -> String {
+        format!("s3://{}/raw", self.bucket)
+    }
+
+    /// `s3://bucket/wh`.
+    pub fn warehouse(&self) -> String {
+        format!("s3://{}/wh", self.bucket)
+    }
+
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        self.engine
+            .registry
+            .for_location(&Location::parse(&self.warehouse()).unwrap())
+            .unwrap()
+    }
+
+    /// Writes an object (a key within the bucket).
+    pub async fn put(&self, key: &str, body: impl Into<Bytes>) {
+        self.store()
+            .put(&key.into(), PutPayload::from_bytes(body.into()))
+            .await
+            .expect("put");
+    }
+
+    /// Lists every key under a prefix.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let mut v: Vec<String> = self
+            .store()
+            .list(Some(&prefix.into()))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .expect("list");
+        v.sort();
+        v
+    }
+
+    /// The common flags every `tauc-job` call of this world takes.
+    pub fn store_flags(&self) -> Vec<String> {
+        vec![
+            "--raw-root".into(),
+            self.raw_root(),
+            "--warehouse".into(),
+            self.warehouse(),
+            "--s3-endpoint".into(),
+            self.endpoint.clone(),
+            "--s3-allow-http".into(),
+        ]
+    }
+
+    /// Runs `tauc-job` with `args` (plus the store flags when `with_store`)
+    /// in the temp dir.
+    pub fn tauc_job(&self, args: &[&str], with_store: bool) -> Run {
+        let mut cmd = Command::new(bin("tauc-job"));
+        cmd.args(args);
+        if with_store {
+            cmd.args(self.store_flags());
+        }
+        run(cmd, self.dir.path())
+    }
+
+    /// Reads a committed partition through its manifest; `None` when the
+    /// partition does not exist.
+    pub async fn read(
+        &self,
+        table: Table,
+        dt: &str,
+        region: &str,
+    ) -> Option<(Manifest, RecordBatch)> {
+        let wh = Location::parse(&self.warehouse()).unwrap();
+        let p = PartitionRef {
+            dt: NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap(),
+            region: region.into(),
+        };
+        let store = self.store();
+        let (manifest, _) = commit::committed_files(store.as_ref(), &table.location(&wh), &p)
+            .await
+            .expect("read manifest")?;
+        let dir = p.location(&table.location(&wh));
+        let mut batches = Vec::new();
+        for f in &manifest.files {
+            let key = format!("{}/{f}", dir.prefix);
+            let bytes = store
+                .get(&key.as_str().into())
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap();
+            for b in reader {
+                batches.push(b.unwrap());
+            }
+        }
+        let batch = datafusion::arrow::compute::concat_batches(&table.schema(), &batches).unwrap();
+        assert_eq!(
+            batch.num_rows() as u64,
+            manifest.rows,
+            "manifest rows of {table:?} {dt} {region}"
+        );
+        Some((manifest, batch))
+    }
+
+    /// Reads a partition that must exist.
+    pub async fn rows(&self, table: Table, dt: &str, region: &str) -> RecordBatch {
+        self.read(table, dt, region)
+            .await
+            .unwrap_or_else(|| panic!("{table:?} dt={dt} region={region} was not committed"))
+            .1
+    }
+}
+
+/// A finished command.
+pub struct Run {
+    /// What ran.
+    pub cmd: String,
+    /// Exit code (None when killed by a signal).
+    pub code: Option<i32>,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0 and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{self}");
+        &self.stdout
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "command: {}\nexit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.cmd, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a command to completion in `dir`, without any `TAUC_*` variables
+/// of the caller's environment.
+pub fn run(mut cmd: Command, dir: &Path) -> Run {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TAUC_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(dir).env("RUST_LOG", "warn");
+    let text = format!("{cmd:?}");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {text}: {e}"));
+    Run {
+        cmd: text,
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// A scheduler and `n` executors on free ports, stopped on drop.
+pub struct Cluster {
+    /// `df://127.0.0.1:port`.
+    pub url: String,
+    _procs: Vec<Proc>,
+}
+
+impl Cluster {
+    /// Starts the cluster and waits until every executor is ready.
+    pub fn start(world: &World, executors: usize) -> Cluster {
+        let port = free_port();
+        let mut procs = Vec::new();
+        let env = |cmd: &mut Command| {
+            cmd.env("TAUC_S3_ENDPOINT", &world.endpoint)
+                .env("TAUC_S3_ALLOW_HTTP", "true")
+                .env("RUST_LOG", "info");
+        };
+        let mut cmd = Command::new(bin("tauc-scheduler"));
+        cmd.args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--external-host",
+            "127.0.0.1",
+        ]);
+        env(&mut cmd);
+        let log = world.dir.path().join("scheduler.log");
+        procs.push(Proc::spawn(cmd, log.clone()));
+        wait_for_port(port, "tauc-scheduler", &log);
+        let mut health = Vec::new();
+        for i in 0..executors {
+            let (p1, p2, p3) = (free_port(), free_port(), free_port());
+            let mut cmd = Command::new(bin("tauc-executor"));
+            cmd.args([
+                "--scheduler-host",
+                "127.0.0.1",
+                "--scheduler-port",
+                &port.to_string(),
+            ])
+            .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+            .args(["--port", &p1.to_string(), "--grpc-port", &p2.to_string()])
+            .args(["--health-port", &p3.to_string(), "--vcores", "2"])
+            .arg("--work-dir")
+            .arg(world.dir.path().join(format!("executor-{i}")));
+            std::fs::create_dir_all(world.dir.path().join(format!("executor-{i}"))).unwrap();
+            env(&mut cmd);
+            let log = world.dir.path().join(format!("executor-{i}.log"));
+            procs.push(Proc::spawn(cmd, log.clone()));
+            health.push((p3, log));
+        }
+        for (p, log) in &health {
+            wait_for_port(*p, "tauc-executor health", log);
+            wait_ready(*p, log);
+        }
+        Cluster {
+            url: format!("df://127.0.0.1:{port}"),
+            _procs: procs,
+        }
+    }
+}
+
+/// Polls an executor's `/readyz` until it answers 200 (registered with the
+/// scheduler).
+fn wait_ready(port: u16, log: &Path) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("executor not ready within 60 s; log: {}", log.display());
+}
+
+/// A string column as `Vec<Option<String>>`.
+pub fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a: &StringArray = c
+        .as_any()
+        .downcast_ref()
+        .unwrap_or_else(|| panic!("{name} is not Utf8"));
+    a.iter().map(|v| v.map(str::to_string)).collect()
+}
+
+/// An Int64 column.
+pub fn i64s(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a: &Int64Array = c
+        .as_any()
+        .downcast_ref()
+        .unwrap_or_else(|| panic!("{name} is not Int64"));
+    a.iter().collect()
+}
+
+/// An Int32 column.
+pub fn i32s(b: &RecordBatch, name: &str) -> Vec<Option<i32>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a: &Int32Array = c
+        .as_any()
+        .downcast_ref()
+        .unwrap_or_else(|| panic!("{name} is not Int32"));
+    a.iter().collect()
+}
+
+/// A Float64 column.
+pub fn f64s(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a: &Float64Array = c
+        .as_any()
+        .downcast_ref()
+        .unwrap_or_else(|| panic!("{name} is not Float64"));
+    a.iter().collect()
+}
+
+/// A Boolean column.
+pub fn bools(b: &RecordBatch, name: &str) -> Vec<Option<bool>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a: &BooleanArray = c
+        .as_any()
+        .downcast_ref()
+        .unwrap_or_else(|| panic!("{name} is not Boolean"));
+    a.iter().collect()
+}
+
+/// A millisecond timestamp column as epoch ms.
+pub fn ts(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a: &TimestampMillisecondArray = c
+        .as_any()
+        .downcast_ref()
+        .unwrap_or_else(|| panic!("{name} is not Timestamp(ms)"));
+    a.iter().collect()
+}
+
+/// Index of the row whose `event_id` is `id`.
+pub fn row_of(b: &RecordBatch, id: &str) -> usize {
+    strs(b, "event_id")
+        .iter()
+        .position(|e| e.as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no row with event_id {id}"))
+}
+
+/// Every row of a batch rendered as text, sorted: an order-free
+/// comparison of two tables' contents.
+pub fn render_sorted(b: &RecordBatch, skip: &[&str]) -> Vec<String> {
+    let mut rows: Vec<String> = (0..b.num_rows())
+        .map(|i| {
+            b.schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+                .map(|(c, f)| {
+                    let col = b.column(c);
+                    let v =
+                        datafusion::arrow::util::display::array_value_to_string(col, i).unwrap();
+                    format!(
+                        "{}={}",
+                        f.name(),
+                        if col.is_null(i) { "∅".into() } else { v }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
