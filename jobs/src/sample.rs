@@ -116,15 +116,15 @@ fn clean_event(rng: &mut Rng, region: &str, n: u64, ts: i64) -> Value {
         "sent_ts": ts - 200,
         "collector_ts": ts,
         "device_id": format!("dev-{region}-{u}"),
-        "device_id_type": if u % 3 == 0 { "imei" } else { "browser" },
+        "device_id_type": if u.is_multiple_of(3) { "imei" } else { "browser" },
         "app_version": "3.14.0",
         "ua": *rng.pick(&UAS),
         "page": {"url": page, "from_url": PAGES[0], "to_url": PAGES[1]},
     });
-    if u % 4 != 0 {
+    if !u.is_multiple_of(4) {
         e["user_id"] = json!(format!("u{u}"));
     }
-    if u % 5 != 0 {
+    if !u.is_multiple_of(5) {
         let (lat, lon) = *rng.pick(&PLACES);
         e["geo"] = json!({"lat": lat, "lon": lon});
     }
@@ -158,7 +158,7 @@ fn clean_event(rng: &mut Rng, region: &str, n: u64, ts: i64) -> Value {
         }
         _ => {}
     }
-    if n % 17 == 0 {
+    if n.is_multiple_of(17) {
         e["props"] = json!({"experiment": "b"});
     }
     e

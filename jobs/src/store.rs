@@ -280,7 +280,7 @@ impl StoreRegistry {
 
     /// The store for a location.
     pub fn for_location(&self, loc: &Location) -> Result<Arc<dyn ObjectStore>> {
-        Ok(self.store_for(&loc.store()?)?)
+        self.store_for(&loc.store()?)
     }
 
     fn store_for(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
