@@ -15,36 +15,16 @@ fn assert_fails(r: &Run, code: i32, needle: &str) {
 #[test]
 fn bad_flags_and_config() {
     let w = World::new("cli");
-    let r = w.tauc_job(&["submit", "layering", "--date", "2024-13-01"], true);
+    let r = w.submit(&["--date", "2024-13-01"]);
     assert_fails(&r, 2, "invalid date '2024-13-01' (expected YYYY-MM-DD)");
 
-    let r = w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--to",
-            "2024-06-01",
-        ],
-        true,
-    );
+    let r = w.submit(&["--date", "2024-06-18", "--to", "2024-06-01"]);
     assert_fails(&r, 2, "--to 2024-06-01 is before --date 2024-06-18");
 
     let r = w.tauc_job(&["submit", "reporting", "--date", "2024-06-18"], true);
     assert_fails(&r, 2, "invalid value 'reporting'");
 
-    let r = w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--region",
-            "mars1",
-        ],
-        true,
-    );
+    let r = w.submit(&["--date", "2024-06-18", "--region", "mars1"]);
     assert_fails(&r, 2, "region 'mars1' has no time zone");
 
     // a bucket that does not exist
@@ -100,48 +80,22 @@ fn bad_flags_and_config() {
         "unknown environment variable(s) TAUC_WAREHOSE",
     );
     std::fs::write(w.dir.path().join("bad.toml"), "warehous = \"x\"\n").unwrap();
-    let r = w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--config",
-            "bad.toml",
-        ],
-        true,
-    );
+    let r = w.submit(&["--date", "2024-06-18", "--config", "bad.toml"]);
     assert_fails(&r, 2, "invalid config file 'bad.toml'");
 
     // no raw data and no dims: a clean run that commits empty partitions
-    w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--region",
-            "aps1",
-        ],
-        true,
-    )
-    .ok();
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
 
     // an unreachable scheduler
     let url = format!("df://127.0.0.1:{}", free_port());
-    let r = w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--region",
-            "aps1",
-            "--scheduler",
-            &url,
-        ],
-        true,
-    );
+    let r = w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--scheduler",
+        &url,
+    ]);
     assert_eq!(r.code.map(|c| c != 0), Some(true), "{r}");
     assert!(!r.stderr.contains("panicked"), "{r}");
 
@@ -154,16 +108,6 @@ async fn missing_dim_user_names_the_table() {
     let w = World::new("nodim");
     w.put("raw/uat/aps1/2024/06/18/messages-1718668800000.txt",
         r#"{"event_id":"a","event_type":"page_enter","client_ts":1718668800000,"collector_ts":1718668800000,"device_id":"d"}"#).await;
-    let r = w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--region",
-            "aps1",
-        ],
-        true,
-    );
+    let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_fails(&r, 2, "dim table dim_user not found");
 }

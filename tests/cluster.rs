@@ -38,3 +38,61 @@ async fn cluster_run_matches_in_process_run() {
     assert_eq!(d.num_rows(), 7);
     drop(cluster);
 }
+
+/// SIGTERM stops the scheduler and an executor cleanly (exit 0).
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduler_and_executor_stop_on_sigterm() {
+    let w = World::new("sigterm");
+    let port = free_port();
+    let mut cmd = std::process::Command::new(bin("tauc-scheduler"));
+    cmd.args(["--bind", &format!("127.0.0.1:{port}")]);
+    let log = w.dir.path().join("scheduler.log");
+    let mut scheduler = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-scheduler", &log);
+    let health = free_port();
+    let mut cmd = std::process::Command::new(bin("tauc-executor"));
+    cmd.args([
+        "--scheduler-host",
+        "127.0.0.1",
+        "--scheduler-port",
+        &port.to_string(),
+    ])
+    .args([
+        "--bind-host",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+    ])
+    .args([
+        "--grpc-port",
+        &free_port().to_string(),
+        "--health-port",
+        &health.to_string(),
+    ]);
+    let elog = w.dir.path().join("executor.log");
+    let mut executor = Proc::spawn(cmd, elog.clone());
+    wait_for_port(health, "tauc-executor health", &elog);
+    wait_ready(health, &elog);
+    // readiness comes just before the executor installs its signal handlers
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (p, what) in [(&mut executor, "executor"), (&mut scheduler, "scheduler")] {
+        let pid = p.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = p.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(status.code(), Some(0), "{what} exit status");
+    }
+}

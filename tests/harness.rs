@@ -231,6 +231,13 @@ impl World {
         run(cmd, self.dir.path())
     }
 
+    /// Runs `tauc-job submit layering` with `args` and the store flags.
+    pub fn submit(&self, args: &[&str]) -> Run {
+        let mut all = vec!["submit", "layering"];
+        all.extend_from_slice(args);
+        self.tauc_job(&all, true)
+    }
+
     /// Reads a committed partition through its manifest; `None` when the
     /// partition does not exist.
     pub async fn read(
@@ -402,7 +409,7 @@ impl Cluster {
 
 /// Polls an executor's `/readyz` until it answers 200 (registered with the
 /// scheduler).
-fn wait_ready(port: u16, log: &Path) {
+pub fn wait_ready(port: u16, log: &Path) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -419,76 +426,47 @@ fn wait_ready(port: u16, log: &Path) {
     panic!("executor not ready within 60 s; log: {}", log.display());
 }
 
-/// A string column as `Vec<Option<String>>`.
-pub fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+/// A column downcast to its array type; panics naming the column.
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
     let c = b
         .column_by_name(name)
         .unwrap_or_else(|| panic!("no column {name}"));
-    let a: &StringArray = c
-        .as_any()
-        .downcast_ref()
-        .unwrap_or_else(|| panic!("{name} is not Utf8"));
-    a.iter().map(|v| v.map(str::to_string)).collect()
+    c.as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has type {}", c.data_type()))
+}
+
+/// A string column as `Vec<Option<String>>`.
+pub fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    col::<StringArray>(b, name)
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect()
 }
 
 /// An Int64 column.
 pub fn i64s(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
-    let c = b
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("no column {name}"));
-    let a: &Int64Array = c
-        .as_any()
-        .downcast_ref()
-        .unwrap_or_else(|| panic!("{name} is not Int64"));
-    a.iter().collect()
+    col::<Int64Array>(b, name).iter().collect()
 }
 
 /// An Int32 column.
 pub fn i32s(b: &RecordBatch, name: &str) -> Vec<Option<i32>> {
-    let c = b
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("no column {name}"));
-    let a: &Int32Array = c
-        .as_any()
-        .downcast_ref()
-        .unwrap_or_else(|| panic!("{name} is not Int32"));
-    a.iter().collect()
+    col::<Int32Array>(b, name).iter().collect()
 }
 
 /// A Float64 column.
 pub fn f64s(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
-    let c = b
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("no column {name}"));
-    let a: &Float64Array = c
-        .as_any()
-        .downcast_ref()
-        .unwrap_or_else(|| panic!("{name} is not Float64"));
-    a.iter().collect()
+    col::<Float64Array>(b, name).iter().collect()
 }
 
 /// A Boolean column.
 pub fn bools(b: &RecordBatch, name: &str) -> Vec<Option<bool>> {
-    let c = b
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("no column {name}"));
-    let a: &BooleanArray = c
-        .as_any()
-        .downcast_ref()
-        .unwrap_or_else(|| panic!("{name} is not Boolean"));
-    a.iter().collect()
+    col::<BooleanArray>(b, name).iter().collect()
 }
 
 /// A millisecond timestamp column as epoch ms.
 pub fn ts(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
-    let c = b
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("no column {name}"));
-    let a: &TimestampMillisecondArray = c
-        .as_any()
-        .downcast_ref()
-        .unwrap_or_else(|| panic!("{name} is not Timestamp(ms)"));
-    a.iter().collect()
+    col::<TimestampMillisecondArray>(b, name).iter().collect()
 }
 
 /// Index of the row whose `event_id` is `id`.

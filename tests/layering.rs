@@ -443,18 +443,7 @@ async fn new_york_dst_day_and_lateness_window() {
     .await;
     w.put("wh/dim/dim_user/u.csv", "user_id,gender,birth_date\n")
         .await;
-    w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-03-10",
-            "--region",
-            "use1",
-        ],
-        true,
-    )
-    .ok();
+    w.submit(&["--date", "2024-03-10", "--region", "use1"]).ok();
 
     let d = w.rows(Table::DwdTrkEvent, "2024-03-10", "use1").await;
     let hour = |id: &str| i32s(&d, "local_hour")[row_of(&d, id)];
@@ -497,38 +486,14 @@ async fn day_folder_with_more_than_1000_objects() {
     w.put("wh/dim/dim_user/u.csv", "user_id,gender,birth_date\n")
         .await;
     // one range: a single listing has to page through 1105 keys
-    w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--region",
-            "euw1",
-            "--ranges",
-            "1",
-        ],
-        true,
-    )
-    .ok();
+    w.submit(&["--date", "2024-06-18", "--region", "euw1", "--ranges", "1"])
+        .ok();
     let s = w.rows(Table::OdsLoadStats, "2024-06-18", "euw1").await;
     assert_eq!(i64s(&s, "files"), vec![Some(n)]);
     assert_eq!(i64s(&s, "valid_rows"), vec![Some(n)]);
     // and with several ranges every object is still read once
-    w.tauc_job(
-        &[
-            "submit",
-            "layering",
-            "--date",
-            "2024-06-18",
-            "--region",
-            "euw1",
-            "--ranges",
-            "7",
-        ],
-        true,
-    )
-    .ok();
+    w.submit(&["--date", "2024-06-18", "--region", "euw1", "--ranges", "7"])
+        .ok();
     let s = w.rows(Table::OdsLoadStats, "2024-06-18", "euw1").await;
     assert_eq!(i64s(&s, "files"), vec![Some(n)]);
     assert_eq!(i64s(&s, "lines"), vec![Some(n)]);
