@@ -17,7 +17,7 @@ scripts/install-test-tools
 target=${CARGO_TARGET_DIR:-target}
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 cargo build --profile "$profile" --bin tauc-job >&2
-bin="$target/$dir/tauc-job"
+bin=$(realpath "$target/$dir/tauc-job")
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/s3/bench"
