@@ -171,8 +171,8 @@ pub fn ts_utc() -> DataType {
 
 /// Builds a batch of `schema` from the columns of `batch` with the same
 /// names (or the source name `renames` gives), cast to the schema's types.
-/// A column `batch` lacks is an error unless `allow_missing` names it, in
-/// which case it is null.
+/// A column `batch` lacks is an error, except that a rename to `""` gives
+/// an all-null column.
 pub fn conform(
     batch: &RecordBatch,
     schema: &SchemaRef,
