@@ -64,18 +64,8 @@ fn main() -> ExitCode {
         };
         run_executor(engine, opts).await
     };
-    let runtime = match tauc_jobs::cluster::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tauc-executor: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tauc-executor: {e:#}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    tauc_jobs::cluster::exit_with("tauc-executor", async {
+        run.await?;
+        Ok(String::new())
+    })
 }

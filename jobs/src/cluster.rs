@@ -153,3 +153,29 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .thread_stack_size(32 * 1024 * 1024)
         .build()
 }
+
+/// Runs a binary's main future on [`runtime`] and maps the outcome to an
+/// exit code: what it prints on success goes to stdout; an error is printed
+/// as `{name}: {error}` and exits 2 (usage/config) or 1 (failure).
+pub fn exit_with<F>(name: &str, main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<String>>,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(main) {
+        Ok(out) => {
+            print!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::from(e.exit_code())
+        }
+    }
+}

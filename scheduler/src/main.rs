@@ -40,18 +40,8 @@ fn main() -> ExitCode {
         )
         .await
     };
-    let runtime = match tauc_jobs::cluster::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tauc-scheduler: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tauc-scheduler: {e:#}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    tauc_jobs::cluster::exit_with("tauc-scheduler", async {
+        run.await?;
+        Ok(String::new())
+    })
 }

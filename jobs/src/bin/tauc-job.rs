@@ -9,21 +9,5 @@ use tauc_jobs::cli::{self, Cli};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tauc_jobs::logging::init(cli.log_format.as_deref() == Some("json"));
-    let runtime = match tauc_jobs::cluster::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tauc-job: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tauc-job: {e:#}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    tauc_jobs::cluster::exit_with("tauc-job", cli::run(cli))
 }
