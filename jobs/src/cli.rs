@@ -313,7 +313,7 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         })?;
     let mut progress = Progress::auto();
     let report = match s.job {
-        JobName::Layering => layering::run(&ctx, &r.engine, &args, &mut progress).await,
+        JobName::Layering => layering::run(&ctx, &r.engine, &args, &zones, &mut progress).await,
     };
     progress.finish();
     Ok(summary(&report?))

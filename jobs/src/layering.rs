@@ -196,14 +196,16 @@ pub async fn load_regions(engine: &Engine, warehouse: &Location) -> Result<Regio
     Ok(regions)
 }
 
-/// Runs the layering job.
+/// Runs the layering job with the regions' zones (from [`load_regions`],
+/// which callers run before starting the engine so that an unknown region
+/// fails before any work).
 pub async fn run(
     ctx: &SessionContext,
     engine: &Engine,
     args: &LayeringArgs,
+    regions: &Regions,
     progress: &mut Progress,
 ) -> Result<LayeringReport> {
-    let regions = load_regions(engine, &args.warehouse).await?;
     let mut zones = BTreeMap::new();
     for r in &args.regions {
         zones.insert(r.clone(), regions.zone(r)?);
@@ -244,6 +246,16 @@ fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| Error::Invariant(format!("internal: no string column '{name}'")))
+}
+
+/// Sum of a column, cast to Int64 (nulls ignored).
+fn sum_i64(b: &RecordBatch, name: &str) -> Result<i64> {
+    let col = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::Invariant(format!("internal: no column '{name}'")))?;
+    let col =
+        datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Int64)?;
+    Ok(col.as_primitive::<Int64Type>().iter().flatten().sum())
 }
 
 /// Splits a batch into groups of rows with the same key.
@@ -349,12 +361,7 @@ async fn load_ods(
                         .push(quarantine_batch(&part, run_id, started_at)?);
                 }
                 KIND_STATS => {
-                    let get = |c: &str| -> Result<i64> {
-                        let col = part
-                            .column_by_name(c)
-                            .ok_or_else(|| Error::Invariant(format!("internal: no {c}")))?;
-                        Ok(col.as_primitive::<Int64Type>().iter().flatten().sum())
-                    };
+                    let get = |c: &str| sum_i64(&part, c);
                     let s = &mut a.summary.stats;
                     s.files += get("files")?;
                     s.files_ignored += get("files_ignored")?;
@@ -760,18 +767,8 @@ async fn build_dwd(
                 let a = acc.get_mut(&key).ok_or_else(|| {
                     Error::Invariant(format!("internal: dwd returned unknown partition {key:?}"))
                 })?;
-                let copies = part
-                    .column_by_name("copies")
-                    .ok_or_else(|| Error::Invariant("internal: no copies".into()))?;
-                let copies: i64 = datafusion::arrow::compute::cast(
-                    copies,
-                    &datafusion::arrow::datatypes::DataType::Int64,
-                )?
-                .as_primitive::<Int64Type>()
-                .iter()
-                .flatten()
-                .map(|c| c - 1)
-                .sum();
+                // every kept row stands for `copies` rows read
+                let copies = sum_i64(&part, "copies")? - part.num_rows() as i64;
                 a.summary.duplicates += copies;
                 if is_cors {
                     a.summary.cors_rows += part.num_rows() as i64;

@@ -7,7 +7,8 @@
 //! let engine = Engine::new(S3Options::default().with_env()?)?;
 //! let ctx = engine.connect(None, 2).await?;
 //! let args = layering::LayeringArgs::local_default("2024-06-18".parse().unwrap());
-//! let report = layering::run(&ctx, &engine, &args, &mut tauc_jobs::progress::Progress::hidden()).await?;
+//! let regions = layering::load_regions(&engine, &args.warehouse).await?;
+//! let report = layering::run(&ctx, &engine, &args, &regions, &mut tauc_jobs::progress::Progress::hidden()).await?;
 //! println!("{} valid rows", report.valid_rows());
 //! # Ok(()) }
 //! ```
