@@ -13,9 +13,11 @@ use crate::error::{Error, Result};
 use crate::layering::{self, LayeringArgs, LayeringReport};
 use crate::progress::Progress;
 use crate::regions::Regions;
+use crate::reports::{self, ReportsArgs, ReportsReport};
 use crate::sample::{self, SampleArgs};
 use crate::session::Engine;
 use crate::store::{Location, S3Options};
+use crate::tables::Table;
 
 /// Runs tauc jobs: the layering of front-end tracking events into ODS and
 /// DWD tables, in-process or on a Ballista cluster.
@@ -45,6 +47,10 @@ pub enum Command {
     Sample(SampleCmd),
     /// List the registered jobs.
     Jobs,
+    /// Run SQL over the committed warehouse tables (ods_*, dwd_*, ads_*, dim_*).
+    Sql(SqlCmd),
+    /// List the warehouse tables with their committed partitions and rows.
+    Tables(TablesCmd),
 }
 
 /// The registered jobs.
@@ -52,13 +58,40 @@ pub enum Command {
 pub enum JobName {
     /// Raw events of UTC collection dates → ODS, then the DWD dates they touch.
     Layering,
+    /// Committed DWD partitions of local dates → the seven ADS reports.
+    Reports,
+    /// Layering for collection dates, then the reports of every DWD date it touched.
+    Daily,
 }
 
 /// Every job with its one-line description, for `tauc-job jobs`.
-pub const JOBS: [(&str, &str); 1] = [(
-    "layering",
-    "raw events of UTC collection dates -> ODS (valid, quarantine, load stats) -> DWD by local date (deduplicated, derived)",
-)];
+pub const JOBS: [(&str, &str); 3] = [
+    (
+        "layering",
+        "raw events of UTC collection dates -> ODS (valid, quarantine, load stats) -> DWD by local date (deduplicated, derived)",
+    ),
+    (
+        "reports",
+        "committed DWD partitions of local dates -> the seven ADS tables (targets, pages, funnels, CORS summary/top-N/hourly anomalies, settlement)",
+    ),
+    (
+        "daily",
+        "layering for UTC collection dates, then reports for every DWD date the load touched",
+    ),
+];
+
+/// Output formats of `sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Json,
+    /// A Parquet file (needs --out).
+    Parquet,
+}
 
 /// Where data lives and how to reach it; shared by `submit` and `sample`.
 #[derive(Debug, Clone, Args)]
@@ -114,6 +147,40 @@ pub struct SubmitArgs {
     /// Task slots of the in-process executor [default: CPU count].
     #[arg(long, env = "TAUC_PARALLELISM")]
     pub parallelism: Option<usize>,
+    /// Funnels TOML file or URL for the reports [default:
+    /// {warehouse}/conf/funnels.toml when it exists].
+    #[arg(long, env = "TAUC_FUNNELS")]
+    pub funnels: Option<String>,
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `sql` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SqlCmd {
+    /// The query, e.g. "SELECT city, count(*) FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' GROUP BY city".
+    pub query: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write the result to this file instead of standard output (needed for parquet).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Ballista scheduler, df://host:port; without it the query runs in-process.
+    #[arg(long, env = "TAUC_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// Task slots of the in-process executor [default: CPU count].
+    #[arg(long, env = "TAUC_PARALLELISM")]
+    pub parallelism: Option<usize>,
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `tables` flags.
+#[derive(Debug, Clone, Args)]
+pub struct TablesCmd {
     /// Where data lives.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -251,7 +318,42 @@ pub async fn run(cli: Cli) -> Result<String> {
             ))
         }
         Command::Submit(s) => submit(cli.config.as_ref(), s).await,
+        Command::Sql(q) => {
+            let r = resolve(cli.config.as_ref(), &q.store)?;
+            preflight(&r.engine, &r.warehouse, "warehouse").await?;
+            if q.format == OutputFormat::Parquet && q.out.is_none() {
+                return Err(Error::config(
+                    "--format parquet needs --out FILE (Parquet is not written to a terminal)",
+                ));
+            }
+            let scheduler = q.scheduler.clone().or(r.file.scheduler.clone());
+            let ctx = connect(&r.engine, scheduler.as_deref(), q.parallelism).await?;
+            crate::warehouse::register_all(&ctx, &r.engine, &r.warehouse).await?;
+            crate::sql::run(&ctx, &q.query, q.format, q.out.as_deref()).await
+        }
+        Command::Tables(t) => {
+            let r = resolve(cli.config.as_ref(), &t.store)?;
+            preflight(&r.engine, &r.warehouse, "warehouse").await?;
+            crate::sql::tables(&r.engine, &r.warehouse).await
+        }
     }
+}
+
+/// A client context on the scheduler, or in-process.
+async fn connect(
+    engine: &Engine,
+    scheduler: Option<&str>,
+    parallelism: Option<usize>,
+) -> Result<datafusion::prelude::SessionContext> {
+    let parallelism =
+        parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    engine
+        .connect(scheduler, parallelism)
+        .await
+        .map_err(|e| match (scheduler, e) {
+            (Some(url), e) => Error::config(format!("cannot connect to scheduler '{url}': {e}")),
+            (None, e) => e,
+        })
 }
 
 async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> {
@@ -284,10 +386,17 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         .unwrap_or(config::DEFAULT_LATENESS_DAYS);
     let scheduler = s.scheduler.clone().or(r.file.scheduler.clone());
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
-    preflight(&r.engine, &r.raw_root, "raw root").await?;
-    let args = LayeringArgs {
-        dates,
-        regions,
+    if s.job != JobName::Reports {
+        preflight(&r.engine, &r.raw_root, "raw root").await?;
+    }
+    // Region zones are checked before the engine starts.
+    let zones = layering::load_regions(&r.engine, &r.warehouse).await?;
+    for region in &regions {
+        zones.zone(region)?;
+    }
+    let layering_args = LayeringArgs {
+        dates: dates.clone(),
+        regions: regions.clone(),
         env: r.env.clone(),
         raw_root: r.raw_root.clone(),
         warehouse: r.warehouse.clone(),
@@ -295,28 +404,68 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         ranges_per_folder: s.ranges as usize,
         fetch_concurrency: s.fetch_concurrency as usize,
     };
-    // Region zones are checked before the engine starts.
-    let zones = layering::load_regions(&r.engine, &args.warehouse).await?;
-    for region in &args.regions {
-        zones.zone(region)?;
-    }
-    let parallelism = s
-        .parallelism
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let ctx = r
-        .engine
-        .connect(scheduler.as_deref(), parallelism)
-        .await
-        .map_err(|e| match (&scheduler, e) {
-            (Some(url), e) => Error::config(format!("cannot connect to scheduler '{url}': {e}")),
-            (None, e) => e,
-        })?;
-    let mut progress = Progress::auto();
-    let report = match s.job {
-        JobName::Layering => layering::run(&ctx, &r.engine, &args, &zones, &mut progress).await,
+    let mut reports_args = ReportsArgs {
+        dates,
+        regions,
+        warehouse: r.warehouse.clone(),
+        funnels: s.funnels.clone().or(r.file.funnels.clone()),
     };
-    progress.finish();
-    Ok(summary(&report?))
+    if s.job != JobName::Layering {
+        // a bad funnels file or dim_contract fails before any work
+        reports::load_funnels(&r.engine, &r.warehouse, reports_args.funnels.as_deref()).await?;
+        reports::load_contracts(&r.engine, &r.warehouse).await?;
+    }
+    let ctx = connect(&r.engine, scheduler.as_deref(), s.parallelism).await?;
+    let mut progress = Progress::auto();
+    let mut out = String::new();
+    if s.job != JobName::Reports {
+        let report = layering::run(&ctx, &r.engine, &layering_args, &zones, &mut progress).await;
+        progress.finish();
+        out.push_str(&summary(&report?));
+        reports_args.dates = layering_args.dwd_dates().into_iter().collect();
+    }
+    if s.job != JobName::Layering {
+        let mut progress = Progress::auto();
+        let report = reports::run(&ctx, &r.engine, &reports_args, &zones, &mut progress).await;
+        progress.finish();
+        out.push_str(&reports_summary(&report?, &r.warehouse));
+    }
+    Ok(out)
+}
+
+/// The reports' closing summary: one line per partition.
+pub fn reports_summary(r: &ReportsReport, warehouse: &Location) -> String {
+    let mut out = String::new();
+    match &r.funnels {
+        Some((source, n)) => {
+            let _ = writeln!(out, "funnels: {n} from {source}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "funnels: no funnels file at {} (and no --funnels): ads_trk_funnel_1d committed empty",
+                warehouse.join("conf/funnels.toml")
+            );
+        }
+    }
+    for (p, rows) in &r.partitions {
+        let n = |t: Table| rows.get(t.name()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "ads dt={} region={}: targets={} pages={} funnel_steps={} topn={} anomaly_rows={} alerts={} contracts={}",
+            p.dt,
+            p.region,
+            n(Table::AdsTargetClick),
+            n(Table::AdsPage),
+            n(Table::AdsFunnel),
+            n(Table::AdsCorsTopN),
+            n(Table::AdsCorsAnomaly),
+            r.alerts.get(p).copied().unwrap_or(0),
+            n(Table::AdsSettlement),
+        );
+    }
+    let _ = writeln!(out, "run {} committed: reports {:.1} s", r.run_id, r.secs);
+    out
 }
 
 /// The closing summary: one line per partition.

@@ -20,12 +20,14 @@ use serde::{Deserialize, Serialize};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 
 use crate::raw_scan::{RawEventsTable, RawScanExec, RawSource};
+use crate::warehouse::{WarehouseTable, WarehouseTableSpec};
 
 const TAG: &[u8] = b"TAUC";
 
 #[derive(Serialize, Deserialize)]
 enum Node {
     RawTable(RawSource),
+    Warehouse(WarehouseTableSpec),
     RawScan {
         source: RawSource,
         projection: Option<Vec<usize>>,
@@ -75,6 +77,7 @@ impl LogicalExtensionCodec for TaucLogicalCodec {
     ) -> Result<Arc<dyn TableProvider>> {
         match decode(buf) {
             Some(Ok(Node::RawTable(source))) => Ok(Arc::new(RawEventsTable { source })),
+            Some(Ok(Node::Warehouse(spec))) => Ok(Arc::new(WarehouseTable::from_spec(spec)?)),
             Some(Ok(_)) => exec_err!("tauc codec: not a table provider"),
             Some(Err(e)) => Err(e),
             None => self
@@ -92,6 +95,9 @@ impl LogicalExtensionCodec for TaucLogicalCodec {
         let any: &dyn std::any::Any = node.as_ref();
         if let Some(raw) = any.downcast_ref::<RawEventsTable>() {
             return encode(&Node::RawTable(raw.source.clone()), buf);
+        }
+        if let Some(table) = any.downcast_ref::<WarehouseTable>() {
+            return encode(&Node::Warehouse(table.spec()), buf);
         }
         self.inner.try_encode_table_provider(table_ref, node, buf)
     }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::Location;
+use crate::tables::Table;
 
 /// Name of the manifest file in a partition directory.
 pub const MANIFEST: &str = "_SUCCESS";
@@ -208,4 +209,30 @@ pub async fn committed_files(
             .collect();
         (m, urls)
     }))
+}
+
+/// Commits one partition of a warehouse table for `job`.
+pub async fn commit_table(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+    job: &str,
+    warehouse: &Location,
+    table: Table,
+    p: &PartitionRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Manifest> {
+    let loc = table.location(warehouse);
+    commit_partition(
+        store,
+        run_id,
+        job,
+        PartitionWrite {
+            table: &loc,
+            table_name: table.path(),
+            partition: p,
+            schema: table.schema(),
+            batches,
+        },
+    )
+    .await
 }

@@ -24,7 +24,7 @@ pub const DEFAULT_ENV: &str = "uat";
 pub const DEFAULT_LATENESS_DAYS: i64 = 2;
 
 /// Every `TAUC_*` variable tauc reads.
-pub const KNOWN_ENV: [&str; 16] = [
+pub const KNOWN_ENV: [&str; 17] = [
     "TAUC_CONFIG",
     "TAUC_RAW_ROOT",
     "TAUC_WAREHOUSE",
@@ -41,6 +41,7 @@ pub const KNOWN_ENV: [&str; 16] = [
     "TAUC_BIND",
     "TAUC_SCHEDULER_PORT",
     "TAUC_PARALLELISM",
+    "TAUC_FUNNELS",
 ];
 
 /// The config file (`tauc.toml`).
@@ -59,6 +60,8 @@ pub struct FileConfig {
     pub scheduler: Option<String>,
     /// Regions to load when `--region` is not given.
     pub regions: Option<Vec<String>>,
+    /// Funnels file or URL for the reports.
+    pub funnels: Option<String>,
     /// S3 client options.
     #[serde(default)]
     pub s3: S3Options,

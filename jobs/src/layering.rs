@@ -34,11 +34,11 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::{CsvReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
-use crate::commit::{self, PartitionRef, PartitionWrite};
+use crate::commit::{self, PartitionRef};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::raw_scan::{
@@ -400,35 +400,11 @@ async fn load_ods(
             (Table::OdsQuarantine, a.rejected),
             (Table::OdsLoadStats, vec![stats]),
         ] {
-            commit_table(store, run_id, &args.warehouse, table, &p, batches).await?;
+            commit::commit_table(store, run_id, JOB, &args.warehouse, table, &p, batches).await?;
         }
         out.insert(p, a.summary);
     }
     Ok(out)
-}
-
-async fn commit_table(
-    store: &Arc<dyn ObjectStore>,
-    run_id: &str,
-    warehouse: &Location,
-    table: Table,
-    p: &PartitionRef,
-    batches: Vec<RecordBatch>,
-) -> Result<commit::Manifest> {
-    let loc = table.location(warehouse);
-    commit::commit_partition(
-        store,
-        run_id,
-        JOB,
-        PartitionWrite {
-            table: &loc,
-            table_name: table.path(),
-            partition: p,
-            schema: table.schema(),
-            batches,
-        },
-    )
-    .await
 }
 
 fn quarantine_batch(part: &RecordBatch, run_id: &str, detected_at: i64) -> Result<RecordBatch> {
@@ -512,47 +488,13 @@ async fn register_dim_user(
     engine: &Engine,
     warehouse: &Location,
 ) -> Result<()> {
-    let dir = warehouse.join("dim/dim_user");
-    let store = engine.registry.for_location(&dir)?;
-    let files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
-    let pick = |ext: &str| -> Vec<String> {
-        let mut v: Vec<String> = files
-            .iter()
-            .filter(|f| f.location.as_ref().ends_with(ext))
-            .map(|f| dir.object_url(f.location.as_ref()))
-            .collect();
-        v.sort();
-        v
-    };
-    let (csv, parquet) = (pick(".csv"), pick(".parquet"));
-    let schema = datafusion::arrow::datatypes::Schema::new(vec![
-        datafusion::arrow::datatypes::Field::new(
-            "user_id",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-        datafusion::arrow::datatypes::Field::new(
-            "gender",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-        datafusion::arrow::datatypes::Field::new(
-            "birth_date",
-            datafusion::arrow::datatypes::DataType::Utf8,
-            true,
-        ),
-    ]);
-    let df = if !parquet.is_empty() {
-        ctx.read_parquet(parquet, Default::default()).await?
-    } else if !csv.is_empty() {
-        ctx.read_csv(csv, CsvReadOptions::new().has_header(true).schema(&schema))
-            .await?
-    } else {
+    let Some(table) = crate::warehouse::dim_table(ctx, engine, warehouse, "dim_user").await? else {
         return Err(Error::MissingInput(format!(
-            "dim table dim_user not found: no .csv or .parquet file under {dir}; the layering job needs it for gender and age_band (columns user_id,gender,birth_date; `tauc-job sample` writes one)"
+            "dim table dim_user not found: no .csv or .parquet file under {}; the layering job needs it for gender and age_band (columns user_id,gender,birth_date; `tauc-job sample` writes one)",
+            warehouse.join("dim/dim_user")
         )));
     };
-    ctx.register_table("dim_user_raw", df.into_view())?;
+    ctx.register_table("dim_user_raw", table)?;
     Ok(())
 }
 
@@ -806,7 +748,7 @@ async fn build_dwd(
             (Table::DwdCorsError, a.cors),
             (Table::DwdDedupeStats, vec![stats]),
         ] {
-            commit_table(store, run_id, &args.warehouse, table, &p, batches).await?;
+            commit::commit_table(store, run_id, JOB, &args.warehouse, table, &p, batches).await?;
         }
         out.insert(p, s);
     }

@@ -14,6 +14,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod anomaly;
 pub mod cli;
 pub mod cluster;
 pub mod codec;
@@ -23,17 +24,22 @@ pub mod derive;
 pub mod error;
 pub mod event;
 pub mod event_time;
+pub mod funnels;
 pub mod geo;
 pub mod layering;
 pub mod logging;
 pub mod progress;
 pub mod raw_scan;
 pub mod regions;
+pub mod reports;
 pub mod sample;
 pub mod session;
+pub mod settlement;
+pub mod sql;
 pub mod store;
 pub mod tables;
 pub mod udf;
 pub mod user_agent;
+pub mod warehouse;
 
 pub use error::{Error, Result};

@@ -296,6 +296,25 @@ pub async fn write(engine: &Engine, args: &SampleArgs) -> Result<SampleReport> {
     Ok(report)
 }
 
+/// The funnels file `sample` writes: the example of analyses.md, which
+/// the sample's pages and targets can complete.
+pub const SAMPLE_FUNNELS: &str = r#"# Funnels for ads_trk_funnel_1d (analyses.md). Each [[funnel]] has an id,
+# a window in seconds and ordered steps; a step matches event_type and
+# each of page_path (normalised), target_type and target_id it names.
+[[funnel]]
+id = "add_device"
+window_seconds = 3600
+[[funnel.step]]
+event_type = "page_enter"
+page_path = "/home"
+[[funnel.step]]
+event_type = "click"
+target_id = "btn-add-device"
+[[funnel.step]]
+event_type = "page_enter"
+page_path = "/devices/{id}"
+"#;
+
 async fn write_dims(engine: &Engine, warehouse: &Location, date: NaiveDate) -> Result<()> {
     let store = engine.registry.for_location(warehouse)?;
     let mut users = String::from("user_id,gender,birth_date\n");
@@ -323,6 +342,7 @@ async fn write_dims(engine: &Engine, warehouse: &Location, date: NaiveDate) -> R
     for (path, body) in [
         ("dim/dim_user/dim_user.csv", users),
         ("dim/dim_contract/dim_contract.csv", contracts),
+        ("conf/funnels.toml", SAMPLE_FUNNELS.to_string()),
     ] {
         let loc = warehouse.join(path);
         store

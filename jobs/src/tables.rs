@@ -28,6 +28,20 @@ pub enum Table {
     DwdCorsError,
     /// `dwd/dwd_fe_dedupe_stats_di`: one row per DWD partition.
     DwdDedupeStats,
+    /// `ads/ads_trk_target_click_1d`: clicks and impressions per target.
+    AdsTargetClick,
+    /// `ads/ads_trk_page_1d`: views, visitors, clicks and dwell per page.
+    AdsPage,
+    /// `ads/ads_trk_funnel_1d`: users reaching each funnel step.
+    AdsFunnel,
+    /// `ads/ads_mon_cors_summary_1d`: one row of CORS failure totals.
+    AdsCorsSummary,
+    /// `ads/ads_mon_cors_topn_1d`: the 100 most frequent failure fingerprints.
+    AdsCorsTopN,
+    /// `ads/ads_mon_cors_anomaly_hh`: hourly spike detection per series.
+    AdsCorsAnomaly,
+    /// `ads/ads_bill_settlement_1d`: billable quantities and amounts per contract.
+    AdsSettlement,
 }
 
 impl Table {
@@ -41,6 +55,28 @@ impl Table {
         Table::DwdDedupeStats,
     ];
 
+    /// Every table the reports job writes.
+    pub const REPORTS: [Table; 7] = [
+        Table::AdsTargetClick,
+        Table::AdsPage,
+        Table::AdsFunnel,
+        Table::AdsCorsSummary,
+        Table::AdsCorsTopN,
+        Table::AdsCorsAnomaly,
+        Table::AdsSettlement,
+    ];
+
+    /// Every table of the warehouse's partitioned layers.
+    pub fn all() -> impl Iterator<Item = Table> {
+        Table::LAYERING.into_iter().chain(Table::REPORTS)
+    }
+
+    /// The table with this name (`dwd_trk_event_di`) or path
+    /// (`dwd/dwd_trk_event_di`).
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::all().find(|t| t.path() == name || t.name() == name)
+    }
+
     /// `layer/table`.
     pub fn path(self) -> &'static str {
         match self {
@@ -50,6 +86,13 @@ impl Table {
             Table::DwdTrkEvent => "dwd/dwd_trk_event_di",
             Table::DwdCorsError => "dwd/dwd_mon_cors_error_di",
             Table::DwdDedupeStats => "dwd/dwd_fe_dedupe_stats_di",
+            Table::AdsTargetClick => "ads/ads_trk_target_click_1d",
+            Table::AdsPage => "ads/ads_trk_page_1d",
+            Table::AdsFunnel => "ads/ads_trk_funnel_1d",
+            Table::AdsCorsSummary => "ads/ads_mon_cors_summary_1d",
+            Table::AdsCorsTopN => "ads/ads_mon_cors_topn_1d",
+            Table::AdsCorsAnomaly => "ads/ads_mon_cors_anomaly_hh",
+            Table::AdsSettlement => "ads/ads_bill_settlement_1d",
         }
     }
 
@@ -71,6 +114,7 @@ impl Table {
         let i = |n: &str| Field::new(n, Int64, true);
         let ts = |n: &str| Field::new(n, ts_utc(), true);
         let local = |n: &str| Field::new(n, DataType::Timestamp(TimeUnit::Millisecond, None), true);
+        let f = |n: &str| Field::new(n, Float64, true);
         let fields = match self {
             Table::OdsEvent => {
                 let mut f = ods_event_fields();
@@ -159,9 +203,93 @@ impl Table {
                 i("rows_written"),
                 s("run_id"),
             ],
+            Table::AdsTargetClick => vec![
+                s("target_type"),
+                s("target_id"),
+                i("clicks"),
+                i("impressions"),
+                i("clickers"),
+                f("avg_clicks_per_clicker"),
+                f("ctr"),
+            ],
+            Table::AdsPage => vec![
+                s("page_path"),
+                i("pv"),
+                i("uv"),
+                i("clicks"),
+                f("avg_duration_ms"),
+            ],
+            Table::AdsFunnel => vec![
+                s("funnel_id"),
+                i("step_no"),
+                i("users"),
+                f("conv_from_start"),
+                f("conv_from_prev"),
+            ],
+            Table::AdsCorsSummary => vec![
+                i("errors"),
+                i("affected_users"),
+                i("fingerprints"),
+                i("page_views"),
+                f("errors_per_1k_pv"),
+            ],
+            Table::AdsCorsTopN => vec![
+                i("rank"),
+                s("fingerprint"),
+                s("err_class"),
+                s("req_method"),
+                s("req_host"),
+                s("req_path_tpl"),
+                s("req_origin"),
+                i("errors"),
+                i("affected_users"),
+                ts("first_seen"),
+                ts("last_seen"),
+            ],
+            Table::AdsCorsAnomaly => vec![
+                s("series"),
+                ts("hour_start"),
+                local("hour_start_local"),
+                i("errors"),
+                i("baseline_n"),
+                f("baseline_median"),
+                f("mad"),
+                f("robust_z"),
+                Field::new("is_alert", Boolean, true),
+            ],
+            Table::AdsSettlement => vec![
+                s("contract_id"),
+                s("partner_id"),
+                s("target_id"),
+                s("pricing_model"),
+                s("currency"),
+                Field::new("unit_price", money(), true),
+                i("gross_clicks"),
+                i("bot_clicks"),
+                i("dup_clicks"),
+                i("valid_clicks"),
+                i("gross_impressions"),
+                i("bot_impressions"),
+                i("valid_impressions"),
+                i("billable_qty"),
+                Field::new("amount", money(), true),
+            ],
         };
         Arc::new(Schema::new(fields))
     }
+}
+
+/// Money: `Decimal128(18, 6)`.
+pub fn money() -> DataType {
+    DataType::Decimal128(18, 6)
+}
+
+/// The partition columns every warehouse table has, after its own.
+pub fn partition_fields() -> Vec<Field> {
+    vec![
+        Field::new("dt", DataType::Date32, false),
+        Field::new("region", DataType::Utf8, false),
+    ]
 }
 
 /// `Timestamp(ms, "UTC")`.

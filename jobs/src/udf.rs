@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray, StructArray,
-    TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListArray,
+    StringArray, StructArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::common::{Result, exec_err};
 use datafusion::execution::FunctionRegistry;
@@ -23,7 +24,7 @@ use datafusion::logical_expr::{
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use crate::{derive, event_time, geo, user_agent};
+use crate::{anomaly, derive, event_time, funnels, geo, settlement, user_agent};
 
 type Eval = fn(&[ArrayRef]) -> Result<ArrayRef>;
 
@@ -87,7 +88,8 @@ impl ScalarUDFImpl for RowUdf {
             .zip(&self.inputs)
             .map(|(a, ty)| {
                 let arr = a.into_array(n)?;
-                if arr.data_type() == ty {
+                // `Null` declares "any type": the function reads it itself
+                if arr.data_type() == ty || ty.is_null() {
                     Ok(arr)
                 } else {
                     Ok(cast(&arr, ty)?)
@@ -336,6 +338,106 @@ fn eval_fingerprint(a: &[ArrayRef]) -> Result<ArrayRef> {
     Ok(Arc::new(out))
 }
 
+fn eval_hour_start(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let (ts, tz) = (timestamps(&a[0])?, strings(&a[1])?);
+    let out = (0..ts.len())
+        .map(|i| {
+            Ok(match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
+                (Some(t), Some(z)) => Some(anomaly::hour_start(t, z)),
+                _ => None,
+            })
+        })
+        .collect::<Result<Int64Array>>()?;
+    Ok(Arc::new(out))
+}
+
+/// The rows of a `List<Struct>` argument: for each list, its struct
+/// fields as Int64 (field 0, the timestamp), Utf8 (field 1, the event id)
+/// and, when `with_mask`, Int64 (field 2).
+fn event_lists(a: &ArrayRef, with_mask: bool) -> Result<Vec<Vec<(i64, String, i64)>>> {
+    let Some(list) = a.as_any().downcast_ref::<ListArray>() else {
+        return exec_err!("tauc udf: expected a list of events, got {}", a.data_type());
+    };
+    let values = list.values();
+    let Some(st) = values.as_any().downcast_ref::<StructArray>() else {
+        return exec_err!(
+            "tauc udf: expected structs in the list, got {}",
+            values.data_type()
+        );
+    };
+    let need = if with_mask { 3 } else { 2 };
+    if st.num_columns() < need {
+        return exec_err!("tauc udf: event structs need {need} fields");
+    }
+    let ts = cast(st.column(0), &DataType::Int64)?;
+    let ts = ts.as_primitive::<Int64Type>();
+    let ids = cast(st.column(1), &DataType::Utf8)?;
+    let ids = ids.as_string::<i32>();
+    let masks = if with_mask {
+        Some(cast(st.column(2), &DataType::Int64)?)
+    } else {
+        None
+    };
+    let masks = masks.as_ref().map(|m| m.as_primitive::<Int64Type>());
+    let offsets = list.value_offsets();
+    Ok((0..list.len())
+        .map(|i| {
+            if list.is_null(i) {
+                return Vec::new();
+            }
+            (offsets[i] as usize..offsets[i + 1] as usize)
+                .filter(|&j| st.is_valid(j) && ts.is_valid(j))
+                .map(|j| {
+                    (
+                        ts.value(j),
+                        ids.is_valid(j)
+                            .then(|| ids.value(j))
+                            .unwrap_or_default()
+                            .to_string(),
+                        masks.map_or(0, |m| m.value(j)),
+                    )
+                })
+                .collect()
+        })
+        .collect())
+}
+
+fn scalar_i64(a: &ArrayRef, i: usize, what: &str) -> Result<i64> {
+    let v = cast(a, &DataType::Int64)?;
+    let v = v.as_primitive::<Int64Type>();
+    if v.is_valid(i) {
+        Ok(v.value(i))
+    } else {
+        exec_err!("tauc udf: {what} is null")
+    }
+}
+
+fn eval_funnel_reach(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let lists = event_lists(&a[0], true)?;
+    let out = lists
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut events)| {
+            let window = scalar_i64(&a[1], i, "window_ms")?;
+            let steps = scalar_i64(&a[2], i, "steps")? as usize;
+            Ok(Some(funnels::reach(&mut events, steps, window) as i64))
+        })
+        .collect::<Result<Int64Array>>()?;
+    Ok(Arc::new(out))
+}
+
+fn eval_dup_clicks(a: &[ArrayRef]) -> Result<ArrayRef> {
+    let out: Int64Array = event_lists(&a[0], false)?
+        .into_iter()
+        .map(|events| {
+            let mut clicks: Vec<(i64, String)> =
+                events.into_iter().map(|(t, id, _)| (t, id)).collect();
+            Some(settlement::dup_clicks(&mut clicks))
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
 /// Every tauc scalar function.
 pub fn all() -> Vec<ScalarUDF> {
     use DataType::{Boolean, Date32, Float64, Int64, Utf8};
@@ -380,6 +482,19 @@ pub fn all() -> Vec<ScalarUDF> {
         RowUdf::new("tauc_age_band", vec![Utf8, Date32], Utf8, eval_age_band),
         RowUdf::new("tauc_err_class", vec![Utf8, Int64], Utf8, eval_err_class),
         RowUdf::new("tauc_fingerprint", vec![Utf8; 5], Utf8, eval_fingerprint),
+        RowUdf::new("tauc_hour_start", vec![ts(), Utf8], Int64, eval_hour_start),
+        RowUdf::new(
+            "tauc_funnel_reach",
+            vec![DataType::Null, Int64, Int64],
+            Int64,
+            eval_funnel_reach,
+        ),
+        RowUdf::new(
+            "tauc_dup_clicks",
+            vec![DataType::Null],
+            Int64,
+            eval_dup_clicks,
+        ),
     ]
     .into_iter()
     .map(ScalarUDF::new_from_impl)

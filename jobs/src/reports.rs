@@ -1,0 +1,931 @@
+//! The reports job: committed DWD partitions (and `dim_contract`) → the
+//! seven ADS tables of analyses.md, per local date and region.
+//!
+//! Every figure is an aggregate computed by a distributed query over the
+//! manifest-listed DWD files ([`WarehouseTable`]); the order-dependent
+//! rules (funnel steps, the 30-second duplicate click) run inside those
+//! queries as functions over each user's events (`array_agg` +
+//! `tauc_funnel_reach` / `tauc_dup_clicks`). Only per-partition aggregates
+//! come back; this module turns them into rows (ratios, ranks, money,
+//! hour buckets, zero rows) and commits every partition of every table,
+//! empty ones included.
+//!
+//! Bot events are left out everywhere except the settlement's gross counts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
+    StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::anomaly;
+use crate::commit::{self, PartitionRef};
+use crate::error::{Error, Result};
+use crate::funnels::{self, Funnel, sql_str};
+use crate::layering::new_run_id;
+use crate::progress::Progress;
+use crate::regions::Regions;
+use crate::session::Engine;
+use crate::settlement::{self, CONTRACT_COLUMNS, Contract};
+use crate::store::Location;
+use crate::tables::Table;
+use crate::warehouse::WarehouseTable;
+
+/// Name of the job in manifests and the registry.
+pub const JOB: &str = "reports";
+
+/// Rows of `ads_mon_cors_topn_1d` per partition.
+pub const TOP_N: usize = 100;
+
+/// What a reports run builds.
+#[derive(Debug, Clone)]
+pub struct ReportsArgs {
+    /// Local dates to build, ascending and contiguous.
+    pub dates: Vec<NaiveDate>,
+    /// Regions to build.
+    pub regions: Vec<String>,
+    /// Root of the warehouse.
+    pub warehouse: Location,
+    /// Funnels file or URL; `None` = `{warehouse}/conf/funnels.toml`
+    /// when it exists.
+    pub funnels: Option<String>,
+}
+
+/// What a reports run did.
+#[derive(Debug, Clone, Default)]
+pub struct ReportsReport {
+    /// The run's id.
+    pub run_id: String,
+    /// Rows committed per partition and table name.
+    pub partitions: BTreeMap<PartitionRef, BTreeMap<&'static str, usize>>,
+    /// Alerts raised per partition.
+    pub alerts: BTreeMap<PartitionRef, usize>,
+    /// Where the funnels came from, and how many; `None` when no file.
+    pub funnels: Option<(String, usize)>,
+    /// Seconds the run took.
+    pub secs: f64,
+}
+
+/// Reads the funnels: the flag's file or URL (which must exist), else the
+/// warehouse's `conf/funnels.toml` when present.
+pub async fn load_funnels(
+    engine: &Engine,
+    warehouse: &Location,
+    flag: Option<&str>,
+) -> Result<Option<(String, Vec<Funnel>)>> {
+    let loc = match flag {
+        Some(f) => Location::parse(f)?,
+        None => warehouse.join("conf/funnels.toml"),
+    };
+    let store = engine.registry.for_location(&loc)?;
+    let name = loc.to_string();
+    let bytes = match store.get(&loc.path()).await {
+        Ok(r) => r.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) if flag.is_none() => return Ok(None),
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::config(format!(
+                "funnels file {name} not found (--funnels); give an existing TOML file or URL"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::config(format!("funnels file {name}: not UTF-8 text")))?;
+    Ok(Some((name.clone(), funnels::parse(&name, &text)?)))
+}
+
+/// Reads `dim_contract` (CSV or Parquet files under
+/// `{warehouse}/dim/dim_contract/`), checking every row.
+pub async fn load_contracts(engine: &Engine, warehouse: &Location) -> Result<Vec<Contract>> {
+    let dir = warehouse.join("dim/dim_contract");
+    let store = engine.registry.for_location(&dir)?;
+    let mut files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut out = Vec::new();
+    let mut seen = false;
+    for f in &files {
+        let key = f.location.as_ref();
+        let url = dir.object_url(key);
+        let (csv, parquet) = (key.ends_with(".csv"), key.ends_with(".parquet"));
+        if !csv && !parquet {
+            continue;
+        }
+        seen = true;
+        let bytes = store.get(&f.location).await?.bytes().await?;
+        if csv {
+            out.extend(settlement::parse_contracts_csv(&url, &bytes)?);
+            continue;
+        }
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes,
+            )?
+            .build()?;
+        let mut row = 0;
+        for batch in reader {
+            let batch = batch?;
+            let cols = CONTRACT_COLUMNS
+                .iter()
+                .map(|c| {
+                    let col = batch.column_by_name(c).ok_or_else(|| {
+                        Error::config(format!("{url}: dim_contract has no column '{c}'"))
+                    })?;
+                    Ok(cast(col, &DataType::Utf8)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for i in 0..batch.num_rows() {
+                row += 1;
+                let values: Vec<Option<String>> = cols
+                    .iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        s.is_valid(i).then(|| s.value(i).to_string())
+                    })
+                    .collect();
+                out.push(settlement::contract_from_record(
+                    &format!("{url} row {row}"),
+                    &values,
+                )?);
+            }
+        }
+    }
+    if !seen {
+        return Err(Error::MissingInput(format!(
+            "dim table dim_contract not found: no .csv or .parquet file under {dir}; the reports job needs it for ads_bill_settlement_1d (columns {}; `tauc-job sample` writes one)",
+            CONTRACT_COLUMNS.join(",")
+        )));
+    }
+    let mut ids = BTreeSet::new();
+    for c in &out {
+        if !ids.insert(c.contract_id.as_str()) {
+            return Err(Error::config(format!(
+                "dim_contract under {dir}: contract_id '{}' appears twice; each contract needs one row",
+                c.contract_id
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Fails, naming the job to run, when a DWD partition a report needs is
+/// not committed.
+async fn check_inputs(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<()> {
+    let mut missing = Vec::new();
+    for region in &args.regions {
+        for dt in &args.dates {
+            let p = PartitionRef {
+                dt: *dt,
+                region: region.clone(),
+            };
+            for t in [Table::DwdTrkEvent, Table::DwdCorsError] {
+                let dir = p.location(&t.location(&args.warehouse));
+                if commit::read_manifest(store, &dir).await?.is_none() {
+                    missing.push(format!("{} dt={dt} region={region}", t.name()));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let first = &missing[0];
+    let (dt, region) = first
+        .split_once(" dt=")
+        .and_then(|(_, rest)| rest.split_once(" region="))
+        .unwrap_or(("?", "?"));
+    let more = if missing.len() > 1 {
+        format!(" (and {} more missing partitions)", missing.len() - 1)
+    } else {
+        String::new()
+    };
+    Err(Error::MissingInput(format!(
+        "the reports need DWD partition {first}, which is not committed{more}; run `tauc-job submit layering --date {dt} --region {region}` first (loading collection date {dt} builds DWD date {dt}), or `tauc-job submit daily`"
+    )))
+}
+
+/// Runs the reports job.
+pub async fn run(
+    ctx: &SessionContext,
+    engine: &Engine,
+    args: &ReportsArgs,
+    regions: &Regions,
+    progress: &mut Progress,
+) -> Result<ReportsReport> {
+    let started = Instant::now();
+    let (Some(first), Some(last)) = (args.dates.first(), args.dates.last()) else {
+        return Err(Error::config("no date to build reports for"));
+    };
+    let mut zones = BTreeMap::new();
+    for r in &args.regions {
+        zones.insert(r.clone(), regions.zone(r)?);
+    }
+    let store = engine.registry.for_location(&args.warehouse)?;
+    check_inputs(store.as_ref(), args).await?;
+    let funnels = load_funnels(engine, &args.warehouse, args.funnels.as_deref()).await?;
+    let contracts = load_contracts(engine, &args.warehouse).await?;
+    let run_id = new_run_id();
+    tracing::info!(job = JOB, run_id = %run_id, dates = ?args.dates, regions = ?args.regions, "run started");
+
+    for t in [Table::DwdTrkEvent, Table::DwdCorsError] {
+        ctx.deregister_table(t.name())?;
+        ctx.register_table(t.name(), Arc::new(WarehouseTable::new(t, &args.warehouse)))?;
+    }
+    let region_list = args
+        .regions
+        .iter()
+        .map(|r| sql_str(r))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let range = |from: NaiveDate| {
+        format!("dt BETWEEN DATE '{from}' AND DATE '{last}' AND region IN ({region_list})")
+    };
+    let q = Queries {
+        ctx,
+        range: range(*first),
+    };
+    let mut b = Builder::default();
+
+    progress.stage("reports: targets and pages");
+    b.target_clicks(&q).await?;
+    b.pages(&q).await?;
+    progress.stage("reports: funnels");
+    let funnel_list = funnels.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
+    for f in funnel_list {
+        b.funnel(&q, f).await?;
+    }
+    progress.stage("reports: cors failures");
+    b.cors(&q).await?;
+    let tz_case = zones
+        .iter()
+        .map(|(r, z)| format!("WHEN {} THEN {}", sql_str(r), sql_str(z.name())))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let anomaly_q = Queries {
+        ctx,
+        range: range(*first - Days::new(2)),
+    };
+    b.hourly(&anomaly_q, &tz_case).await?;
+    progress.stage("reports: settlement");
+    let active: Vec<&Contract> = contracts
+        .iter()
+        .filter(|c| args.dates.iter().any(|d| c.active_on(*d)))
+        .collect();
+    b.settlement_counts(&q, &active).await?;
+    for t in [Table::DwdTrkEvent, Table::DwdCorsError] {
+        ctx.deregister_table(t.name())?;
+    }
+
+    // which local dates have a committed cors partition, for baselines
+    let mut committed = BTreeSet::new();
+    for region in &args.regions {
+        let mut d = *first - Days::new(2);
+        while d <= *last {
+            let p = PartitionRef {
+                dt: d,
+                region: region.clone(),
+            };
+            let dir = p.location(&Table::DwdCorsError.location(&args.warehouse));
+            if commit::read_manifest(store.as_ref(), &dir).await?.is_some() {
+                committed.insert(p);
+            }
+            d = d + Days::new(1);
+        }
+    }
+
+    progress.stage("reports: committing");
+    let mut report = ReportsReport {
+        run_id: run_id.clone(),
+        funnels: funnels.as_ref().map(|(s, f)| (s.clone(), f.len())),
+        ..Default::default()
+    };
+    for region in &args.regions {
+        let tz = zones[region];
+        for dt in &args.dates {
+            let p = PartitionRef {
+                dt: *dt,
+                region: region.clone(),
+            };
+            let anomaly_rows = anomaly::partition_rows(
+                *dt,
+                tz,
+                b.classes.get(&p).unwrap_or(&BTreeSet::new()),
+                b.hour_counts.get(region).unwrap_or(&HashMap::new()),
+                |d| {
+                    committed.contains(&PartitionRef {
+                        dt: d,
+                        region: region.clone(),
+                    })
+                },
+            );
+            report.alerts.insert(
+                p.clone(),
+                anomaly_rows.iter().filter(|r| r.is_alert).count(),
+            );
+            let batches = [
+                (Table::AdsTargetClick, b.target_batch(&p)?),
+                (Table::AdsPage, b.page_batch(&p)?),
+                (Table::AdsFunnel, b.funnel_batch(&p, funnel_list)?),
+                (Table::AdsCorsSummary, b.summary_batch(&p)?),
+                (Table::AdsCorsTopN, b.topn_batch(&p)?),
+                (Table::AdsCorsAnomaly, anomaly_batch(&anomaly_rows)?),
+                (Table::AdsSettlement, b.settlement_batch(&p, &contracts)?),
+            ];
+            let mut rows = BTreeMap::new();
+            for (table, batch) in batches {
+                rows.insert(table.name(), batch.num_rows());
+                commit::commit_table(
+                    &store,
+                    &run_id,
+                    JOB,
+                    &args.warehouse,
+                    table,
+                    &p,
+                    vec![batch],
+                )
+                .await?;
+            }
+            report.partitions.insert(p, rows);
+        }
+    }
+    report.secs = started.elapsed().as_secs_f64();
+    tracing::info!(job = JOB, run_id = %run_id, "run committed");
+    Ok(report)
+}
+
+/// Runs the report queries over one date range.
+struct Queries<'a> {
+    ctx: &'a SessionContext,
+    range: String,
+}
+
+impl Queries<'_> {
+    /// Runs `sql` (with `{range}` replaced) and returns one batch.
+    async fn run(&self, sql: &str) -> Result<Option<Rows>> {
+        let sql = sql.replace("{range}", &self.range);
+        tracing::debug!(sql = %sql, "report query");
+        let df = self.ctx.sql(&sql).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        let batch = concat_batches(&schema, &batches)?;
+        Ok((batch.num_rows() > 0).then_some(Rows(batch)))
+    }
+}
+
+/// A query result read by column name.
+struct Rows(RecordBatch);
+
+impl Rows {
+    fn cast(&self, name: &str, to: &DataType) -> Result<ArrayRef> {
+        let col = self
+            .0
+            .column_by_name(name)
+            .ok_or_else(|| Error::Invariant(format!("internal: no column '{name}'")))?;
+        Ok(cast(col, to)?)
+    }
+
+    fn strs(&self, name: &str) -> Result<Vec<Option<String>>> {
+        let a = self.cast(name, &DataType::Utf8)?;
+        Ok(a.as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect())
+    }
+
+    fn i64s(&self, name: &str) -> Result<Vec<i64>> {
+        let a = self.cast(name, &DataType::Int64)?;
+        Ok(a.as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.unwrap_or(0))
+            .collect())
+    }
+
+    fn f64s(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        let a = self.cast(name, &DataType::Float64)?;
+        Ok(a.as_primitive::<Float64Type>().iter().collect())
+    }
+
+    /// The `(dt, region)` of every row.
+    fn partitions(&self) -> Result<Vec<PartitionRef>> {
+        let dts = self.cast("dt", &DataType::Date32)?;
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        let regions = self.strs("region")?;
+        Ok(dts
+            .as_primitive::<Date32Type>()
+            .iter()
+            .zip(regions)
+            .map(|(d, r)| PartitionRef {
+                dt: epoch + chrono::Duration::days(d.unwrap_or(0) as i64),
+                region: r.unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TargetRow {
+    target_type: Option<String>,
+    target_id: Option<String>,
+    clicks: i64,
+    impressions: i64,
+    clickers: i64,
+}
+
+#[derive(Debug, Clone)]
+struct PageRow {
+    page_path: Option<String>,
+    pv: i64,
+    uv: i64,
+    clicks: i64,
+    avg_duration_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Summary {
+    errors: i64,
+    affected_users: i64,
+    fingerprints: i64,
+    page_views: i64,
+}
+
+#[derive(Debug, Clone)]
+struct TopRow {
+    fingerprint: String,
+    parts: [Option<String>; 5],
+    errors: i64,
+    affected_users: i64,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TargetCounts {
+    gross_clicks: i64,
+    bot_clicks: i64,
+    dup_clicks: i64,
+    gross_impressions: i64,
+    bot_impressions: i64,
+}
+
+/// The query results, by partition.
+#[derive(Default)]
+struct Builder {
+    targets: HashMap<PartitionRef, Vec<TargetRow>>,
+    pages: HashMap<PartitionRef, Vec<PageRow>>,
+    /// `(partition, funnel) → users per steps reached`.
+    funnels: HashMap<(PartitionRef, String), BTreeMap<i64, i64>>,
+    summary: HashMap<PartitionRef, Summary>,
+    top: HashMap<PartitionRef, Vec<TopRow>>,
+    /// `region → (series, bucket start) → errors`.
+    hour_counts: HashMap<String, HashMap<(String, i64), i64>>,
+    /// err_classes with a non-bot error, per partition.
+    classes: HashMap<PartitionRef, BTreeSet<String>>,
+    /// `(partition, target_id) → counts`.
+    billing: HashMap<(PartitionRef, String), TargetCounts>,
+}
+
+const NOT_BOT: &str = "is_bot IS NOT TRUE";
+
+impl Builder {
+    async fn target_clicks(&mut self, q: &Queries<'_>) -> Result<()> {
+        let sql = format!(
+            "SELECT region, dt, target_type, target_id,
+                count(*) FILTER (WHERE event_type = 'click') AS clicks,
+                count(*) FILTER (WHERE event_type = 'impression') AS impressions,
+                count(DISTINCT CASE WHEN event_type = 'click' THEN user_key END) AS clickers
+             FROM dwd_trk_event_di
+             WHERE {{range}} AND {NOT_BOT} AND event_type IN ('click', 'impression')
+             GROUP BY region, dt, target_type, target_id"
+        );
+        let Some(r) = q.run(&sql).await? else {
+            return Ok(());
+        };
+        let (tt, ti) = (r.strs("target_type")?, r.strs("target_id")?);
+        let (c, i, u) = (
+            r.i64s("clicks")?,
+            r.i64s("impressions")?,
+            r.i64s("clickers")?,
+        );
+        for (k, p) in r.partitions()?.into_iter().enumerate() {
+            self.targets.entry(p).or_default().push(TargetRow {
+                target_type: tt[k].clone(),
+                target_id: ti[k].clone(),
+                clicks: c[k],
+                impressions: i[k],
+                clickers: u[k],
+            });
+        }
+        Ok(())
+    }
+
+    async fn pages(&mut self, q: &Queries<'_>) -> Result<()> {
+        let sql = format!(
+            "SELECT region, dt, page_path,
+                count(*) FILTER (WHERE event_type = 'page_enter') AS pv,
+                count(DISTINCT CASE WHEN event_type = 'page_enter' THEN user_key END) AS uv,
+                count(*) FILTER (WHERE event_type = 'click') AS clicks,
+                avg(CAST(duration_ms AS DOUBLE)) FILTER (WHERE event_type = 'page_leave') AS avg_duration_ms
+             FROM dwd_trk_event_di
+             WHERE {{range}} AND {NOT_BOT} AND page_path IS NOT NULL
+               AND event_type IN ('page_enter', 'click', 'page_leave')
+             GROUP BY region, dt, page_path"
+        );
+        let Some(r) = q.run(&sql).await? else {
+            return Ok(());
+        };
+        let (path, pv, uv) = (r.strs("page_path")?, r.i64s("pv")?, r.i64s("uv")?);
+        let (clicks, avg) = (r.i64s("clicks")?, r.f64s("avg_duration_ms")?);
+        for (k, p) in r.partitions()?.into_iter().enumerate() {
+            self.pages.entry(p).or_default().push(PageRow {
+                page_path: path[k].clone(),
+                pv: pv[k],
+                uv: uv[k],
+                clicks: clicks[k],
+                avg_duration_ms: avg[k],
+            });
+        }
+        Ok(())
+    }
+
+    async fn funnel(&mut self, q: &Queries<'_>, f: &Funnel) -> Result<()> {
+        let sql = format!(
+            "SELECT region, dt, reached, count(*) AS users FROM (
+                SELECT region, dt, user_key,
+                    tauc_funnel_reach(
+                        array_agg(named_struct('ts', CAST(event_ts AS BIGINT), 'id', event_id, 'm', m)),
+                        CAST({window} AS BIGINT), CAST({steps} AS BIGINT)) AS reached
+                FROM (
+                    SELECT region, dt, user_key, event_ts, event_id, {mask} AS m
+                    FROM dwd_trk_event_di
+                    WHERE {{range}} AND {NOT_BOT}
+                ) matched
+                WHERE m > 0
+                GROUP BY region, dt, user_key
+             ) users
+             WHERE reached > 0
+             GROUP BY region, dt, reached",
+            window = f.window_ms,
+            steps = f.steps.len(),
+            mask = f.mask_sql(),
+        );
+        let Some(r) = q.run(&sql).await? else {
+            return Ok(());
+        };
+        let (reached, users) = (r.i64s("reached")?, r.i64s("users")?);
+        for (k, p) in r.partitions()?.into_iter().enumerate() {
+            *self
+                .funnels
+                .entry((p, f.id.clone()))
+                .or_default()
+                .entry(reached[k])
+                .or_default() += users[k];
+        }
+        Ok(())
+    }
+
+    async fn cors(&mut self, q: &Queries<'_>) -> Result<()> {
+        let sql = format!(
+            "SELECT region, dt, count(*) AS errors,
+                count(DISTINCT user_key) AS affected_users,
+                count(DISTINCT fingerprint) AS fingerprints
+             FROM dwd_mon_cors_error_di WHERE {{range}} AND {NOT_BOT}
+             GROUP BY region, dt"
+        );
+        if let Some(r) = q.run(&sql).await? {
+            let (e, u, f) = (
+                r.i64s("errors")?,
+                r.i64s("affected_users")?,
+                r.i64s("fingerprints")?,
+            );
+            for (k, p) in r.partitions()?.into_iter().enumerate() {
+                let s = self.summary.entry(p).or_default();
+                s.errors = e[k];
+                s.affected_users = u[k];
+                s.fingerprints = f[k];
+            }
+        }
+        let sql = format!(
+            "SELECT region, dt, count(*) AS page_views FROM dwd_trk_event_di
+             WHERE {{range}} AND {NOT_BOT} AND event_type = 'page_enter'
+             GROUP BY region, dt"
+        );
+        if let Some(r) = q.run(&sql).await? {
+            let pv = r.i64s("page_views")?;
+            for (k, p) in r.partitions()?.into_iter().enumerate() {
+                self.summary.entry(p).or_default().page_views = pv[k];
+            }
+        }
+        let sql = format!(
+            "SELECT region, dt, fingerprint,
+                min(err_class) AS err_class, min(req_method) AS req_method,
+                min(req_host) AS req_host, min(req_path_tpl) AS req_path_tpl,
+                min(req_origin) AS req_origin,
+                count(*) AS errors, count(DISTINCT user_key) AS affected_users,
+                min(event_ts) AS first_seen, max(event_ts) AS last_seen
+             FROM dwd_mon_cors_error_di WHERE {{range}} AND {NOT_BOT}
+             GROUP BY region, dt, fingerprint"
+        );
+        if let Some(r) = q.run(&sql).await? {
+            let fp = r.strs("fingerprint")?;
+            let parts: Vec<Vec<Option<String>>> = [
+                "err_class",
+                "req_method",
+                "req_host",
+                "req_path_tpl",
+                "req_origin",
+            ]
+            .iter()
+            .map(|c| r.strs(c))
+            .collect::<Result<_>>()?;
+            let (e, u) = (r.i64s("errors")?, r.i64s("affected_users")?);
+            let (first, last) = (r.i64s("first_seen")?, r.i64s("last_seen")?);
+            for (k, p) in r.partitions()?.into_iter().enumerate() {
+                self.top.entry(p).or_default().push(TopRow {
+                    fingerprint: fp[k].clone().unwrap_or_default(),
+                    parts: std::array::from_fn(|i| parts[i][k].clone()),
+                    errors: e[k],
+                    affected_users: u[k],
+                    first_seen: first[k],
+                    last_seen: last[k],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn hourly(&mut self, q: &Queries<'_>, tz_case: &str) -> Result<()> {
+        let sql = format!(
+            "SELECT region, dt, err_class,
+                tauc_hour_start(event_ts, CASE region {tz_case} END) AS hour_ms,
+                count(*) AS errors
+             FROM dwd_mon_cors_error_di WHERE {{range}} AND {NOT_BOT}
+             GROUP BY region, dt, err_class, tauc_hour_start(event_ts, CASE region {tz_case} END)"
+        );
+        let Some(r) = q.run(&sql).await? else {
+            return Ok(());
+        };
+        let (class, hour, errors) = (r.strs("err_class")?, r.i64s("hour_ms")?, r.i64s("errors")?);
+        for (k, p) in r.partitions()?.into_iter().enumerate() {
+            let class = class[k].clone().unwrap_or_else(|| "other".into());
+            let counts = self.hour_counts.entry(p.region.clone()).or_default();
+            *counts.entry(("all".into(), hour[k])).or_default() += errors[k];
+            *counts.entry((class.clone(), hour[k])).or_default() += errors[k];
+            self.classes.entry(p).or_default().insert(class);
+        }
+        Ok(())
+    }
+
+    async fn settlement_counts(&mut self, q: &Queries<'_>, active: &[&Contract]) -> Result<()> {
+        let targets: BTreeSet<&str> = active.iter().map(|c| c.target_id.as_str()).collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let list = targets
+            .iter()
+            .map(|t| sql_str(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT region, dt, target_id,
+                count(*) FILTER (WHERE event_type = 'click') AS gross_clicks,
+                count(*) FILTER (WHERE event_type = 'click' AND is_bot) AS bot_clicks,
+                count(*) FILTER (WHERE event_type = 'impression') AS gross_impressions,
+                count(*) FILTER (WHERE event_type = 'impression' AND is_bot) AS bot_impressions
+             FROM dwd_trk_event_di
+             WHERE {{range}} AND target_id IN ({list}) AND event_type IN ('click', 'impression')
+             GROUP BY region, dt, target_id"
+        );
+        if let Some(r) = q.run(&sql).await? {
+            let t = r.strs("target_id")?;
+            let (gc, bc) = (r.i64s("gross_clicks")?, r.i64s("bot_clicks")?);
+            let (gi, bi) = (r.i64s("gross_impressions")?, r.i64s("bot_impressions")?);
+            for (k, p) in r.partitions()?.into_iter().enumerate() {
+                let c = self
+                    .billing
+                    .entry((p, t[k].clone().unwrap_or_default()))
+                    .or_default();
+                c.gross_clicks = gc[k];
+                c.bot_clicks = bc[k];
+                c.gross_impressions = gi[k];
+                c.bot_impressions = bi[k];
+            }
+        }
+        let sql = format!(
+            "SELECT region, dt, target_id, sum(dups) AS dup_clicks FROM (
+                SELECT region, dt, target_id, user_key,
+                    tauc_dup_clicks(array_agg(named_struct('ts', CAST(event_ts AS BIGINT), 'id', event_id))) AS dups
+                FROM dwd_trk_event_di
+                WHERE {{range}} AND target_id IN ({list}) AND event_type = 'click' AND {NOT_BOT}
+                GROUP BY region, dt, target_id, user_key
+             ) per_user
+             GROUP BY region, dt, target_id"
+        );
+        if let Some(r) = q.run(&sql).await? {
+            let (t, d) = (r.strs("target_id")?, r.i64s("dup_clicks")?);
+            for (k, p) in r.partitions()?.into_iter().enumerate() {
+                self.billing
+                    .entry((p, t[k].clone().unwrap_or_default()))
+                    .or_default()
+                    .dup_clicks = d[k];
+            }
+        }
+        Ok(())
+    }
+
+    fn target_batch(&self, p: &PartitionRef) -> Result<RecordBatch> {
+        let mut rows = self.targets.get(p).cloned().unwrap_or_default();
+        rows.sort_by(|a, b| (&a.target_type, &a.target_id).cmp(&(&b.target_type, &b.target_id)));
+        let ratio = |n: i64, d: i64| (d > 0).then(|| n as f64 / d as f64);
+        batch(
+            Table::AdsTargetClick,
+            vec![
+                utf8(rows.iter().map(|r| r.target_type.clone())),
+                utf8(rows.iter().map(|r| r.target_id.clone())),
+                int64(rows.iter().map(|r| r.clicks)),
+                int64(rows.iter().map(|r| r.impressions)),
+                int64(rows.iter().map(|r| r.clickers)),
+                float64(rows.iter().map(|r| ratio(r.clicks, r.clickers))),
+                float64(rows.iter().map(|r| ratio(r.clicks, r.impressions))),
+            ],
+        )
+    }
+
+    fn page_batch(&self, p: &PartitionRef) -> Result<RecordBatch> {
+        let mut rows = self.pages.get(p).cloned().unwrap_or_default();
+        rows.sort_by(|a, b| a.page_path.cmp(&b.page_path));
+        batch(
+            Table::AdsPage,
+            vec![
+                utf8(rows.iter().map(|r| r.page_path.clone())),
+                int64(rows.iter().map(|r| r.pv)),
+                int64(rows.iter().map(|r| r.uv)),
+                int64(rows.iter().map(|r| r.clicks)),
+                float64(rows.iter().map(|r| r.avg_duration_ms)),
+            ],
+        )
+    }
+
+    fn funnel_batch(&self, p: &PartitionRef, funnels: &[Funnel]) -> Result<RecordBatch> {
+        let (mut id, mut step, mut users, mut start, mut prev) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let ratio = |n: i64, d: i64| (d > 0).then(|| n as f64 / d as f64);
+        for f in funnels {
+            let hist = self.funnels.get(&(p.clone(), f.id.clone()));
+            let reaching =
+                |k: usize| -> i64 { hist.map_or(0, |h| h.range(k as i64..).map(|(_, n)| n).sum()) };
+            let first = reaching(1);
+            for k in 1..=f.steps.len() {
+                let n = reaching(k);
+                id.push(Some(f.id.clone()));
+                step.push(k as i64);
+                users.push(n);
+                start.push(ratio(n, first));
+                prev.push(if k == 1 {
+                    ratio(n, first)
+                } else {
+                    ratio(n, reaching(k - 1))
+                });
+            }
+        }
+        batch(
+            Table::AdsFunnel,
+            vec![
+                utf8(id),
+                int64(step),
+                int64(users),
+                float64(start),
+                float64(prev),
+            ],
+        )
+    }
+
+    fn summary_batch(&self, p: &PartitionRef) -> Result<RecordBatch> {
+        let s = self.summary.get(p).cloned().unwrap_or_default();
+        let per_1k = (s.page_views > 0).then(|| s.errors as f64 * 1000.0 / s.page_views as f64);
+        batch(
+            Table::AdsCorsSummary,
+            vec![
+                int64([s.errors]),
+                int64([s.affected_users]),
+                int64([s.fingerprints]),
+                int64([s.page_views]),
+                float64([per_1k]),
+            ],
+        )
+    }
+
+    fn topn_batch(&self, p: &PartitionRef) -> Result<RecordBatch> {
+        let mut rows = self.top.get(p).cloned().unwrap_or_default();
+        rows.sort_by(|a, b| {
+            b.errors
+                .cmp(&a.errors)
+                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        });
+        rows.truncate(TOP_N);
+        let mut cols = vec![
+            int64(1..=rows.len() as i64),
+            utf8(rows.iter().map(|r| Some(r.fingerprint.clone()))),
+        ];
+        for i in 0..5 {
+            cols.push(utf8(rows.iter().map(|r| r.parts[i].clone())));
+        }
+        cols.push(int64(rows.iter().map(|r| r.errors)));
+        cols.push(int64(rows.iter().map(|r| r.affected_users)));
+        cols.push(timestamps(rows.iter().map(|r| r.first_seen), true));
+        cols.push(timestamps(rows.iter().map(|r| r.last_seen), true));
+        batch(Table::AdsCorsTopN, cols)
+    }
+
+    fn settlement_batch(&self, p: &PartitionRef, contracts: &[Contract]) -> Result<RecordBatch> {
+        let mut active: Vec<&Contract> = contracts.iter().filter(|c| c.active_on(p.dt)).collect();
+        active.sort_by(|a, b| a.contract_id.cmp(&b.contract_id));
+        let mut counts = Vec::new();
+        let mut bills = Vec::new();
+        for c in &active {
+            let n = self
+                .billing
+                .get(&(p.clone(), c.target_id.clone()))
+                .copied()
+                .unwrap_or_default();
+            let valid_clicks = n.gross_clicks - n.bot_clicks - n.dup_clicks;
+            let valid_impressions = n.gross_impressions - n.bot_impressions;
+            bills.push(c.bill(valid_clicks, valid_impressions)?);
+            counts.push((n, valid_clicks, valid_impressions));
+        }
+        let s = |f: fn(&Contract) -> String| utf8(active.iter().map(|c| Some(f(c))));
+        batch(
+            Table::AdsSettlement,
+            vec![
+                s(|c| c.contract_id.clone()),
+                s(|c| c.partner_id.clone()),
+                s(|c| c.target_id.clone()),
+                s(|c| c.pricing.as_str().to_string()),
+                s(|c| c.currency.clone()),
+                money(active.iter().map(|c| c.unit_price))?,
+                int64(counts.iter().map(|c| c.0.gross_clicks)),
+                int64(counts.iter().map(|c| c.0.bot_clicks)),
+                int64(counts.iter().map(|c| c.0.dup_clicks)),
+                int64(counts.iter().map(|c| c.1)),
+                int64(counts.iter().map(|c| c.0.gross_impressions)),
+                int64(counts.iter().map(|c| c.0.bot_impressions)),
+                int64(counts.iter().map(|c| c.2)),
+                int64(bills.iter().map(|b| b.0)),
+                money(bills.iter().map(|b| b.1))?,
+            ],
+        )
+    }
+}
+
+fn anomaly_batch(rows: &[anomaly::AnomalyRow]) -> Result<RecordBatch> {
+    batch(
+        Table::AdsCorsAnomaly,
+        vec![
+            utf8(rows.iter().map(|r| Some(r.series.clone()))),
+            timestamps(rows.iter().map(|r| r.hour_start), true),
+            timestamps(rows.iter().map(|r| r.hour_start_local), false),
+            int64(rows.iter().map(|r| r.errors)),
+            int64(rows.iter().map(|r| r.baseline_n)),
+            float64(rows.iter().map(|r| r.baseline_median)),
+            float64(rows.iter().map(|r| r.mad)),
+            float64(rows.iter().map(|r| r.robust_z)),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| Some(r.is_alert)).collect::<Vec<_>>(),
+            )),
+        ],
+    )
+}
+
+fn batch(table: Table, cols: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(table.schema(), cols)?)
+}
+
+fn utf8(v: impl IntoIterator<Item = Option<String>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<StringArray>())
+}
+
+fn int64(v: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v))
+}
+
+fn float64(v: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<Float64Array>())
+}
+
+fn timestamps(v: impl IntoIterator<Item = i64>, utc: bool) -> ArrayRef {
+    let a = TimestampMillisecondArray::from_iter_values(v);
+    Arc::new(if utc { a.with_timezone("UTC") } else { a })
+}
+
+fn money(v: impl IntoIterator<Item = i128>) -> Result<ArrayRef> {
+    Ok(Arc::new(
+        Decimal128Array::from_iter_values(v).with_precision_and_scale(18, 6)?,
+    ))
+}

@@ -1,0 +1,405 @@
+//! The warehouse as SQL tables: each ODS, DWD and ADS table is a
+//! [`WarehouseTable`] whose scan reads exactly the files the `_SUCCESS`
+//! manifests list, with `dt` and `region` as partition columns; DIM tables
+//! are their files as supplied.
+//!
+//! The manifests are read when the scan is planned (on the scheduler, for a
+//! cluster), after pruning partitions with the query's filters on `dt` and
+//! `region`, so `WHERE dt = DATE '2024-06-18'` reads one day's manifests,
+//! not the table's history. The plan itself is a stock Parquet scan, which
+//! every executor runs without knowing about manifests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
+};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::commit::{self, Manifest, PartitionRef};
+use crate::error::{Error, Result};
+use crate::session::Engine;
+use crate::store::Location;
+use crate::tables::{Table, partition_fields};
+
+/// The DIM tables the SQL surface registers when their folder has files.
+pub const DIM_TABLES: [&str; 3] = ["dim_user", "dim_contract", "dim_region"];
+
+/// What travels in a plan: which table, and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarehouseTableSpec {
+    /// `layer/table`.
+    pub table: String,
+    /// The table's root (`{warehouse}/{layer}/{table}`).
+    pub location: Location,
+}
+
+/// One partitioned warehouse table, read through its manifests.
+#[derive(Debug, Clone)]
+pub struct WarehouseTable {
+    table: Table,
+    location: Location,
+}
+
+impl WarehouseTable {
+    /// The table `table` of the warehouse at `warehouse`.
+    pub fn new(table: Table, warehouse: &Location) -> WarehouseTable {
+        WarehouseTable {
+            table,
+            location: table.location(warehouse),
+        }
+    }
+
+    /// The plan form of this table.
+    pub fn spec(&self) -> WarehouseTableSpec {
+        WarehouseTableSpec {
+            table: self.table.path().to_string(),
+            location: self.location.clone(),
+        }
+    }
+
+    /// The table a plan names.
+    pub fn from_spec(spec: WarehouseTableSpec) -> DfResult<WarehouseTable> {
+        let table = Table::from_name(&spec.table).ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "unknown warehouse table '{}'",
+                spec.table
+            ))
+        })?;
+        Ok(WarehouseTable {
+            table,
+            location: spec.location,
+        })
+    }
+}
+
+/// A committed partition: its manifest and its files with their sizes.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Which partition.
+    pub partition: PartitionRef,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// `(object key, size)` of every listed file.
+    pub files: Vec<(String, u64)>,
+}
+
+/// Parses `dt=YYYY-MM-DD/region=R/_SUCCESS` below a table root.
+fn partition_of_manifest(rel: &str) -> Option<PartitionRef> {
+    let mut parts = rel.split('/');
+    let dt = parts.next()?.strip_prefix("dt=")?;
+    let region = parts.next()?.strip_prefix("region=")?;
+    (parts.next()? == commit::MANIFEST && parts.next().is_none()).then_some(())?;
+    Some(PartitionRef {
+        dt: NaiveDate::parse_from_str(dt, "%Y-%m-%d").ok()?,
+        region: region.to_string(),
+    })
+}
+
+/// Every committed partition of the table at `table` that `keep` accepts,
+/// ordered by partition. One recursive listing, then the kept manifests.
+pub async fn committed_partitions(
+    store: &Arc<dyn ObjectStore>,
+    table: &Location,
+    keep: impl Fn(&[PartitionRef]) -> Result<Vec<bool>>,
+) -> Result<Vec<Committed>> {
+    let listed: Vec<_> = store.list(Some(&table.path())).try_collect().await?;
+    let prefix = format!("{}/", table.prefix);
+    let sizes: HashMap<String, u64> = listed
+        .iter()
+        .map(|m| (m.location.to_string(), m.size))
+        .collect();
+    let mut found: Vec<PartitionRef> = listed
+        .iter()
+        .filter_map(|m| {
+            let key = m.location.as_ref();
+            partition_of_manifest(key.strip_prefix(prefix.as_str()).unwrap_or(key))
+        })
+        .collect();
+    found.sort();
+    let mask = keep(&found)?;
+    let kept: Vec<PartitionRef> = found
+        .into_iter()
+        .zip(mask)
+        .filter_map(|(p, k)| k.then_some(p))
+        .collect();
+    let mut out: Vec<Committed> = futures::stream::iter(kept)
+        .map(|p| {
+            let store = store.clone();
+            let sizes = &sizes;
+            async move {
+                let dir = p.location(table);
+                let Some(manifest) = commit::read_manifest(store.as_ref(), &dir).await? else {
+                    // replaced between listing and reading: gone now
+                    return Ok(None);
+                };
+                let mut files = Vec::with_capacity(manifest.files.len());
+                for f in &manifest.files {
+                    let key = format!("{}/{f}", dir.prefix);
+                    let size = match sizes.get(&key) {
+                        Some(s) => *s,
+                        None => store.head(&key.as_str().into()).await.map(|m| m.size).map_err(
+                            |e| {
+                                Error::Invariant(format!(
+                                    "partition {dir} lists {f} but it cannot be read ({e}); re-run the job that built it"
+                                ))
+                            },
+                        )?,
+                    };
+                    files.push((key, size));
+                }
+                Ok::<_, Error>(Some(Committed {
+                    partition: p,
+                    manifest,
+                    files,
+                }))
+            }
+        })
+        .buffer_unordered(16)
+        .try_filter_map(|c| async move { Ok(c) })
+        .try_collect()
+        .await?;
+    out.sort_by(|a, b| a.partition.cmp(&b.partition));
+    Ok(out)
+}
+
+/// Evaluates the filters that only name `dt` and `region` on a list of
+/// partitions: `true` where every such filter holds.
+fn prune(state: &dyn Session, filters: &[Expr], parts: &[PartitionRef]) -> DfResult<Vec<bool>> {
+    let schema = Arc::new(Schema::new(partition_fields()));
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Date32Array::from_iter_values(
+                parts.iter().map(|p| (p.dt - epoch).num_days() as i32),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                parts.iter().map(|p| p.region.as_str()),
+            )),
+        ],
+    )?;
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let mut keep = vec![true; parts.len()];
+    for f in filters
+        .iter()
+        .filter(|f| expr_applicable_for_cols(&["dt", "region"], f))
+    {
+        let unqualified = f
+            .clone()
+            .transform(|e| {
+                Ok(match e {
+                    Expr::Column(c) => {
+                        Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                    }
+                    e => Transformed::no(e),
+                })
+            })?
+            .data;
+        let phys = state.create_physical_expr(unqualified, &df_schema)?;
+        let value = phys.evaluate(&batch)?.into_array(parts.len())?;
+        let mask = value.as_boolean();
+        for (i, k) in keep.iter_mut().enumerate() {
+            *k &= mask.is_valid(i) && mask.value(i);
+        }
+    }
+    Ok(keep)
+}
+
+#[async_trait]
+impl TableProvider for WarehouseTable {
+    fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(partition_fields());
+        Arc::new(Schema::new(fields))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if expr_applicable_for_cols(&["dt", "region"], f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let url = ObjectStoreUrl::parse(&self.location.store_url)?;
+        let store = state.runtime_env().object_store(&url)?;
+        let parts = committed_partitions(&store, &self.location, |parts| {
+            prune(state, filters, parts).map_err(Error::from)
+        })
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        let mut files: Vec<PartitionedFile> = Vec::new();
+        for c in parts {
+            let values = vec![
+                ScalarValue::Date32(Some((c.partition.dt - epoch).num_days() as i32)),
+                ScalarValue::Utf8(Some(c.partition.region.clone())),
+            ];
+            for (key, size) in c.files {
+                files.push(PartitionedFile::new(key, size).with_partition_values(values.clone()));
+            }
+        }
+        let groups_n = state
+            .config_options()
+            .execution
+            .target_partitions
+            .clamp(1, files.len().max(1));
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_n];
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % groups_n].push(f);
+        }
+        let table_schema = TableSchema::builder(self.table.schema())
+            .with_table_partition_cols(partition_fields())
+            .build();
+        let source = Arc::new(ParquetSource::new(table_schema));
+        let config = FileScanConfigBuilder::new(url, source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// Registers every warehouse table by name (`ods_*`, `dwd_*`, `ads_*`),
+/// and every DIM table whose folder has files (`dim_*`).
+pub async fn register_all(
+    ctx: &SessionContext,
+    engine: &Engine,
+    warehouse: &Location,
+) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for t in Table::all() {
+        ctx.register_table(t.name(), Arc::new(WarehouseTable::new(t, warehouse)))?;
+        names.push(t.name().to_string());
+    }
+    for dim in DIM_TABLES {
+        if let Some(table) = dim_table(ctx, engine, warehouse, dim).await? {
+            ctx.register_table(dim, table)?;
+            names.push(dim.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// A DIM table as supplied: its Parquet files, else its CSV files (every
+/// column text, as written); `None` when its folder has neither.
+pub async fn dim_table(
+    ctx: &SessionContext,
+    engine: &Engine,
+    warehouse: &Location,
+    name: &str,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let dir = warehouse.join(&format!("dim/{name}"));
+    let store = engine.registry.for_location(&dir)?;
+    let files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
+    let pick = |ext: &str| -> Vec<&object_store::ObjectMeta> {
+        let mut v: Vec<_> = files
+            .iter()
+            .filter(|f| f.location.as_ref().ends_with(ext))
+            .collect();
+        v.sort_by(|a, b| a.location.cmp(&b.location));
+        v
+    };
+    let (parquet, csv) = (pick(".parquet"), pick(".csv"));
+    let (chosen, options, schema) = if !parquet.is_empty() {
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        (parquet, options, None)
+    } else if let Some(first) = csv.first() {
+        let head = object_store::ObjectStoreExt::get(store.as_ref(), &first.location)
+            .await?
+            .bytes()
+            .await?;
+        let text = String::from_utf8_lossy(&head);
+        let header = text.lines().next().unwrap_or_default();
+        if header.trim().is_empty() {
+            return Err(Error::config(format!(
+                "{}: empty header line; a DIM CSV file starts with its column names",
+                dir.object_url(first.location.as_ref())
+            )));
+        }
+        let fields: Vec<Field> = header
+            .split(',')
+            .map(|c| Field::new(c.trim(), DataType::Utf8, true))
+            .collect();
+        let options = ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true)))
+            .with_file_extension(".csv");
+        (csv, options, Some(Arc::new(Schema::new(fields))))
+    } else {
+        return Ok(None);
+    };
+    let paths = chosen
+        .iter()
+        .map(|f| ListingTableUrl::parse(dir.object_url(f.location.as_ref())))
+        .collect::<datafusion::common::Result<Vec<_>>>()?;
+    let mut config = ListingTableConfig::new_with_multi_paths(paths).with_listing_options(options);
+    config = match schema {
+        Some(s) => config.with_schema(s),
+        None => config.infer_schema(&ctx.state()).await?,
+    };
+    Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_paths() {
+        let p = partition_of_manifest("dt=2024-06-18/region=aps1/_SUCCESS").unwrap();
+        assert_eq!(p.dt, NaiveDate::from_ymd_opt(2024, 6, 18).unwrap());
+        assert_eq!(p.region, "aps1");
+        assert!(partition_of_manifest("dt=2024-06-18/region=aps1/part-x.parquet").is_none());
+        assert!(partition_of_manifest("dt=2024-6-18x/region=aps1/_SUCCESS").is_none());
+        assert!(partition_of_manifest("dt=2024-06-18/_SUCCESS").is_none());
+    }
+}
