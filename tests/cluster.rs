@@ -96,3 +96,65 @@ async fn scheduler_and_executor_stop_on_sigterm() {
         assert_eq!(status.code(), Some(0), "{what} exit status");
     }
 }
+
+/// `submit daily` on sample data through a real scheduler and two
+/// executors commits the same rows in every table as in-process, and
+/// `sql` answers the same on both.
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_on_cluster_matches_in_process() {
+    let sample = ["sample", "--date", "2024-06-18", "--events-per-day", "300"];
+    let daily = ["submit", "daily", "--date", "2024-06-18"];
+    let query = "SELECT region, city, gender, age_band, target_type, target_id, event_type, count(*) AS n \
+                 FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' \
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7";
+
+    let local = World::new("daily-local");
+    local.tauc_job(&sample, true).ok();
+    local.tauc_job(&daily, true).ok();
+    let local_sql = local.tauc_job(&["sql", query, "--format", "csv"], true);
+
+    let remote = World::new("daily-remote");
+    remote.tauc_job(&sample, true).ok();
+    let cluster = Cluster::start(&remote, 2);
+    let mut args = daily.to_vec();
+    args.extend(["--scheduler", &cluster.url]);
+    remote.tauc_job(&args, true).ok();
+    let remote_sql = remote.tauc_job(
+        &["sql", query, "--format", "csv", "--scheduler", &cluster.url],
+        true,
+    );
+
+    let skip = ["run_id", "detected_at", "started_at", "finished_at"];
+    let mut ads_rows = 0;
+    for table in Table::all() {
+        for dt in [
+            "2024-06-15",
+            "2024-06-16",
+            "2024-06-17",
+            "2024-06-18",
+            "2024-06-19",
+        ] {
+            for region in ["aps1", "use1", "euw1"] {
+                let a = local
+                    .read(table, dt, region)
+                    .await
+                    .map(|(_, b)| render_sorted(&b, &skip));
+                let b = remote
+                    .read(table, dt, region)
+                    .await
+                    .map(|(_, b)| render_sorted(&b, &skip));
+                assert_eq!(a, b, "{table:?} dt={dt} region={region}");
+                if Table::REPORTS.contains(&table) && dt == "2024-06-18" {
+                    ads_rows += b.expect("reports for the loaded date").len();
+                }
+            }
+        }
+    }
+    assert!(
+        ads_rows > 100,
+        "the sample day gives report rows: {ads_rows}"
+    );
+    assert_eq!(local_sql.ok(), remote_sql.ok());
+    assert!(local_sql.stdout.lines().count() > 10, "{local_sql}");
+    drop(cluster);
+}

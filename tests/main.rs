@@ -7,3 +7,4 @@ mod cluster;
 mod commit;
 mod harness;
 mod layering;
+mod reports;
