@@ -390,10 +390,11 @@ fn event_lists(a: &ArrayRef, with_mask: bool) -> Result<Vec<Vec<(i64, String, i6
                 .map(|j| {
                     (
                         ts.value(j),
-                        ids.is_valid(j)
-                            .then(|| ids.value(j))
-                            .unwrap_or_default()
-                            .to_string(),
+                        if ids.is_valid(j) {
+                            ids.value(j).to_string()
+                        } else {
+                            String::new()
+                        },
                         masks.map_or(0, |m| m.value(j)),
                     )
                 })
