@@ -24,7 +24,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::future::LocalBoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::anomaly;
@@ -252,18 +253,7 @@ pub async fn run(
         ctx,
         range: range(*first),
     };
-    let mut b = Builder::default();
-
-    progress.stage("reports: targets and pages");
-    b.target_clicks(&q).await?;
-    b.pages(&q).await?;
-    progress.stage("reports: funnels");
     let funnel_list = funnels.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
-    for f in funnel_list {
-        b.funnel(&q, f).await?;
-    }
-    progress.stage("reports: cors failures");
-    b.cors(&q).await?;
     let tz_case = zones
         .iter()
         .map(|(r, z)| format!("WHEN {} THEN {}", sql_str(r), sql_str(z.name())))
@@ -273,13 +263,61 @@ pub async fn run(
         ctx,
         range: range(*first - Days::new(2)),
     };
-    b.hourly(&anomaly_q, &tz_case).await?;
-    progress.stage("reports: settlement");
     let active: Vec<&Contract> = contracts
         .iter()
         .filter(|c| args.dates.iter().any(|d| c.active_on(*d)))
         .collect();
-    b.settlement_counts(&q, &active).await?;
+
+    // The queries are independent: submitted together, they keep every
+    // executor slot busy instead of paying each job's start-up in turn.
+    progress.stage("reports: querying");
+    let mut jobs: Vec<LocalBoxFuture<'_, Result<Builder>>> = vec![
+        async {
+            let mut b = Builder::default();
+            b.target_clicks(&q).await?;
+            Ok(b)
+        }
+        .boxed_local(),
+        async {
+            let mut b = Builder::default();
+            b.pages(&q).await?;
+            Ok(b)
+        }
+        .boxed_local(),
+        async {
+            let mut b = Builder::default();
+            b.cors(&q).await?;
+            Ok(b)
+        }
+        .boxed_local(),
+        async {
+            let mut b = Builder::default();
+            b.hourly(&anomaly_q, &tz_case).await?;
+            Ok(b)
+        }
+        .boxed_local(),
+        async {
+            let mut b = Builder::default();
+            b.settlement_counts(&q, &active).await?;
+            Ok(b)
+        }
+        .boxed_local(),
+    ];
+    for f in funnel_list {
+        let q = &q;
+        jobs.push(
+            async move {
+                let mut b = Builder::default();
+                b.funnel(q, f).await?;
+                Ok(b)
+            }
+            .boxed_local(),
+        );
+    }
+    let mut b = Builder::default();
+    for part in futures::future::try_join_all(jobs).await? {
+        b.merge(part);
+    }
     for t in [Table::DwdTrkEvent, Table::DwdCorsError] {
         ctx.deregister_table(t.name())?;
     }
@@ -495,6 +533,19 @@ struct Builder {
 const NOT_BOT: &str = "is_bot IS NOT TRUE";
 
 impl Builder {
+    /// Takes in the results another builder's queries gathered (each
+    /// query fills its own keys).
+    fn merge(&mut self, o: Builder) {
+        self.targets.extend(o.targets);
+        self.pages.extend(o.pages);
+        self.funnels.extend(o.funnels);
+        self.summary.extend(o.summary);
+        self.top.extend(o.top);
+        self.hour_counts.extend(o.hour_counts);
+        self.classes.extend(o.classes);
+        self.billing.extend(o.billing);
+    }
+
     async fn target_clicks(&mut self, q: &Queries<'_>) -> Result<()> {
         let sql = format!(
             "SELECT region, dt, target_type, target_id,
