@@ -111,3 +111,88 @@ async fn missing_dim_user_names_the_table() {
     let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_fails(&r, 2, "dim table dim_user not found");
 }
+
+/// The SQL surface's flags and formats, and the reports' own inputs.
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_formats_and_report_inputs() {
+    let w = World::new("cli-sql");
+    let r = w.tauc_job(&["sql", "SELECT 1 AS x", "--format", "parquet"], true);
+    assert_fails(&r, 2, "--format parquet needs --out FILE");
+    let r = w.tauc_job(&["sql", "SELECT nope FROM ads_trk_page_1d"], true);
+    assert_fails(&r, 2, "query rejected");
+
+    let out = w.dir.path().join("x.parquet");
+    let msg = w
+        .tauc_job(
+            &[
+                "sql",
+                "SELECT 41 + 1 AS x, 'a' AS y",
+                "--format",
+                "parquet",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            true,
+        )
+        .ok()
+        .to_string();
+    assert!(msg.starts_with("wrote 1 rows to"), "{msg}");
+    let bytes = bytes::Bytes::from(std::fs::read(&out).unwrap());
+    let batch =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+    assert_eq!(i64s(&batch, "x"), vec![Some(42)]);
+    assert_eq!(strs(&batch, "y"), vec![Some("a".into())]);
+
+    // an empty warehouse: every table is listed, none committed
+    let tables = w.tauc_job(&["tables"], true).ok().to_string();
+    assert!(tables.contains("ads_bill_settlement_1d"), "{tables}");
+    assert!(tables.contains("dim_contract"), "{tables}");
+    assert_eq!(tables.lines().count(), 1 + 13 + 3, "{tables}");
+
+    // reports: a named funnels file, dim_contract and the DWD input are
+    // required, in that order, and checked before any work
+    let args = [
+        "submit",
+        "reports",
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+    ];
+    let mut with_funnels = args.to_vec();
+    with_funnels.extend(["--funnels", "no/such/funnels.toml"]);
+    let r = w.tauc_job(&with_funnels, true);
+    assert_fails(&r, 2, "funnels file");
+    let r = w.tauc_job(&args, true);
+    assert_fails(&r, 2, "dim table dim_contract not found");
+    let header =
+        "contract_id,partner_id,target_id,pricing_model,unit_price,currency,valid_from,valid_to";
+    w.put(
+        "wh/dim/dim_contract/c.csv",
+        format!("{header}\nk,p,t,CPC,0.1234567,USD,2024-06-01,\n"),
+    )
+    .await;
+    let r = w.tauc_job(&args, true);
+    assert_fails(
+        &r,
+        2,
+        "c.csv:2: dim_contract column unit_price: '0.1234567' is not a non-negative decimal with at most 6 decimal places",
+    );
+    w.put(
+        "wh/dim/dim_contract/c.csv",
+        format!("{header}\nk,p,t,CPC,0.123456,USD,2024-06-01,\n"),
+    )
+    .await;
+    let r = w.tauc_job(&args, true);
+    assert_fails(
+        &r,
+        2,
+        "dwd_trk_event_di dt=2024-06-18 region=aps1, which is not committed",
+    );
+}

@@ -676,6 +676,21 @@ async fn reports_match_hand_computed_figures() {
         .ok()
         .to_string();
     assert_eq!(out, "dt,region,n\n2024-06-18,aps1,28\n2024-06-19,aps1,4\n");
+    let tables = w.tauc_job(&["tables"], true).ok().to_string();
+    let line = tables
+        .lines()
+        .find(|l| l.starts_with("dwd_trk_event_di "))
+        .unwrap_or_else(|| panic!("{tables}"));
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        [
+            "dwd_trk_event_di",
+            "2",
+            "32",
+            "2024-06-18..2024-06-19",
+            "aps1"
+        ]
+    );
     // pruning on dt, and an ADS table with a DIM join
     let out = w
         .tauc_job(
