@@ -101,6 +101,11 @@ fn bad_flags_and_config() {
 
     let r = w.tauc_job(&["jobs"], false);
     assert!(r.ok().starts_with("layering"), "{r}");
+    assert!(
+        r.stdout.contains("\nreports ") && r.stdout.contains("\ndaily "),
+        "{r}"
+    );
+    assert!(r.stdout.contains("writes: ads_trk_target_click_1d"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -64,21 +64,72 @@ pub enum JobName {
     Daily,
 }
 
-/// Every job with its one-line description, for `tauc-job jobs`.
-pub const JOBS: [(&str, &str); 3] = [
-    (
-        "layering",
-        "raw events of UTC collection dates -> ODS (valid, quarantine, load stats) -> DWD by local date (deduplicated, derived)",
-    ),
-    (
-        "reports",
-        "committed DWD partitions of local dates -> the seven ADS tables (targets, pages, funnels, CORS summary/top-N/hourly anomalies, settlement)",
-    ),
-    (
-        "daily",
-        "layering for UTC collection dates, then reports for every DWD date the load touched",
-    ),
-];
+impl JobName {
+    /// The job's name on the command line and in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobName::Layering => layering::JOB,
+            JobName::Reports => reports::JOB,
+            JobName::Daily => "daily",
+        }
+    }
+
+    /// One line on what the job does.
+    pub fn about(self) -> &'static str {
+        match self {
+            JobName::Layering => {
+                "raw events of UTC collection dates -> ODS, then every DWD local date they can change"
+            }
+            JobName::Reports => "committed DWD partitions of local dates -> the seven ADS reports",
+            JobName::Daily => {
+                "layering for collection dates, then reports for every DWD date the load touched"
+            }
+        }
+    }
+
+    /// What the job reads.
+    pub fn reads(self) -> &'static str {
+        match self {
+            JobName::Layering => {
+                "raw {env}/{region}/{yyyy}/{mm}/{dd}/messages-*.txt, dim_user, dim_region"
+            }
+            JobName::Daily => {
+                "raw {env}/{region}/{yyyy}/{mm}/{dd}/messages-*.txt, dim_user, dim_contract, dim_region, conf/funnels.toml"
+            }
+            JobName::Reports => {
+                "dwd_trk_event_di, dwd_mon_cors_error_di, dim_contract, dim_region, conf/funnels.toml"
+            }
+        }
+    }
+
+    /// The tables the job commits.
+    pub fn writes(self) -> Vec<Table> {
+        match self {
+            JobName::Layering => Table::LAYERING.to_vec(),
+            JobName::Reports => Table::REPORTS.to_vec(),
+            JobName::Daily => Table::all().collect(),
+        }
+    }
+}
+
+/// `tauc-job jobs`: every job, what it reads and what it writes.
+pub fn list_jobs() -> String {
+    let mut out = String::new();
+    for job in JobName::value_variants() {
+        let writes: Vec<&str> = job.writes().into_iter().map(Table::name).collect();
+        let _ = writeln!(
+            out,
+            "{:<9} {}
+          reads:  {}
+          writes: {}",
+            job.name(),
+            job.about(),
+            job.reads(),
+            writes.join(", ")
+        );
+    }
+    out
+}
 
 /// Output formats of `sql`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -287,7 +338,7 @@ async fn preflight(engine: &Engine, loc: &Location, what: &str) -> Result<()> {
 /// Runs a parsed command line; returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String> {
     match cli.command {
-        Command::Jobs => Ok(JOBS.iter().map(|(n, d)| format!("{n:<10} {d}\n")).collect()),
+        Command::Jobs => Ok(list_jobs()),
         Command::Sample(s) => {
             let r = resolve(cli.config.as_ref(), &s.store)?;
             let regions = if s.regions.is_empty() {
