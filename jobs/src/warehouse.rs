@@ -392,6 +392,52 @@ pub async fn dim_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn part(dt: &str, region: &str) -> PartitionRef {
+        PartitionRef {
+            dt: NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap(),
+            region: region.into(),
+        }
+    }
+
+    #[test]
+    fn filters_prune_partitions() {
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        let parts = [
+            part("2024-06-17", "aps1"),
+            part("2024-06-18", "aps1"),
+            part("2024-06-18", "use1"),
+            part("2024-06-19", "aps1"),
+        ];
+        let day = |s: &str| {
+            let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+            lit(ScalarValue::Date32(Some(
+                (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32,
+            )))
+        };
+        let keep = |filters: &[Expr]| prune(&state, filters, &parts).unwrap();
+        assert_eq!(keep(&[]), [true; 4]);
+        assert_eq!(
+            keep(&[col("dt").eq(day("2024-06-18"))]),
+            [false, true, true, false]
+        );
+        assert_eq!(
+            keep(&[
+                col("dt").between(day("2024-06-18"), day("2024-06-19")),
+                col("region").eq(lit("aps1")),
+            ]),
+            [false, true, false, true]
+        );
+        // a filter naming another column does not prune
+        assert_eq!(keep(&[col("event_type").eq(lit("click"))]), [true; 4]);
+        // qualified columns, as the planner passes them
+        assert_eq!(
+            keep(&[Expr::Column(Column::new(Some("t"), "region")).eq(lit("use1"))]),
+            [false, false, true, false]
+        );
+    }
 
     #[test]
     fn manifest_paths() {
