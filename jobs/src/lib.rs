@@ -1,5 +1,6 @@
 //! tauc jobs: the layering of front-end tracking events into ODS and DWD
-//! tables, as plans that run on Ballista — in-process or on a cluster.
+//! tables, the ADS reports built from them, and SQL over the committed
+//! warehouse, as plans that run on Ballista — in-process or on a cluster.
 //!
 //! ```no_run
 //! # async fn demo() -> tauc_jobs::Result<()> {
