@@ -19,8 +19,9 @@ use crate::session::Engine;
 use crate::store::{Location, S3Options};
 use crate::tables::Table;
 
-/// Runs tauc jobs: the layering of front-end tracking events into ODS and
-/// DWD tables, in-process or on a Ballista cluster.
+/// Runs tauc jobs — the layering of front-end tracking events into ODS and
+/// DWD tables, and the ADS reports — and SQL over the committed warehouse,
+/// in-process or on a Ballista cluster.
 #[derive(Debug, Parser)]
 #[command(name = "tauc-job", version)]
 pub struct Cli {
@@ -174,13 +175,14 @@ pub struct StoreArgs {
 pub struct SubmitArgs {
     /// The job to run (see `tauc-job jobs`).
     pub job: JobName,
-    /// First date, YYYY-MM-DD (UTC collection date for layering).
+    /// First date, YYYY-MM-DD: a UTC collection date for layering and
+    /// daily, a local (DWD) date for reports.
     #[arg(long, value_parser = parse_date)]
     pub date: NaiveDate,
     /// Last date of a range, inclusive.
     #[arg(long, value_parser = parse_date)]
     pub to: Option<NaiveDate>,
-    /// Region to load; repeat for several [default: every configured region].
+    /// Region to run for; repeat for several [default: every configured region].
     #[arg(long = "region", env = "TAUC_REGIONS", value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Lateness allowance in whole days [default: 2].
