@@ -160,8 +160,8 @@ async fn sql_formats_and_report_inputs() {
     assert!(tables.contains("dim_contract"), "{tables}");
     assert_eq!(tables.lines().count(), 1 + 13 + 3, "{tables}");
 
-    // reports: a named funnels file, dim_contract and the DWD input are
-    // required, in that order, and checked before any work
+    // reports: the DWD input, a named funnels file and dim_contract are
+    // required, checked in that order before any work
     let args = [
         "submit",
         "reports",
@@ -170,6 +170,13 @@ async fn sql_formats_and_report_inputs() {
         "--region",
         "aps1",
     ];
+    let r = w.tauc_job(&args, true);
+    assert_fails(
+        &r,
+        2,
+        "dwd_trk_event_di dt=2024-06-18 region=aps1, which is not committed",
+    );
+    crate::reports::commit_dwd(&w, "aps1", "2024-06-18", &[], &[]).await;
     let mut with_funnels = args.to_vec();
     with_funnels.extend(["--funnels", "no/such/funnels.toml"]);
     let r = w.tauc_job(&with_funnels, true);
@@ -194,10 +201,14 @@ async fn sql_formats_and_report_inputs() {
         format!("{header}\nk,p,t,CPC,0.123456,USD,2024-06-01,\n"),
     )
     .await;
-    let r = w.tauc_job(&args, true);
-    assert_fails(
-        &r,
-        2,
-        "dwd_trk_event_di dt=2024-06-18 region=aps1, which is not committed",
-    );
+    w.tauc_job(&args, true).ok();
+    let (_, s) = w
+        .read(
+            tauc_jobs::tables::Table::AdsSettlement,
+            "2024-06-18",
+            "aps1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(strs(&s, "contract_id"), vec![Some("k".into())]);
 }

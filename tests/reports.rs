@@ -53,7 +53,7 @@ const DAY: i64 = 86_400_000;
 
 /// One hand-made DWD row: only the columns the reports read.
 #[derive(Clone, Default)]
-struct Row {
+pub struct Row {
     id: &'static str,
     ty: &'static str,
     ts: i64,

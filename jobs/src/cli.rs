@@ -463,6 +463,11 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         warehouse: r.warehouse.clone(),
         funnels: s.funnels.clone().or(r.file.funnels.clone()),
     };
+    if s.job == JobName::Reports {
+        // the input first: it is what a new user misses
+        let store = r.engine.registry.for_location(&r.warehouse)?;
+        reports::check_inputs(store.as_ref(), &reports_args).await?;
+    }
     if s.job != JobName::Layering {
         // a bad funnels file or dim_contract fails before any work
         reports::load_funnels(&r.engine, &r.warehouse, reports_args.funnels.as_deref()).await?;

@@ -179,7 +179,7 @@ pub async fn load_contracts(engine: &Engine, warehouse: &Location) -> Result<Vec
 
 /// Fails, naming the job to run, when a DWD partition a report needs is
 /// not committed.
-async fn check_inputs(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<()> {
+pub async fn check_inputs(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<()> {
     let mut missing = Vec::new();
     for region in &args.regions {
         for dt in &args.dates {
