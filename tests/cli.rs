@@ -115,6 +115,14 @@ async fn missing_dim_user_names_the_table() {
         r#"{"event_id":"a","event_type":"page_enter","client_ts":1718668800000,"collector_ts":1718668800000,"device_id":"d"}"#).await;
     let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_fails(&r, 2, "dim table dim_user not found");
+    w.put("wh/dim/dim_user/u.csv", "id,sex,born\nu1,M,1990-01-01\n")
+        .await;
+    let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
+    assert_fails(
+        &r,
+        2,
+        "has no column 'user_id' (expected user_id,gender,birth_date)",
+    );
 }
 
 /// The SQL surface's flags and formats, and the reports' own inputs.

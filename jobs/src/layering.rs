@@ -494,6 +494,14 @@ async fn register_dim_user(
             warehouse.join("dim/dim_user")
         )));
     };
+    for c in ["user_id", "gender", "birth_date"] {
+        if table.schema().field_with_name(c).is_err() {
+            return Err(Error::config(format!(
+                "dim table dim_user under {} has no column '{c}' (expected user_id,gender,birth_date)",
+                warehouse.join("dim/dim_user")
+            )));
+        }
+    }
     ctx.register_table("dim_user_raw", table)?;
     Ok(())
 }
