@@ -162,6 +162,30 @@ async fn sql_formats_and_report_inputs() {
     assert_eq!(i64s(&batch, "x"), vec![Some(42)]);
     assert_eq!(strs(&batch, "y"), vec![Some("a".into())]);
 
+    // the query from stdin
+    let r = w.tauc_job(&["sql", "-"], true);
+    assert_fails(&r, 2, "empty query");
+    let mut cmd = std::process::Command::new(bin("tauc-job"));
+    cmd.args(["sql", "-", "--format", "csv"])
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"SELECT 6 * 7 AS answer").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "answer\n42\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // an empty warehouse: every table is listed, none committed
     let tables = w.tauc_job(&["tables"], true).ok().to_string();
     assert!(tables.contains("ads_bill_settlement_1d"), "{tables}");

@@ -212,7 +212,8 @@ pub struct SubmitArgs {
 /// `sql` flags.
 #[derive(Debug, Clone, Args)]
 pub struct SqlCmd {
-    /// The query, e.g. "SELECT city, count(*) FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' GROUP BY city".
+    /// The query, e.g. "SELECT city, count(*) FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' GROUP BY city";
+    /// `-` reads it from standard input (a long query in a file: `< q.sql`).
     pub query: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -379,10 +380,21 @@ pub async fn run(cli: Cli) -> Result<String> {
                     "--format parquet needs --out FILE (Parquet is not written to a terminal)",
                 ));
             }
+            let query = if q.query == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| Error::config(format!("cannot read the query from stdin: {e}")))?
+            } else {
+                q.query.clone()
+            };
+            if query.trim().is_empty() {
+                return Err(Error::config(
+                    "empty query (give SQL, or - to read it from stdin)",
+                ));
+            }
             let scheduler = q.scheduler.clone().or(r.file.scheduler.clone());
             let ctx = connect(&r.engine, scheduler.as_deref(), q.parallelism).await?;
             crate::warehouse::register_all(&ctx, &r.engine, &r.warehouse).await?;
-            crate::sql::run(&ctx, &q.query, q.format, q.out.as_deref()).await
+            crate::sql::run(&ctx, &query, q.format, q.out.as_deref()).await
         }
         Command::Tables(t) => {
             let r = resolve(cli.config.as_ref(), &t.store)?;
