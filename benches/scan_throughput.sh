@@ -13,21 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-100000}
 profile=${2:-dev}
-scripts/install-test-tools
-target=${CARGO_TARGET_DIR:-target}
-dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
-cargo build --profile "$profile" --bin tauc-job >&2
-bin=$(realpath "$target/$dir/tauc-job")
-work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-mkdir -p "$work/s3/bench"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-.tools/bin/s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$work/s3" >"$work/s3s.log" 2>&1 &
-server=$!
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
-flags=(--raw-root s3://bench/raw --warehouse s3://bench/wh --s3-endpoint "http://127.0.0.1:$port" --s3-allow-http)
-cd "$work"
+. benches/lib.sh
+bench_setup "$profile"
 "$bin" sample --date 2024-06-18 --events-per-day "$events" --regions aps1 "${flags[@]}" >&2
 bytes=$(du -sb "$work/s3/bench/raw" | cut -f1)
 files=$(find "$work/s3/bench/raw" -name 'messages-*.txt' | wc -l)

@@ -314,6 +314,26 @@ page_path = "/nowhere"
 event_type = "click"
 "#;
 
+/// The columns of `ads_trk_target_click_1d` the tests compare.
+const TARGET_COLS: &[&str] = &[
+    "target_type",
+    "target_id",
+    "clicks",
+    "impressions",
+    "clickers",
+    "avg_clicks_per_clicker",
+    "ctr",
+];
+
+/// The columns of `ads_mon_cors_summary_1d`.
+const SUMMARY_COLS: &[&str] = &[
+    "errors",
+    "affected_users",
+    "fingerprints",
+    "page_views",
+    "errors_per_1k_pv",
+];
+
 /// Selected columns of each row as text (floats to 4 places), sorted.
 fn text(b: &RecordBatch, cols: &[&str]) -> Vec<String> {
     let mut rows: Vec<String> = (0..b.num_rows())
@@ -360,24 +380,19 @@ async fn reports_match_hand_computed_figures() {
     w.put("wh/dim/dim_contract/contracts.csv", CONTRACTS).await;
     w.put("conf/test-funnels.toml", FUNNELS).await;
     let funnels = format!("s3://{}/conf/test-funnels.toml", w.bucket);
-    let out = w
-        .tauc_job(
-            &[
-                "submit",
-                "reports",
-                "--date",
-                "2024-06-18",
-                "--to",
-                "2024-06-19",
-                "--region",
-                "aps1",
-                "--funnels",
-                &funnels,
-            ],
-            true,
-        )
-        .ok()
-        .to_string();
+    let submit = [
+        "submit",
+        "reports",
+        "--date",
+        "2024-06-18",
+        "--to",
+        "2024-06-19",
+        "--region",
+        "aps1",
+        "--funnels",
+        &funnels,
+    ];
+    let out = w.tauc_job(&submit, true).ok().to_string();
     assert!(
         out.contains("funnels: 2 from s3://reports/conf/test-funnels.toml"),
         "{out}"
@@ -386,18 +401,7 @@ async fn reports_match_hand_computed_figures() {
     let (d1, d2) = ("2024-06-18", "2024-06-19");
     let t = w.rows(Table::AdsTargetClick, d1, "aps1").await;
     assert_eq!(
-        text(
-            &t,
-            &[
-                "target_type",
-                "target_id",
-                "clicks",
-                "impressions",
-                "clickers",
-                "avg_clicks_per_clicker",
-                "ctr"
-            ]
-        ),
+        text(&t, TARGET_COLS),
         lines(&[
             "banner bn-1 1 3 1 1.0000 0.3333",
             "button btn-a 7 0 3 2.3333 null"
@@ -405,18 +409,7 @@ async fn reports_match_hand_computed_figures() {
     );
     let t = w.rows(Table::AdsTargetClick, d2, "aps1").await;
     assert_eq!(
-        text(
-            &t,
-            &[
-                "target_type",
-                "target_id",
-                "clicks",
-                "impressions",
-                "clickers",
-                "avg_clicks_per_clicker",
-                "ctr"
-            ]
-        ),
+        text(&t, TARGET_COLS),
         lines(&[
             "banner bn-1 0 2 0 null 0.0000",
             "button btn-a 1 0 1 1.0000 null"
@@ -460,33 +453,12 @@ async fn reports_match_hand_computed_figures() {
 
     let s = w.rows(Table::AdsCorsSummary, d1, "aps1").await;
     assert_eq!(
-        text(
-            &s,
-            &[
-                "errors",
-                "affected_users",
-                "fingerprints",
-                "page_views",
-                "errors_per_1k_pv"
-            ]
-        ),
+        text(&s, SUMMARY_COLS),
         // 31 non-bot errors, users u1-u4, fingerprints A B T, 10 page views
         lines(&["31 4 3 10 3100.0000"])
     );
     let s = w.rows(Table::AdsCorsSummary, d2, "aps1").await;
-    assert_eq!(
-        text(
-            &s,
-            &[
-                "errors",
-                "affected_users",
-                "fingerprints",
-                "page_views",
-                "errors_per_1k_pv"
-            ]
-        ),
-        lines(&["1 1 1 0 null"])
-    );
+    assert_eq!(text(&s, SUMMARY_COLS), lines(&["1 1 1 0 null"]));
 
     let top = w.rows(Table::AdsCorsTopN, d1, "aps1").await;
     let base = K0 + 13 * H + 300_000;
@@ -630,22 +602,7 @@ async fn reports_match_hand_computed_figures() {
     );
 
     // re-running gives the same rows
-    w.tauc_job(
-        &[
-            "submit",
-            "reports",
-            "--date",
-            "2024-06-18",
-            "--to",
-            "2024-06-19",
-            "--region",
-            "aps1",
-            "--funnels",
-            &funnels,
-        ],
-        true,
-    )
-    .ok();
+    w.tauc_job(&submit, true).ok();
     let again = w.rows(Table::AdsSettlement, d2, "aps1").await;
     assert_eq!(text(&again, &cols), text(&st, &cols));
 
@@ -755,19 +712,7 @@ async fn reports_need_their_input_and_commit_empty_partitions() {
         }
     }
     let s = w.rows(Table::AdsCorsSummary, "2024-11-03", "use1").await;
-    assert_eq!(
-        text(
-            &s,
-            &[
-                "errors",
-                "affected_users",
-                "fingerprints",
-                "page_views",
-                "errors_per_1k_pv"
-            ]
-        ),
-        lines(&["0 0 0 0 null"])
-    );
+    assert_eq!(text(&s, SUMMARY_COLS), lines(&["0 0 0 0 null"]));
     // a bad funnels file stops the run before any work, naming the line
     w.put(
         "wh/conf/funnels.toml",

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::layering::{self, LayeringArgs, LayeringReport};
 use crate::progress::Progress;
 use crate::regions::Regions;
-use crate::reports::{self, ReportsArgs, ReportsReport};
+use crate::reports::{self, ReportsArgs, ReportsInputs, ReportsReport};
 use crate::sample::{self, SampleArgs};
 use crate::session::Engine;
 use crate::store::{Location, S3Options};
@@ -470,21 +470,23 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         fetch_concurrency: s.fetch_concurrency as usize,
     };
     let mut reports_args = ReportsArgs {
-        dates,
+        // daily learns its report dates from the layering run
+        dates: if s.job == JobName::Reports {
+            dates
+        } else {
+            Vec::new()
+        },
         regions,
         warehouse: r.warehouse.clone(),
         funnels: s.funnels.clone().or(r.file.funnels.clone()),
     };
-    if s.job == JobName::Reports {
-        // the input first: it is what a new user misses
-        let store = r.engine.registry.for_location(&r.warehouse)?;
-        reports::check_inputs(store.as_ref(), &reports_args).await?;
-    }
-    if s.job != JobName::Layering {
-        // a bad funnels file or dim_contract fails before any work
-        reports::load_funnels(&r.engine, &r.warehouse, reports_args.funnels.as_deref()).await?;
-        reports::load_contracts(&r.engine, &r.warehouse).await?;
-    }
+    // the DWD input (reports), a bad funnels file or dim_contract fail
+    // before any work
+    let inputs = if s.job == JobName::Layering {
+        ReportsInputs::default()
+    } else {
+        ReportsInputs::load(&r.engine, &reports_args).await?
+    };
     let ctx = connect(&r.engine, scheduler.as_deref(), s.parallelism).await?;
     let mut progress = Progress::auto();
     let mut out = String::new();
@@ -496,7 +498,15 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
     }
     if s.job != JobName::Layering {
         let mut progress = Progress::auto();
-        let report = reports::run(&ctx, &r.engine, &reports_args, &zones, &mut progress).await;
+        let report = reports::run(
+            &ctx,
+            &r.engine,
+            &reports_args,
+            &inputs,
+            &zones,
+            &mut progress,
+        )
+        .await;
         progress.finish();
         out.push_str(&reports_summary(&report?, &r.warehouse));
     }

@@ -327,20 +327,8 @@ mod tests {
 
     #[test]
     fn parses_the_spec_example() {
-        let text = r#"
-[[funnel]]
-id = "add_device"
-window_seconds = 3600
-[[funnel.step]]
-event_type = "page_enter"
-page_path = "/home"
-[[funnel.step]]
-event_type = "click"
-target_id = "btn-add-device"
-[[funnel.step]]
-event_type = "page_enter"
-page_path = "/devices/{id}"
-"#;
+        // `tauc-job sample` writes the example of analyses.md
+        let text = crate::sample::SAMPLE_FUNNELS;
         let f = parse("f.toml", text).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].window_ms, 3_600_000);

@@ -177,9 +177,34 @@ pub async fn load_contracts(engine: &Engine, warehouse: &Location) -> Result<Vec
     Ok(out)
 }
 
+/// What a reports run reads besides DWD, loaded and checked once before
+/// any work: the funnels and the contracts.
+#[derive(Debug, Clone, Default)]
+pub struct ReportsInputs {
+    /// Where the funnels came from, and the funnels; `None` when no file.
+    pub funnels: Option<(String, Vec<Funnel>)>,
+    /// Every row of `dim_contract`.
+    pub contracts: Vec<Contract>,
+}
+
+impl ReportsInputs {
+    /// Checks that the DWD partitions of `args.dates` are committed (an
+    /// empty date list checks none: `daily` loads its inputs before the
+    /// layering that commits them), then loads the funnels and contracts —
+    /// in that order, so the first error is the one to fix first.
+    pub async fn load(engine: &Engine, args: &ReportsArgs) -> Result<ReportsInputs> {
+        let store = engine.registry.for_location(&args.warehouse)?;
+        check_inputs(store.as_ref(), args).await?;
+        Ok(ReportsInputs {
+            funnels: load_funnels(engine, &args.warehouse, args.funnels.as_deref()).await?,
+            contracts: load_contracts(engine, &args.warehouse).await?,
+        })
+    }
+}
+
 /// Fails, naming the job to run, when a DWD partition a report needs is
 /// not committed.
-pub async fn check_inputs(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<()> {
+async fn check_inputs(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<()> {
     let mut missing = Vec::new();
     for region in &args.regions {
         for dt in &args.dates {
@@ -190,34 +215,33 @@ pub async fn check_inputs(store: &dyn ObjectStore, args: &ReportsArgs) -> Result
             for t in [Table::DwdTrkEvent, Table::DwdCorsError] {
                 let dir = p.location(&t.location(&args.warehouse));
                 if commit::read_manifest(store, &dir).await?.is_none() {
-                    missing.push(format!("{} dt={dt} region={region}", t.name()));
+                    missing.push((t, p.clone()));
                 }
             }
         }
     }
-    if missing.is_empty() {
+    let Some((table, p)) = missing.first() else {
         return Ok(());
-    }
-    let first = &missing[0];
-    let (dt, region) = first
-        .split_once(" dt=")
-        .and_then(|(_, rest)| rest.split_once(" region="))
-        .unwrap_or(("?", "?"));
+    };
     let more = if missing.len() > 1 {
         format!(" (and {} more missing partitions)", missing.len() - 1)
     } else {
         String::new()
     };
+    let (dt, region) = (p.dt, &p.region);
     Err(Error::MissingInput(format!(
-        "the reports need DWD partition {first}, which is not committed{more}; run `tauc-job submit layering --date {dt} --region {region}` first (loading collection date {dt} builds DWD date {dt}), or `tauc-job submit daily`"
+        "the reports need DWD partition {} dt={dt} region={region}, which is not committed{more}; run `tauc-job submit layering --date {dt} --region {region}` first (loading collection date {dt} builds DWD date {dt}), or `tauc-job submit daily`",
+        table.name()
     )))
 }
 
-/// Runs the reports job.
+/// Runs the reports job on inputs from [`ReportsInputs::load`], which
+/// checked that the DWD partitions of `args.dates` are committed.
 pub async fn run(
     ctx: &SessionContext,
     engine: &Engine,
     args: &ReportsArgs,
+    inputs: &ReportsInputs,
     regions: &Regions,
     progress: &mut Progress,
 ) -> Result<ReportsReport> {
@@ -230,9 +254,7 @@ pub async fn run(
         zones.insert(r.clone(), regions.zone(r)?);
     }
     let store = engine.registry.for_location(&args.warehouse)?;
-    check_inputs(store.as_ref(), args).await?;
-    let funnels = load_funnels(engine, &args.warehouse, args.funnels.as_deref()).await?;
-    let contracts = load_contracts(engine, &args.warehouse).await?;
+    let (funnels, contracts) = (&inputs.funnels, &inputs.contracts);
     let run_id = new_run_id();
     tracing::info!(job = JOB, run_id = %run_id, dates = ?args.dates, regions = ?args.regions, "run started");
 
@@ -322,11 +344,12 @@ pub async fn run(
         ctx.deregister_table(t.name())?;
     }
 
-    // which local dates have a committed cors partition, for baselines
+    // which local dates have a committed cors partition, for baselines:
+    // the reported dates (checked by `ReportsInputs::load`) and the two
+    // days before them
     let mut committed = BTreeSet::new();
     for region in &args.regions {
-        let mut d = *first - Days::new(2);
-        while d <= *last {
+        for d in [*first - Days::new(2), *first - Days::new(1)] {
             let p = PartitionRef {
                 dt: d,
                 region: region.clone(),
@@ -335,8 +358,11 @@ pub async fn run(
             if commit::read_manifest(store.as_ref(), &dir).await?.is_some() {
                 committed.insert(p);
             }
-            d = d + Days::new(1);
         }
+        committed.extend(args.dates.iter().map(|d| PartitionRef {
+            dt: *d,
+            region: region.clone(),
+        }));
     }
 
     progress.stage("reports: committing");
@@ -375,7 +401,7 @@ pub async fn run(
                 (Table::AdsCorsSummary, b.summary_batch(&p)?),
                 (Table::AdsCorsTopN, b.topn_batch(&p)?),
                 (Table::AdsCorsAnomaly, anomaly_batch(&anomaly_rows)?),
-                (Table::AdsSettlement, b.settlement_batch(&p, &contracts)?),
+                (Table::AdsSettlement, b.settlement_batch(&p, contracts)?),
             ];
             let mut rows = BTreeMap::new();
             for (table, batch) in batches {
