@@ -236,7 +236,7 @@ async fn sql_formats_and_report_inputs() {
     w.tauc_job(&args, true).ok();
     let (_, s) = w
         .read(
-            tauc_jobs::tables::Table::AdsSettlement,
+            tauc_jobs::warehouse::tables::Table::AdsSettlement,
             "2024-06-18",
             "aps1",
         )

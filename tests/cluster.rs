@@ -1,7 +1,7 @@
 //! The same layering through a real `tauc-scheduler` and two
 //! `tauc-executor` processes gives the same rows as the in-process run.
 
-use tauc_jobs::tables::Table;
+use tauc_jobs::warehouse::tables::Table;
 
 use crate::harness::*;
 use crate::layering::{load, write_dataset};

@@ -17,10 +17,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use tauc_jobs::commit::{self, Manifest, PartitionRef};
-use tauc_jobs::session::Engine;
+use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::{Location, S3Options};
-use tauc_jobs::tables::Table;
+use tauc_jobs::warehouse::commit::{self, Manifest, PartitionRef};
+use tauc_jobs::warehouse::tables::Table;
 
 /// Access key the test server accepts.
 pub const ACCESS_KEY: &str = "tauc-test";
@@ -205,6 +205,26 @@ impl World {
             .expect("list");
         v.sort();
         v
+    }
+
+    /// Asserts that a committed partition's directory holds exactly its
+    /// manifest's files and `_SUCCESS` (executors write one file per task,
+    /// so a partition may have several); returns the manifest.
+    pub async fn assert_only_listed_files(&self, table: Table, dt: &str, region: &str) -> Manifest {
+        let dir = format!("wh/{}/dt={dt}/region={region}", table.path());
+        let (m, _) = self
+            .read(table, dt, region)
+            .await
+            .expect("committed partition");
+        let mut expected: Vec<String> = m.files.iter().map(|f| format!("{dir}/{f}")).collect();
+        expected.push(format!("{dir}/_SUCCESS"));
+        expected.sort();
+        assert_eq!(
+            self.keys(&dir).await,
+            expected,
+            "{dir} holds unlisted files"
+        );
+        m
     }
 
     /// The common flags every `tauc-job` call of this world takes.

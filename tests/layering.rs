@@ -29,7 +29,7 @@
 //! re-delivered byte-identically (dedupe across days).
 
 use serde_json::json;
-use tauc_jobs::tables::Table;
+use tauc_jobs::warehouse::tables::Table;
 
 use crate::harness::*;
 
@@ -413,10 +413,11 @@ async fn reverse_order_and_rerun_give_the_same_rows() {
         render_sorted(&ods_before, &[]),
         render_sorted(&ods_after, &[])
     );
-    let files = fwd
-        .keys("wh/dwd/dwd_trk_event_di/dt=2024-06-18/region=aps1")
+    // only the re-run's files are left
+    let m = fwd
+        .assert_only_listed_files(Table::DwdTrkEvent, "2024-06-18", "aps1")
         .await;
-    assert_eq!(files.len(), 2, "one data file and _SUCCESS: {files:?}");
+    assert!(m.files.iter().all(|f| f.contains(&m.run_id)), "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

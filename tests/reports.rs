@@ -40,9 +40,9 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     new_null_array,
 };
-use tauc_jobs::commit::{self, PartitionRef};
 use tauc_jobs::store::Location;
-use tauc_jobs::tables::Table;
+use tauc_jobs::warehouse::commit::{self, PartitionRef};
+use tauc_jobs::warehouse::tables::Table;
 
 use crate::harness::*;
 

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tauc_jobs::cluster::{ExecutorOptions, run_executor};
-use tauc_jobs::session::Engine;
+use tauc_jobs::engine::cluster::{ExecutorOptions, run_executor};
+use tauc_jobs::engine::scratch::{Resources, parse_size};
+use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
 
 /// Runs a tauc executor. S3 settings come from `TAUC_S3_*` and the usual
@@ -37,9 +38,16 @@ struct Args {
     /// Task slots (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     vcores: usize,
-    /// Directory for shuffle files.
-    #[arg(long)]
-    work_dir: Option<String>,
+    /// Parent of the executor's private scratch directory (shuffle and
+    /// spill files, mode 0700, removed at exit) [default: the system
+    /// temporary directory].
+    #[arg(long, env = "TAUC_WORK_DIR")]
+    work_dir: Option<std::path::PathBuf>,
+    /// Memory the executor's tasks may hold before they spill (4G, 512M),
+    /// shared by its task slots [default: Ballista's share of the host's
+    /// memory].
+    #[arg(long, env = "TAUC_MEMORY_LIMIT", value_parser = parse_size)]
+    memory_limit: Option<usize>,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -50,7 +58,11 @@ fn main() -> ExitCode {
     tauc_jobs::logging::init(a.log_format.as_deref() == Some("json"));
     let run = async {
         tauc_jobs::config::check_env()?;
-        let engine = Engine::new(S3Options::default().with_env()?)?;
+        let resources = Resources {
+            memory_limit: a.memory_limit,
+            work_dir: a.work_dir,
+        };
+        let engine = Engine::with_resources(S3Options::default().with_env()?, &resources)?;
         let opts = ExecutorOptions {
             bind_host: a.bind_host,
             external_host: a.external_host,
@@ -60,11 +72,11 @@ fn main() -> ExitCode {
             scheduler_host: a.scheduler_host,
             scheduler_port: a.scheduler_port,
             vcores: a.vcores,
-            work_dir: a.work_dir,
+            memory_limit: a.memory_limit,
         };
         run_executor(engine, opts).await
     };
-    tauc_jobs::cluster::exit_with("tauc-executor", async {
+    tauc_jobs::engine::cluster::exit_with("tauc-executor", async {
         run.await?;
         Ok(String::new())
     })

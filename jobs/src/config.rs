@@ -24,7 +24,7 @@ pub const DEFAULT_ENV: &str = "uat";
 pub const DEFAULT_LATENESS_DAYS: i64 = 2;
 
 /// Every `TAUC_*` variable tauc reads.
-pub const KNOWN_ENV: [&str; 17] = [
+pub const KNOWN_ENV: [&str; 23] = [
     "TAUC_CONFIG",
     "TAUC_RAW_ROOT",
     "TAUC_WAREHOUSE",
@@ -42,6 +42,12 @@ pub const KNOWN_ENV: [&str; 17] = [
     "TAUC_SCHEDULER_PORT",
     "TAUC_PARALLELISM",
     "TAUC_FUNNELS",
+    "TAUC_MEMORY_LIMIT",
+    "TAUC_WORK_DIR",
+    "TAUC_FILE_MAX_ROWS",
+    "TAUC_FILE_MAX_MB",
+    "TAUC_LEASE_WAIT_SECS",
+    "TAUC_COMMIT_DELAY_MS",
 ];
 
 /// The config file (`tauc.toml`).

@@ -27,6 +27,11 @@ pub enum Error {
     #[error("{0}")]
     Invariant(String),
 
+    /// Another run holds a lease on partitions this run needs, and did not
+    /// release it within the wait; nothing was committed.
+    #[error("{0}")]
+    Busy(String),
+
     /// The object store (S3 or local) refused or failed a request.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),

@@ -4,43 +4,31 @@
 //!
 //! ```no_run
 //! # async fn demo() -> tauc_jobs::Result<()> {
-//! use tauc_jobs::{layering, session::Engine, store::S3Options};
+//! use tauc_jobs::{engine::Engine, jobs::layering, store::S3Options};
 //! let engine = Engine::new(S3Options::default().with_env()?)?;
 //! let ctx = engine.connect(None, 2).await?;
 //! let args = layering::LayeringArgs::local_default("2024-06-18".parse().unwrap());
 //! let regions = layering::load_regions(&engine, &args.warehouse).await?;
-//! let report = layering::run(&ctx, &engine, &args, &regions, &mut tauc_jobs::progress::Progress::hidden()).await?;
+//! let report = layering::run(&ctx, &engine, &args, &regions, &mut tauc_jobs::jobs::progress::Progress::hidden()).await?;
 //! println!("{} valid rows", report.valid_rows());
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
 
-pub mod anomaly;
+// The layout reads as the pipeline: where data lives (`store`), how raw
+// files come in (`ingest`), how DWD columns are derived (`derive`), the
+// warehouse's tables and commit protocol (`warehouse`), the engine that
+// runs plans (`engine`), the jobs built on all of them (`jobs`), and the
+// command line (`cli`). Imports point down that list, never up.
 pub mod cli;
-pub mod cluster;
-pub mod codec;
-pub mod commit;
 pub mod config;
 pub mod derive;
+pub mod engine;
 pub mod error;
-pub mod event;
-pub mod event_time;
-pub mod funnels;
-pub mod geo;
-pub mod layering;
+pub mod ingest;
+pub mod jobs;
 pub mod logging;
-pub mod progress;
-pub mod raw_scan;
-pub mod regions;
-pub mod reports;
-pub mod sample;
-pub mod session;
-pub mod settlement;
-pub mod sql;
 pub mod store;
-pub mod tables;
-pub mod udf;
-pub mod user_agent;
 pub mod warehouse;
 
 pub use error::{Error, Result};

@@ -136,7 +136,7 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
 
 /// A place in an object store: the store's URL (`s3://bucket`, `file:///`)
 /// and a prefix inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Location {
     /// `s3://bucket` or `file:///`.
     pub store_url: String,

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tauc_jobs::cluster::{SchedulerOptions, run_scheduler};
-use tauc_jobs::session::Engine;
+use tauc_jobs::engine::cluster::{SchedulerOptions, run_scheduler};
+use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
 
 /// Runs the tauc scheduler. S3 settings come from `TAUC_S3_*` and the
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         )
         .await
     };
-    tauc_jobs::cluster::exit_with("tauc-scheduler", async {
+    tauc_jobs::engine::cluster::exit_with("tauc-scheduler", async {
         run.await?;
         Ok(String::new())
     })

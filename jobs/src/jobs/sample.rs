@@ -12,9 +12,9 @@ use chrono::{Days, NaiveDate};
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 
+use crate::engine::session::Engine;
 use crate::error::Result;
-use crate::event_time::day_start_ms;
-use crate::session::Engine;
+use crate::ingest::event_time::day_start_ms;
 use crate::store::Location;
 
 /// What to generate.

@@ -13,9 +13,9 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
 
-use crate::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::engine::session::{Engine, session_config, with_codecs};
 use crate::error::{Error, Result};
-use crate::session::{Engine, session_config, with_codecs};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -45,8 +45,9 @@ pub struct ExecutorOptions {
     pub scheduler_port: u16,
     /// Task slots; 0 means one per CPU.
     pub vcores: usize,
-    /// Directory for shuffle files; a temporary one when unset.
-    pub work_dir: Option<String>,
+    /// Bytes the tasks may hold before they spill; `None`: Ballista's
+    /// share of the host's memory.
+    pub memory_limit: Option<usize>,
 }
 
 /// Runs a scheduler until SIGTERM or Ctrl-C.
@@ -107,7 +108,25 @@ pub async fn shutdown_signal() {
 pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     let runtime = engine.runtime.clone();
     let runtime_producer: RuntimeProducer = Arc::new(move |_| Ok(runtime.clone()));
+    let host = opts
+        .external_host
+        .clone()
+        .unwrap_or_else(|| opts.bind_host.clone());
+    let executor_id = format!("{host}-{}", opts.port)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>();
+    crate::warehouse::writer::set_worker_name(&executor_id);
+    let work_dir = engine.scratch.shuffle().to_string_lossy().into_owned();
+    tracing::info!(executor_id = %executor_id, work_dir = %work_dir, "executor scratch directory (removed at exit)");
     let mut config = ExecutorProcessConfig {
+        executor_id,
         bind_host: opts.bind_host.clone(),
         external_host: opts.external_host.clone(),
         port: opts.port,
@@ -115,7 +134,11 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
         scheduler_host: opts.scheduler_host.clone(),
         scheduler_port: opts.scheduler_port,
         scheduler_connect_timeout_seconds: 30,
-        work_dir: opts.work_dir.clone(),
+        work_dir: Some(work_dir),
+        memory_pool_size: opts.memory_limit.map(|m| m as u64),
+        // shuffle files of finished jobs go after an hour, checked every 5 min
+        job_data_ttl_seconds: 3600,
+        job_data_clean_up_interval_seconds: 300,
         print_thread_info: false,
         ..Default::default()
     };

@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn parses_the_spec_example() {
         // `tauc-job sample` writes the example of analyses.md
-        let text = crate::sample::SAMPLE_FUNNELS;
+        let text = crate::jobs::sample::SAMPLE_FUNNELS;
         let f = parse("f.toml", text).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].window_ms, 3_600_000);

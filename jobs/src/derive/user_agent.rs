@@ -23,7 +23,7 @@ struct Parsers {
     os: ua_parser::os::Extractor<'static>,
 }
 
-static RULES: &str = include_str!("../data/uap_regexes.json");
+static RULES: &str = include_str!("../../data/uap_regexes.json");
 
 fn parsers() -> &'static Parsers {
     static P: OnceLock<Parsers> = OnceLock::new();

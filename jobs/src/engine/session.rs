@@ -6,37 +6,71 @@ use std::sync::Arc;
 
 use ballista::prelude::SessionContextExt;
 use ballista_core::extension::{
-    SessionConfigExt, ballista_aggregate_functions, ballista_scalar_functions,
+    SessionConfigExt, SessionStateExt, ballista_aggregate_functions, ballista_scalar_functions,
     ballista_window_functions,
 };
 use ballista_core::registry::BallistaFunctionRegistry;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+
+use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::engine::local;
+use crate::engine::scratch::{Resources, Scratch};
+use crate::engine::udf;
 use crate::error::{Error, Result};
 use crate::store::{S3Options, StoreRegistry};
-use crate::udf;
+use crate::warehouse::writer::{WriteExec, WriteNode};
 
-/// A process's engine pieces: its object-store registry and runtime.
+/// A process's engine pieces: its object-store registry, its runtime
+/// (memory pool, spill directory) and its private scratch directory.
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// The cached object stores.
     pub registry: Arc<StoreRegistry>,
     /// The runtime every session of this process uses.
     pub runtime: Arc<RuntimeEnv>,
+    /// Shuffle and spill files; removed when the last clone is dropped.
+    pub scratch: Arc<Scratch>,
+    /// The memory pool's size in bytes.
+    pub memory_limit: usize,
 }
 
 impl Engine {
-    /// Builds the registry and runtime from the process's S3 options.
+    /// Builds the registry and runtime from the process's S3 options, with
+    /// the default [`Resources`].
     pub fn new(s3: S3Options) -> Result<Engine> {
+        Engine::with_resources(s3, &Resources::default())
+    }
+
+    /// Builds the registry, a runtime whose memory pool spills at
+    /// `resources`' limit, and a fresh scratch directory.
+    pub fn with_resources(s3: S3Options, resources: &Resources) -> Result<Engine> {
         let registry = Arc::new(StoreRegistry::new(s3));
+        let scratch = Arc::new(Scratch::new(resources.work_dir.as_deref())?);
+        let memory_limit = resources.memory_limit();
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(registry.clone())
+            .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+            .with_temp_file_path(scratch.spill())
             .build_arc()?;
-        Ok(Engine { registry, runtime })
+        tracing::debug!(scratch = %scratch.path().display(), memory_limit, "engine ready");
+        Ok(Engine {
+            registry,
+            runtime,
+            scratch,
+            memory_limit,
+        })
     }
 
     /// A session state on `config` with every tauc function registered.
@@ -46,6 +80,7 @@ impl Engine {
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+            .with_query_planner(Arc::new(TaucQueryPlanner))
             .with_scalar_functions(ballista_scalar_functions())
             .with_aggregate_functions(ballista_aggregate_functions())
             .with_window_functions(ballista_window_functions())
@@ -69,7 +104,12 @@ impl Engine {
         let config = session_config().with_ballista_standalone_parallelism(parallelism.max(1));
         let state = self.state(config)?;
         let ctx = match scheduler {
-            None => SessionContext::standalone_with_state(state).await?,
+            None => {
+                let shuffle = self.scratch.shuffle();
+                let url =
+                    local::start(&state, parallelism.max(1), &shuffle.to_string_lossy()).await?;
+                SessionContext::new_with_state(state.upgrade_for_ballista(url)?)
+            }
             Some(url) => {
                 let url = url.trim();
                 if !url.starts_with("df://") {
@@ -115,4 +155,49 @@ pub fn with_codecs(config: SessionConfig) -> SessionConfig {
     config
         .with_ballista_logical_extension_codec(Arc::new(TaucLogicalCodec::default()))
         .with_ballista_physical_extension_codec(Arc::new(TaucPhysicalCodec::default()))
+}
+
+/// DataFusion's planner plus tauc's logical nodes (the warehouse writer).
+/// The scheduler plans with it; a client's Ballista planner only forwards
+/// the logical plan.
+#[derive(Debug)]
+struct TaucQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for TaucQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(TaucNodes)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
+struct TaucNodes;
+
+#[async_trait]
+impl ExtensionPlanner for TaucNodes {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn Session,
+        _ctx: &PhysicalPlanningContext,
+    ) -> datafusion::common::Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(write) = node.as_any().downcast_ref::<WriteNode>() else {
+            return Ok(None);
+        };
+        let [input] = physical_inputs else {
+            return datafusion::common::internal_err!("TaucWrite takes one input");
+        };
+        Ok(Some(Arc::new(WriteExec::new(
+            input.clone(),
+            write.spec.clone(),
+        ))))
+    }
 }

@@ -30,7 +30,7 @@ use datafusion::arrow::array::{
     ArrayRef, AsArray, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     TimestampMillisecondBuilder, UInt32Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result as DfResult, project_schema};
@@ -50,9 +50,10 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{self, LineContext, LineOutcome};
-use crate::event_time::{DAY_MS, day_start_ms};
+use crate::ingest::event::{self, LineContext, LineOutcome};
+use crate::ingest::event_time::{DAY_MS, day_start_ms};
 use crate::store::Location;
+use crate::warehouse::tables::{days_of, ods_event_fields};
 
 /// `kind` of a row of the scan.
 pub const KIND_VALID: &str = "valid";
@@ -89,49 +90,6 @@ impl RawSource {
     fn partitions(&self) -> usize {
         self.folders.len() * self.ranges.max(1)
     }
-}
-
-fn ts_field(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        true,
-    )
-}
-
-/// The ODS event columns, in the contract's order (without `src_file`,
-/// `line_no`).
-pub fn ods_event_fields() -> Vec<Field> {
-    use DataType::{Float64, Int64, Utf8};
-    let s = |n: &str| Field::new(n, Utf8, true);
-    vec![
-        Field::new("event_id", Utf8, true),
-        s("event_type"),
-        ts_field("client_ts"),
-        ts_field("sent_ts"),
-        ts_field("collector_ts"),
-        s("device_id"),
-        s("device_id_type"),
-        s("user_id"),
-        s("app_version"),
-        s("ua"),
-        Field::new("geo_lat", Float64, true),
-        Field::new("geo_lon", Float64, true),
-        s("page_url"),
-        s("from_url"),
-        s("to_url"),
-        s("target_type"),
-        s("target_id"),
-        ts_field("page_enter_ts"),
-        ts_field("page_leave_ts"),
-        s("cors_url"),
-        s("cors_method"),
-        s("cors_origin"),
-        Field::new("cors_status", Int64, true),
-        s("cors_error"),
-        Field::new("cors_duration_ms", Int64, true),
-        s("extra"),
-    ]
 }
 
 /// Statistics columns of a `stats` row.
@@ -570,10 +528,6 @@ struct Builders {
     stats: Vec<Int64Builder>,
 }
 
-fn days_since_epoch(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
-}
-
 impl Builders {
     fn new() -> Self {
         Builders {
@@ -599,7 +553,7 @@ impl Builders {
     fn head(&mut self, kind: &str, folder: &Folder) {
         self.kind.append_value(kind);
         self.region.append_value(&folder.region);
-        self.dt.append_value(days_since_epoch(folder.date));
+        self.dt.append_value(days_of(folder.date));
     }
 
     fn event(&mut self, e: Option<&event::OdsEvent>, event_id: Option<&str>) {
@@ -820,7 +774,7 @@ mod tests {
 #[cfg(test)]
 mod scan_tests {
     use super::*;
-    use crate::session::{Engine, session_config};
+    use crate::engine::session::{Engine, session_config};
     use crate::store::S3Options;
     use datafusion::prelude::SessionContext;
 

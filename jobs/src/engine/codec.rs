@@ -1,4 +1,4 @@
-//! Plan codecs: how tauc's own table and scan travel from the client to
+//! Plan codecs: how tauc's own tables, scan and writer travel from the client to
 //! the scheduler and on to executors.
 //!
 //! Both wrap Ballista's codecs and handle only tauc's nodes, which they tag
@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 
-use crate::raw_scan::{RawEventsTable, RawScanExec, RawSource};
-use crate::warehouse::{WarehouseTable, WarehouseTableSpec};
+use crate::ingest::raw_scan::{RawEventsTable, RawScanExec, RawSource};
+use crate::warehouse::table::{WarehouseTable, WarehouseTableSpec};
+use crate::warehouse::writer::{WriteExec, WriteNode, WriteSpec};
 
 const TAG: &[u8] = b"TAUC";
 
@@ -32,6 +33,7 @@ enum Node {
         source: RawSource,
         projection: Option<Vec<usize>>,
     },
+    Write(WriteSpec),
 }
 
 fn encode(node: &Node, buf: &mut Vec<u8>) -> Result<()> {
@@ -61,10 +63,28 @@ impl LogicalExtensionCodec for TaucLogicalCodec {
         inputs: &[LogicalPlan],
         ctx: &TaskContext,
     ) -> Result<Extension> {
-        self.inner.try_decode(buf, inputs, ctx)
+        match decode(buf) {
+            Some(Ok(Node::Write(spec))) => {
+                let [input] = inputs else {
+                    return exec_err!(
+                        "tauc codec: TaucWrite takes one input, got {}",
+                        inputs.len()
+                    );
+                };
+                Ok(Extension {
+                    node: Arc::new(WriteNode::new(input.clone(), spec)?),
+                })
+            }
+            Some(Ok(_)) => exec_err!("tauc codec: not a logical plan node"),
+            Some(Err(e)) => Err(e),
+            None => self.inner.try_decode(buf, inputs, ctx),
+        }
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some(write) = node.node.as_any().downcast_ref::<WriteNode>() {
+            return encode(&Node::Write(write.spec.clone()), buf);
+        }
         self.inner.try_encode(node, buf)
     }
 
@@ -147,6 +167,15 @@ impl PhysicalExtensionCodec for TaucPhysicalCodec {
                     items.clone(),
                 )?))
             }
+            Some(Ok(Node::Write(spec))) => {
+                let [input] = inputs else {
+                    return exec_err!(
+                        "tauc codec: TaucWriteExec takes one input, got {}",
+                        inputs.len()
+                    );
+                };
+                Ok(Arc::new(WriteExec::new(input.clone(), spec)))
+            }
             Some(Ok(_)) => exec_err!("tauc codec: not an execution plan"),
             Some(Err(e)) => Err(e),
             None => self.inner.try_decode(buf, inputs, ctx, proto_converter),
@@ -166,6 +195,9 @@ impl PhysicalExtensionCodec for TaucPhysicalCodec {
                 projection: scan.projection().cloned(),
             };
             return encode(&node, buf);
+        }
+        if let Some(write) = any.downcast_ref::<WriteExec>() {
+            return encode(&Node::Write(write.spec().clone()), buf);
         }
         self.inner.try_encode(node, buf, proto_converter)
     }

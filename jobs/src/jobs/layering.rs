@@ -1,13 +1,21 @@
 //! The layering job: raw day folders → ODS (by UTC collection date) → DWD
 //! (deduplicated, by local event date), exactly as layers.md says.
 //!
+//! Both stages are one distributed plan each, ending in the warehouse
+//! writer ([`crate::warehouse::writer`]): executors write the data files,
+//! and only one row per file and the counters come back to this process,
+//! which checks them and commits the manifests. A run first takes the
+//! leases of every partition it reads or writes
+//! ([`crate::warehouse::lease`]), so two runs on the same dates take turns.
+//!
 //! 1. **ODS.** One distributed raw scan over every `(region, date)` folder;
-//!    rows stream back and are split into valid rows, quarantine rows and
-//!    load statistics per partition. The accounting invariant is checked
+//!    each task writes the valid and quarantined rows of its key range and
+//!    reports the folder counters. The accounting invariant is checked
 //!    for every partition before any of them is committed.
 //! 2. **DWD.** Loading collection date `C` can change DWD dates
 //!    `C-1-L ..= C+1`; each such date `D` is rebuilt from the committed ODS
-//!    partitions `D-1 ..= D+1+L` alone, in one distributed query: rows are
+//!    partitions `D-1 ..= D+1+L` alone (one scan of `ods_fe_event_di`
+//!    pruned by `dt`/`region`), in one distributed query: rows are
 //!    tagged with every target date whose window holds them, deduplicated
 //!    per `(region, target date, event_id)`, kept when their local date is
 //!    the target, and derived with the tauc UDFs. The winner of each
@@ -19,35 +27,31 @@
 //!    reads only its own window, the result equals a rebuild from scratch
 //!    whatever order the days were loaded in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
-};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{Date32Type, Int64Type};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
-use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Extension, LogicalPlan, case};
+use datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use futures::TryStreamExt;
 use object_store::ObjectStore;
 
-use crate::commit::{self, PartitionRef};
+use crate::derive::regions::Regions;
+use crate::engine::session::Engine;
 use crate::error::{Error, Result};
-use crate::progress::Progress;
-use crate::raw_scan::{
-    Folder, KIND_REJECTED, KIND_STATS, KIND_VALID, RangeStats, RawEventsTable, RawSource,
+use crate::ingest::raw_scan::{
+    Folder, KIND_REJECTED, KIND_VALID, RangeStats, RawEventsTable, RawSource, STAT_COLUMNS,
 };
-use crate::regions::Regions;
-use crate::session::Engine;
+use crate::jobs::progress::Progress;
 use crate::store::Location;
-use crate::tables::{Table, conform};
+use crate::warehouse::commit::{self, PartitionRef, WriteOutcome, new_run_id};
+use crate::warehouse::lease;
+use crate::warehouse::table::WarehouseTable;
+use crate::warehouse::tables::Table;
+use crate::warehouse::writer::{FileLimits, TABLE_COLUMN, WriteNode, WriteSpec};
 
 /// Name of the job in manifests and the registry.
 pub const JOB: &str = "layering";
@@ -71,6 +75,10 @@ pub struct LayeringArgs {
     pub ranges_per_folder: usize,
     /// Objects fetched at once per scan partition.
     pub fetch_concurrency: usize,
+    /// Sizes of the data files the executors write.
+    pub file_limits: FileLimits,
+    /// How long to wait for another run that holds the same partitions.
+    pub lease_wait: Duration,
 }
 
 impl LayeringArgs {
@@ -85,7 +93,48 @@ impl LayeringArgs {
             lateness_days: 2,
             ranges_per_folder: 4,
             fetch_concurrency: 32,
+            file_limits: FileLimits::default(),
+            lease_wait: Duration::from_secs(600),
         }
+    }
+
+    /// The ODS partitions the DWD stage reads: every window `D-1 ..= D+1+L`
+    /// of every DWD date, per region.
+    pub fn ods_read_set(&self) -> BTreeSet<PartitionRef> {
+        let mut out = BTreeSet::new();
+        for region in &self.regions {
+            for d in self.dwd_dates() {
+                for c in window(d, self.lateness_days) {
+                    out.insert(PartitionRef {
+                        dt: c,
+                        region: region.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every partition the run reads or writes, by layer: what its leases
+    /// cover.
+    pub fn lease_set(&self) -> BTreeSet<(&'static str, PartitionRef)> {
+        let mut out: BTreeSet<(&'static str, PartitionRef)> = self
+            .ods_read_set()
+            .into_iter()
+            .map(|p| ("ods", p))
+            .collect();
+        for region in &self.regions {
+            for d in self.dwd_dates() {
+                out.insert((
+                    "dwd",
+                    PartitionRef {
+                        dt: d,
+                        region: region.clone(),
+                    },
+                ));
+            }
+        }
+        out
     }
 
     /// The DWD dates the loaded collection dates can change.
@@ -120,6 +169,12 @@ impl OdsSummary {
     }
 }
 
+/// The ODS dates DWD date `d` is built from: `d-1 ..= d+1+L`.
+fn window(d: NaiveDate, lateness_days: i64) -> impl Iterator<Item = NaiveDate> {
+    let first = d - Days::new(1);
+    (0..=(2 + lateness_days.max(0) as u64)).map(move |i| first + Days::new(i))
+}
+
 /// The outcome of rebuilding one DWD partition.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DwdSummary {
@@ -146,6 +201,11 @@ pub struct LayeringReport {
     pub ods_secs: f64,
     /// Seconds the DWD stage took.
     pub dwd_secs: f64,
+    /// Result rows `tauc-job` received from the cluster (one per file
+    /// written and per counter; never a data row).
+    pub rows_received: u64,
+    /// How many of those rows describe a data file.
+    pub files_received: u64,
 }
 
 impl LayeringReport {
@@ -153,12 +213,6 @@ impl LayeringReport {
     pub fn valid_rows(&self) -> u64 {
         self.ods.values().map(|s| s.valid_rows).sum()
     }
-}
-
-/// A new run id: UTC time and a random suffix, sortable by start.
-pub fn new_run_id() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..8])
 }
 
 /// Loads the regions' time zones: defaults, overridden by
@@ -221,76 +275,80 @@ pub async fn run(
         ..Default::default()
     };
 
-    let t = Instant::now();
-    progress.stage("ods: scanning raw folders");
-    report.ods = load_ods(ctx, &store, args, &run_id, progress).await?;
-    report.ods_secs = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    progress.stage("dwd: deduplicating and deriving");
-    report.dwd = build_dwd(ctx, engine, &store, args, &zones, &run_id, progress).await?;
-    report.dwd_secs = t.elapsed().as_secs_f64();
+    progress.stage("taking the partitions' leases");
+    let lease = lease::acquire(
+        store.clone(),
+        &args.warehouse,
+        &run_id,
+        JOB,
+        &args.lease_set(),
+        args.lease_wait,
+    )
+    .await?;
+    let result = stages(ctx, engine, &store, args, &zones, &mut report, progress).await;
+    lease.release().await?;
+    result?;
     progress.finish();
     tracing::info!(job = JOB, run_id = %run_id, "run committed");
     Ok(report)
 }
 
-#[derive(Default)]
-struct OdsAcc {
-    valid: Vec<RecordBatch>,
-    rejected: Vec<RecordBatch>,
-    summary: OdsSummary,
+async fn stages(
+    ctx: &SessionContext,
+    engine: &Engine,
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    zones: &BTreeMap<String, chrono_tz::Tz>,
+    report: &mut LayeringReport,
+    progress: &mut Progress,
+) -> Result<()> {
+    let run_id = report.run_id.clone();
+    let t = Instant::now();
+    progress.stage("ods: scanning raw folders and writing ODS files");
+    let (ods, received) = load_ods(ctx, store, args, &run_id, progress).await?;
+    report.ods = ods;
+    report.rows_received += received.0;
+    report.files_received += received.1;
+    report.ods_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    progress.stage("dwd: deduplicating, deriving and writing DWD files");
+    let (dwd, received) = build_dwd(ctx, engine, store, args, zones, &run_id, progress).await?;
+    report.dwd = dwd;
+    report.rows_received += received.0;
+    report.files_received += received.1;
+    report.dwd_secs = t.elapsed().as_secs_f64();
+    Ok(())
 }
 
-fn str_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| Error::Invariant(format!("internal: no string column '{name}'")))
+/// Runs `df` through the warehouse writer and gathers what it reports.
+pub async fn write(df: DataFrame, spec: WriteSpec) -> Result<WriteOutcome> {
+    let (state, plan) = df.into_parts();
+    let node = WriteNode::new(plan, spec)?;
+    let plan = LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    });
+    let batches: Vec<RecordBatch> = DataFrame::new(state, plan)
+        .execute_stream()
+        .await?
+        .try_collect()
+        .await?;
+    WriteOutcome::from_batches(&batches)
 }
 
-/// Sum of a column, cast to Int64 (nulls ignored).
-fn sum_i64(b: &RecordBatch, name: &str) -> Result<i64> {
-    let col = b
-        .column_by_name(name)
-        .ok_or_else(|| Error::Invariant(format!("internal: no column '{name}'")))?;
-    let col =
-        datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Int64)?;
-    Ok(col.as_primitive::<Int64Type>().iter().flatten().sum())
-}
-
-/// Splits a batch into groups of rows with the same key.
-fn split_by<K: Ord + Clone>(
-    b: &RecordBatch,
-    key: impl Fn(usize) -> K,
-) -> Result<Vec<(K, RecordBatch)>> {
-    let keys: Vec<K> = (0..b.num_rows()).map(&key).collect();
-    let distinct: BTreeSet<K> = keys.iter().cloned().collect();
-    if distinct.len() == 1 {
-        return Ok(vec![(keys[0].clone(), b.clone())]);
-    }
-    distinct
-        .into_iter()
-        .map(|k| {
-            let mask: BooleanArray = keys.iter().map(|x| Some(*x == k)).collect();
-            Ok((k, filter_record_batch(b, &mask)?))
-        })
-        .collect()
-}
-
-fn date_of(days: i32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(days as i64)
-}
-
+/// The first stage: every raw folder of the run scanned and written to ODS
+/// by the executors; returns each partition's summary and the result rows
+/// received.
 async fn load_ods(
     ctx: &SessionContext,
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
     run_id: &str,
     progress: &mut Progress,
-) -> Result<BTreeMap<PartitionRef, OdsSummary>> {
+) -> Result<(BTreeMap<PartitionRef, OdsSummary>, (u64, u64))> {
     let started_at = Utc::now().timestamp_millis();
     let mut folders = Vec::new();
-    let mut acc: BTreeMap<PartitionRef, OdsAcc> = BTreeMap::new();
+    let mut partitions = Vec::new();
     for region in &args.regions {
         for date in &args.dates {
             let rel = format!("{}/{region}/{}", args.env, date.format("%Y/%m/%d"));
@@ -299,13 +357,10 @@ async fn load_ods(
                 date: *date,
                 location: args.raw_root.join(&rel),
             });
-            acc.insert(
-                PartitionRef {
-                    dt: *date,
-                    region: region.clone(),
-                },
-                OdsAcc::default(),
-            );
+            partitions.push(PartitionRef {
+                dt: *date,
+                region: region.clone(),
+            });
         }
     }
     let table = RawEventsTable {
@@ -316,113 +371,96 @@ async fn load_ods(
             lateness_days: args.lateness_days,
         },
     };
-    let df = ctx.read_table(Arc::new(table))?;
-    let mut stream = df.execute_stream().await?;
-    while let Some(batch) = stream.try_next().await? {
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let kinds = str_col(&batch, "kind")?.clone();
-        let regions = str_col(&batch, "region")?.clone();
-        let dts = batch
-            .column_by_name("dt")
-            .ok_or_else(|| Error::Invariant("internal: no dt".into()))?
-            .as_primitive::<Date32Type>()
-            .clone();
-        let groups = split_by(&batch, |i| {
-            (
-                kinds.value(i).to_string(),
-                regions.value(i).to_string(),
-                dts.value(i),
-            )
-        })?;
-        for ((kind, region, dt), part) in groups {
-            let key = PartitionRef {
-                dt: date_of(dt),
-                region,
-            };
-            let a = acc.get_mut(&key).ok_or_else(|| {
-                Error::Invariant(format!("internal: scan returned unknown partition {key:?}"))
-            })?;
-            match kind.as_str() {
-                KIND_VALID => {
-                    a.summary.valid_rows += part.num_rows() as u64;
-                    progress.advance(0, part.num_rows() as u64);
-                    a.valid
-                        .push(conform(&part, &Table::OdsEvent.schema(), &[])?);
-                }
-                KIND_REJECTED => {
-                    let reasons = str_col(&part, "reason")?;
-                    for r in reasons.iter().flatten() {
-                        *a.summary.quarantined.entry(r.to_string()).or_default() += 1;
-                    }
-                    progress.advance(0, part.num_rows() as u64);
-                    a.rejected
-                        .push(quarantine_batch(&part, run_id, started_at)?);
-                }
-                KIND_STATS => {
-                    let get = |c: &str| sum_i64(&part, c);
-                    let s = &mut a.summary.stats;
-                    s.files += get("files")?;
-                    s.files_ignored += get("files_ignored")?;
-                    s.bytes += get("bytes")?;
-                    s.lines += get("lines")?;
-                    s.blank_lines += get("blank_lines")?;
-                    progress.advance(get("files")? as u64, 0);
-                }
-                other => {
-                    return Err(Error::Invariant(format!(
-                        "internal: unknown row kind '{other}'"
-                    )));
-                }
-            }
-        }
+    let no_table = lit(ScalarValue::Utf8(None));
+    let detected_at = ScalarValue::TimestampMillisecond(Some(started_at), Some("UTC".into()));
+    let df = ctx
+        .read_table(Arc::new(table))?
+        .with_column(
+            TABLE_COLUMN,
+            case(col("kind"))
+                .when(lit(KIND_VALID), lit(Table::OdsEvent.path()))
+                .when(lit(KIND_REJECTED), lit(Table::OdsQuarantine.path()))
+                .otherwise(no_table)?,
+        )?
+        .with_column("run_id", lit(run_id))?
+        .with_column("detected_at", lit(detected_at))?;
+    let spec = WriteSpec {
+        warehouse: args.warehouse.clone(),
+        run_id: run_id.to_string(),
+        counters: STAT_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        value_counts: vec!["reason".into()],
+        limits: args.file_limits,
+    };
+    let outcome = write(df, spec).await?;
+    let mut summaries = BTreeMap::new();
+    for p in &partitions {
+        let s = ods_summary(&outcome, p)?;
+        progress.advance(s.stats.files as u64, s.valid_rows + s.quarantined_rows());
+        summaries.insert(p.clone(), s);
     }
-    // The accounting invariant, for every partition, before any commit.
-    for (p, a) in &acc {
-        let s = &a.summary;
-        let lhs = s.stats.lines - s.stats.blank_lines;
-        let rhs = (s.valid_rows + s.quarantined_rows()) as i64;
-        if lhs != rhs {
-            return Err(Error::Invariant(format!(
-                "accounting invariant failed for ods dt={} region={}: lines - blank_lines = {lhs} but valid + quarantined = {rhs}; nothing was committed",
-                p.dt, p.region
-            )));
-        }
+    if let Some(p) = outcome
+        .partitions()
+        .into_iter()
+        .find(|p| !summaries.contains_key(p))
+    {
+        return Err(Error::Invariant(format!(
+            "internal: the scan wrote into partition dt={} region={}, which this run does not load; nothing was committed",
+            p.dt, p.region
+        )));
     }
     progress.stage("ods: committing");
     let finished_at = Utc::now().timestamp_millis();
-    let mut out = BTreeMap::new();
-    for (p, a) in acc {
-        let stats = load_stats_batch(&a.summary, run_id, started_at, finished_at)?;
-        for (table, batches) in [
-            (Table::OdsEvent, a.valid),
-            (Table::OdsQuarantine, a.rejected),
-            (Table::OdsLoadStats, vec![stats]),
-        ] {
-            commit::commit_table(store, run_id, JOB, &args.warehouse, table, &p, batches).await?;
+    for (p, summary) in &summaries {
+        for table in [Table::OdsEvent, Table::OdsQuarantine] {
+            let dir = p.location(&table.location(&args.warehouse));
+            let files = outcome.files_of(table, p);
+            commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
         }
-        out.insert(p, a.summary);
+        let stats = load_stats_batch(summary, run_id, started_at, finished_at)?;
+        commit::commit_table(
+            store,
+            run_id,
+            JOB,
+            &args.warehouse,
+            Table::OdsLoadStats,
+            p,
+            vec![stats],
+        )
+        .await?;
     }
-    Ok(out)
+    Ok((summaries, outcome.received()))
 }
 
-fn quarantine_batch(part: &RecordBatch, run_id: &str, detected_at: i64) -> Result<RecordBatch> {
-    let n = part.num_rows();
-    let run: ArrayRef = Arc::new(StringArray::from(vec![run_id; n]));
-    let at: ArrayRef =
-        Arc::new(TimestampMillisecondArray::from(vec![detected_at; n]).with_timezone("UTC"));
-    let base = conform(
-        part,
-        &Arc::new(datafusion::arrow::datatypes::Schema::new(
-            Table::OdsQuarantine.schema().fields()[..5].to_vec(),
-        )),
-        &[],
-    )?;
-    let mut cols = base.columns().to_vec();
-    cols.push(run);
-    cols.push(at);
-    Ok(RecordBatch::try_new(Table::OdsQuarantine.schema(), cols)?)
+/// One ODS partition's counters from the writers' report, with the
+/// accounting invariant checked: `lines - blank_lines = valid + quarantined`.
+fn ods_summary(outcome: &WriteOutcome, p: &PartitionRef) -> Result<OdsSummary> {
+    let stats = RangeStats {
+        files: outcome.count(p, "files"),
+        files_ignored: outcome.count(p, "files_ignored"),
+        bytes: outcome.count(p, "bytes"),
+        lines: outcome.count(p, "lines"),
+        blank_lines: outcome.count(p, "blank_lines"),
+    };
+    let quarantined: BTreeMap<String, u64> = outcome
+        .counts_with_prefix(p, "reason=")
+        .into_iter()
+        .map(|(k, v)| (k, v as u64))
+        .collect();
+    let s = OdsSummary {
+        stats,
+        valid_rows: outcome.rows(Table::OdsEvent, p),
+        quarantined,
+    };
+    let lhs = s.stats.lines - s.stats.blank_lines;
+    let rhs = (s.valid_rows + s.quarantined_rows()) as i64;
+    let written = outcome.rows(Table::OdsQuarantine, p);
+    if lhs != rhs || written != s.quarantined_rows() {
+        return Err(Error::Invariant(format!(
+            "accounting invariant failed for ods dt={} region={}: lines - blank_lines = {lhs} but valid + quarantined = {rhs} (quarantine files hold {written} rows); nothing was committed",
+            p.dt, p.region
+        )));
+    }
+    Ok(s)
 }
 
 fn load_stats_batch(
@@ -431,8 +469,8 @@ fn load_stats_batch(
     started: i64,
     finished: i64,
 ) -> Result<RecordBatch> {
-    let i = |v: i64| -> ArrayRef { Arc::new(Int64Array::from(vec![v])) };
-    let ts = |v: i64| -> ArrayRef {
+    let i = |v: i64| -> datafusion::arrow::array::ArrayRef { Arc::new(Int64Array::from(vec![v])) };
+    let ts = |v: i64| -> datafusion::arrow::array::ArrayRef {
         Arc::new(TimestampMillisecondArray::from(vec![v]).with_timezone("UTC"))
     };
     Ok(RecordBatch::try_new(
@@ -452,35 +490,6 @@ fn load_stats_batch(
     )?)
 }
 
-/// Registers one ODS partition's committed files as a table; `None` when
-/// the partition does not exist or is empty.
-async fn register_ods_partition(
-    ctx: &SessionContext,
-    store: &dyn ObjectStore,
-    warehouse: &Location,
-    p: &PartitionRef,
-    name: &str,
-) -> Result<Option<u64>> {
-    let table = Table::OdsEvent.location(warehouse);
-    let Some((manifest, urls)) = commit::committed_files(store, &table, p).await? else {
-        return Ok(None);
-    };
-    if urls.is_empty() {
-        return Ok(Some(0));
-    }
-    let paths = urls
-        .iter()
-        .map(ListingTableUrl::parse)
-        .collect::<datafusion::common::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(paths)
-        .with_listing_options(options)
-        .with_schema(Table::OdsEvent.schema());
-    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
-    Ok(Some(manifest.rows))
-}
-
 /// Registers `dim_user_raw` from `{warehouse}/dim/dim_user/` (CSV or
 /// Parquet).
 async fn register_dim_user(
@@ -488,7 +497,9 @@ async fn register_dim_user(
     engine: &Engine,
     warehouse: &Location,
 ) -> Result<()> {
-    let Some(table) = crate::warehouse::dim_table(ctx, engine, warehouse, "dim_user").await? else {
+    let Some(table) =
+        crate::warehouse::table::dim_table(ctx, &engine.registry, warehouse, "dim_user").await?
+    else {
         return Err(Error::MissingInput(format!(
             "dim table dim_user not found: no .csv or .parquet file under {}; the layering job needs it for gender and age_band (columns user_id,gender,birth_date; `tauc-job sample` writes one)",
             warehouse.join("dim/dim_user")
@@ -507,30 +518,43 @@ async fn register_dim_user(
 }
 
 fn dwd_sql(
-    ods_tables: &[(String, PartitionRef)],
+    ods_parts: &BTreeSet<PartitionRef>,
     targets: &[(PartitionRef, String)],
     lateness_days: i64,
 ) -> String {
-    let ods_union = ods_tables
+    let mut by_region: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for p in ods_parts {
+        by_region
+            .entry(p.region.as_str())
+            .or_default()
+            .push(format!("DATE '{}'", p.dt));
+    }
+    let ods_filter = by_region
         .iter()
-        .map(|(name, p)| {
+        .map(|(region, dates)| {
             format!(
-                "SELECT *, DATE '{}' AS dt, '{}' AS region FROM {name}",
-                p.dt, p.region
+                "(region = '{}' AND dt IN ({}))",
+                region.replace('\'', "''"),
+                dates.join(", ")
             )
         })
         .collect::<Vec<_>>()
-        .join("\n    UNION ALL ");
+        .join(" OR ");
     let values = targets
         .iter()
         .map(|(p, tz)| format!("('{}', DATE '{}', '{tz}')", p.region, p.dt))
         .collect::<Vec<_>>()
         .join(", ");
     let after = 1 + lateness_days;
+    let (cors, trk, table_col) = (
+        Table::DwdCorsError.path(),
+        Table::DwdTrkEvent.path(),
+        TABLE_COLUMN,
+    );
     format!(
         r#"
 WITH ods AS (
-    {ods_union}
+    SELECT * FROM ods_src WHERE {ods_filter}
 ),
 targets AS (
     SELECT * FROM (VALUES {values}) AS t(t_region, target_dt, tz)
@@ -602,10 +626,13 @@ derived AS (
     WHERE k.local_dt = k.target_dt
 )
 SELECT
-    region, target_dt, copies, event_id, event_type, event_ts, local_ts, local_hour,
+    region, target_dt AS dt, copies,
+    CASE WHEN event_type = 'cors_error' THEN '{cors}' ELSE '{trk}' END AS {table_col}, event_id, event_type, event_ts, local_ts, local_hour,
     lateness_ms, ts_clamped, user_key, user_id, device_id, device_id_type,
     target_type, target_id, page_url, page_path, from_path, to_path,
-    page_enter_ts, page_leave_ts, duration_ms, geo_lat, geo_lon,
+    page_enter_ts, page_leave_ts,
+    CASE WHEN event_type = 'cors_error' THEN cors_duration_ms ELSE duration_ms END AS duration_ms,
+    geo_lat, geo_lon,
     get_field(place, 'city') AS city, get_field(place, 'country') AS country,
     gender, age_band,
     get_field(agent, 'browser_family') AS browser_family,
@@ -620,13 +647,9 @@ FROM derived
     )
 }
 
-#[derive(Default)]
-struct DwdAcc {
-    trk: Vec<RecordBatch>,
-    cors: Vec<RecordBatch>,
-    summary: DwdSummary,
-}
-
+/// The second stage: every DWD date the loaded days can change, rebuilt
+/// from its ODS window and written by the executors; returns each
+/// partition's summary and the result rows received.
 async fn build_dwd(
     ctx: &SessionContext,
     engine: &Engine,
@@ -635,113 +658,92 @@ async fn build_dwd(
     zones: &BTreeMap<String, chrono_tz::Tz>,
     run_id: &str,
     progress: &mut Progress,
-) -> Result<BTreeMap<PartitionRef, DwdSummary>> {
-    let targets_dates = args.dwd_dates();
-    let l = args.lateness_days as u64;
-    let mut acc: BTreeMap<PartitionRef, DwdAcc> = BTreeMap::new();
+) -> Result<(BTreeMap<PartitionRef, DwdSummary>, (u64, u64))> {
     let mut targets = Vec::new();
-    let mut needed: BTreeSet<PartitionRef> = BTreeSet::new();
     for region in &args.regions {
-        for d in &targets_dates {
+        for d in args.dwd_dates() {
             let p = PartitionRef {
-                dt: *d,
+                dt: d,
                 region: region.clone(),
             };
-            targets.push((p.clone(), zones[region].name().to_string()));
-            acc.insert(p, DwdAcc::default());
-            let mut c = *d - Days::new(1);
-            while c <= *d + Days::new(1 + l) {
-                needed.insert(PartitionRef {
-                    dt: c,
-                    region: region.clone(),
-                });
-                c = c + Days::new(1);
-            }
+            targets.push((p, zones[region].name().to_string()));
         }
     }
-    // Register the committed ODS partitions of every window.
-    let mut ods_tables = Vec::new();
-    let mut ods_rows: HashMap<PartitionRef, u64> = HashMap::new();
-    for p in &needed {
-        let name = format!("ods_{}_{}", p.region, p.dt.format("%Y%m%d"));
-        match register_ods_partition(ctx, store.as_ref(), &args.warehouse, p, &name).await? {
-            Some(rows) if rows > 0 => {
-                ods_rows.insert(p.clone(), rows);
-                ods_tables.push((name, p.clone()));
-            }
-            _ => {}
+    // Rows read per ODS partition, from its manifest (under this run's lease).
+    let ods_table = Table::OdsEvent.location(&args.warehouse);
+    let mut ods_rows: BTreeMap<PartitionRef, u64> = BTreeMap::new();
+    for p in args.ods_read_set() {
+        if let Some(m) = commit::read_manifest(store.as_ref(), &p.location(&ods_table)).await? {
+            ods_rows.insert(p, m.rows);
         }
     }
-    for (p, a) in acc.iter_mut() {
-        let mut c = p.dt - Days::new(1);
-        while c <= p.dt + Days::new(1 + l) {
-            let key = PartitionRef {
-                dt: c,
-                region: p.region.clone(),
-            };
-            a.summary.rows_read += ods_rows.get(&key).copied().unwrap_or(0) as i64;
-            c = c + Days::new(1);
-        }
-    }
-    if !ods_tables.is_empty() {
+    let present: BTreeSet<PartitionRef> = ods_rows
+        .iter()
+        .filter(|(_, rows)| **rows > 0)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut outcome = WriteOutcome::default();
+    if !present.is_empty() {
         register_dim_user(ctx, engine, &args.warehouse).await?;
-        let sql = dwd_sql(&ods_tables, &targets, args.lateness_days);
+        ctx.register_table(
+            "ods_src",
+            Arc::new(WarehouseTable::new(Table::OdsEvent, &args.warehouse)),
+        )?;
+        let sql = dwd_sql(&present, &targets, args.lateness_days);
         tracing::debug!(sql = %sql, "dwd query");
-        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-        let trk_schema = Table::DwdTrkEvent.schema();
-        let cors_schema = Table::DwdCorsError.schema();
-        while let Some(batch) = stream.next().await.transpose()? {
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            progress.advance(0, batch.num_rows() as u64);
-            let regions = str_col(&batch, "region")?.clone();
-            let types = str_col(&batch, "event_type")?.clone();
-            let dts = batch
-                .column_by_name("target_dt")
-                .ok_or_else(|| Error::Invariant("internal: no target_dt".into()))?
-                .as_primitive::<Date32Type>()
-                .clone();
-            let groups = split_by(&batch, |i| {
-                (
-                    dts.value(i),
-                    regions.value(i).to_string(),
-                    types.value(i) == "cors_error",
-                )
-            })?;
-            for ((dt, region, is_cors), part) in groups {
-                let key = PartitionRef {
-                    dt: date_of(dt),
-                    region,
-                };
-                let a = acc.get_mut(&key).ok_or_else(|| {
-                    Error::Invariant(format!("internal: dwd returned unknown partition {key:?}"))
-                })?;
-                // every kept row stands for `copies` rows read
-                let copies = sum_i64(&part, "copies")? - part.num_rows() as i64;
-                a.summary.duplicates += copies;
-                if is_cors {
-                    a.summary.cors_rows += part.num_rows() as i64;
-                    a.cors.push(conform(
-                        &part,
-                        &cors_schema,
-                        &[("duration_ms", "cors_duration_ms")],
-                    )?);
-                } else {
-                    a.summary.trk_rows += part.num_rows() as i64;
-                    a.trk.push(conform(&part, &trk_schema, &[])?);
-                }
-            }
-        }
-        for (name, _) in &ods_tables {
-            ctx.deregister_table(name.as_str())?;
-        }
+        let spec = WriteSpec {
+            warehouse: args.warehouse.clone(),
+            run_id: run_id.to_string(),
+            counters: vec!["copies".into()],
+            value_counts: vec![],
+            limits: args.file_limits,
+        };
+        let result = write(ctx.sql(&sql).await?, spec).await;
+        ctx.deregister_table("ods_src")?;
         ctx.deregister_table("dim_user_raw")?;
+        outcome = result?;
+    }
+    let mut summaries = BTreeMap::new();
+    for (p, _) in &targets {
+        let trk_rows = outcome.rows(Table::DwdTrkEvent, p) as i64;
+        let cors_rows = outcome.rows(Table::DwdCorsError, p) as i64;
+        // every kept row stands for `copies` rows read
+        let duplicates = outcome.count(p, "copies") - trk_rows - cors_rows;
+        let rows_read = window(p.dt, args.lateness_days)
+            .map(|c| {
+                let key = PartitionRef {
+                    dt: c,
+                    region: p.region.clone(),
+                };
+                ods_rows.get(&key).copied().unwrap_or(0) as i64
+            })
+            .sum();
+        progress.advance(0, (trk_rows + cors_rows) as u64);
+        let s = DwdSummary {
+            rows_read,
+            duplicates,
+            trk_rows,
+            cors_rows,
+        };
+        summaries.insert(p.clone(), s);
+    }
+    if let Some(p) = outcome
+        .partitions()
+        .into_iter()
+        .find(|p| !summaries.contains_key(p))
+    {
+        return Err(Error::Invariant(format!(
+            "internal: the DWD query wrote into partition dt={} region={}, which this run does not rebuild; nothing was committed",
+            p.dt, p.region
+        )));
     }
     progress.stage("dwd: committing");
-    let mut out = BTreeMap::new();
-    for (p, a) in acc {
-        let s = a.summary.clone();
+    for (p, s) in &summaries {
+        for table in [Table::DwdTrkEvent, Table::DwdCorsError] {
+            let dir = p.location(&table.location(&args.warehouse));
+            let files = outcome.files_of(table, p);
+            commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
+        }
         let stats = RecordBatch::try_new(
             Table::DwdDedupeStats.schema(),
             vec![
@@ -751,14 +753,16 @@ async fn build_dwd(
                 Arc::new(StringArray::from(vec![run_id])),
             ],
         )?;
-        for (table, batches) in [
-            (Table::DwdTrkEvent, a.trk),
-            (Table::DwdCorsError, a.cors),
-            (Table::DwdDedupeStats, vec![stats]),
-        ] {
-            commit::commit_table(store, run_id, JOB, &args.warehouse, table, &p, batches).await?;
-        }
-        out.insert(p, s);
+        commit::commit_table(
+            store,
+            run_id,
+            JOB,
+            &args.warehouse,
+            Table::DwdDedupeStats,
+            p,
+            vec![stats],
+        )
+        .await?;
     }
-    Ok(out)
+    Ok((summaries, outcome.received()))
 }

@@ -38,11 +38,11 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use crate::commit::{self, Manifest, PartitionRef};
 use crate::error::{Error, Result};
-use crate::session::Engine;
 use crate::store::Location;
-use crate::tables::{Table, partition_fields};
+use crate::store::StoreRegistry;
+use crate::warehouse::commit::{self, Manifest, PartitionRef};
+use crate::warehouse::tables::{Table, days_of, partition_fields};
 
 /// The DIM tables the SQL surface registers when their folder has files.
 pub const DIM_TABLES: [&str; 3] = ["dim_user", "dim_contract", "dim_region"];
@@ -189,12 +189,11 @@ pub async fn committed_partitions(
 /// partitions: `true` where every such filter holds.
 fn prune(state: &dyn Session, filters: &[Expr], parts: &[PartitionRef]) -> DfResult<Vec<bool>> {
     let schema = Arc::new(Schema::new(partition_fields()));
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
             Arc::new(Date32Array::from_iter_values(
-                parts.iter().map(|p| (p.dt - epoch).num_days() as i32),
+                parts.iter().map(|p| days_of(p.dt)),
             )),
             Arc::new(StringArray::from_iter_values(
                 parts.iter().map(|p| p.region.as_str()),
@@ -276,11 +275,10 @@ impl TableProvider for WarehouseTable {
         })
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
         let mut files: Vec<PartitionedFile> = Vec::new();
         for c in parts {
             let values = vec![
-                ScalarValue::Date32(Some((c.partition.dt - epoch).num_days() as i32)),
+                ScalarValue::Date32(Some(days_of(c.partition.dt))),
                 ScalarValue::Utf8(Some(c.partition.region.clone())),
             ];
             for (key, size) in c.files {
@@ -313,7 +311,7 @@ impl TableProvider for WarehouseTable {
 /// and every DIM table whose folder has files (`dim_*`).
 pub async fn register_all(
     ctx: &SessionContext,
-    engine: &Engine,
+    stores: &StoreRegistry,
     warehouse: &Location,
 ) -> Result<Vec<String>> {
     let mut names = Vec::new();
@@ -322,7 +320,7 @@ pub async fn register_all(
         names.push(t.name().to_string());
     }
     for dim in DIM_TABLES {
-        if let Some(table) = dim_table(ctx, engine, warehouse, dim).await? {
+        if let Some(table) = dim_table(ctx, stores, warehouse, dim).await? {
             ctx.register_table(dim, table)?;
             names.push(dim.to_string());
         }
@@ -334,12 +332,12 @@ pub async fn register_all(
 /// column text, as written); `None` when its folder has neither.
 pub async fn dim_table(
     ctx: &SessionContext,
-    engine: &Engine,
+    stores: &StoreRegistry,
     warehouse: &Location,
     name: &str,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     let dir = warehouse.join(&format!("dim/{name}"));
-    let store = engine.registry.for_location(&dir)?;
+    let store = stores.for_location(&dir)?;
     let files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
     let pick = |ext: &str| -> Vec<&object_store::ObjectMeta> {
         let mut v: Vec<_> = files

@@ -8,7 +8,7 @@
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
 
-use crate::event_time::{self, DAY_MS};
+use crate::ingest::event_time::{self, DAY_MS};
 
 /// Lines longer than this are quarantined as `line_too_long`.
 pub const MAX_LINE_BYTES: usize = 1_048_576;

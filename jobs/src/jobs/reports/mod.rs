@@ -12,6 +12,10 @@
 //!
 //! Bot events are left out everywhere except the settlement's gross counts.
 
+pub mod anomaly;
+pub mod funnels;
+pub mod settlement;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,18 +32,17 @@ use futures::future::LocalBoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::anomaly;
-use crate::commit::{self, PartitionRef};
+use self::funnels::{Funnel, sql_str};
+use self::settlement::{CONTRACT_COLUMNS, Contract};
+use crate::derive::regions::Regions;
+use crate::engine::session::Engine;
 use crate::error::{Error, Result};
-use crate::funnels::{self, Funnel, sql_str};
-use crate::layering::new_run_id;
-use crate::progress::Progress;
-use crate::regions::Regions;
-use crate::session::Engine;
-use crate::settlement::{self, CONTRACT_COLUMNS, Contract};
+use crate::jobs::progress::Progress;
 use crate::store::Location;
-use crate::tables::Table;
-use crate::warehouse::WarehouseTable;
+use crate::warehouse::commit::new_run_id;
+use crate::warehouse::commit::{self, PartitionRef};
+use crate::warehouse::table::WarehouseTable;
+use crate::warehouse::tables::Table;
 
 /// Name of the job in manifests and the registry.
 pub const JOB: &str = "reports";
@@ -59,6 +62,8 @@ pub struct ReportsArgs {
     /// Funnels file or URL; `None` = `{warehouse}/conf/funnels.toml`
     /// when it exists.
     pub funnels: Option<String>,
+    /// How long to wait for another run that holds the same partitions.
+    pub lease_wait: std::time::Duration,
 }
 
 /// What a reports run did.
@@ -245,17 +250,63 @@ pub async fn run(
     regions: &Regions,
     progress: &mut Progress,
 ) -> Result<ReportsReport> {
+    let (Some(first), Some(last)) = (args.dates.first(), args.dates.last()) else {
+        return Err(Error::config("no date to build reports for"));
+    };
+    let run_id = new_run_id();
+    // The DWD partitions read (two days of baseline before the range) and
+    // the ADS partitions written: another run on them waits its turn.
+    let mut parts = BTreeSet::new();
+    for region in &args.regions {
+        let mut d = *first - Days::new(2);
+        while d <= *last {
+            let p = PartitionRef {
+                dt: d,
+                region: region.clone(),
+            };
+            if d >= *first {
+                parts.insert(("ads", p.clone()));
+            }
+            parts.insert(("dwd", p));
+            d = d + Days::new(1);
+        }
+    }
+    let store = engine.registry.for_location(&args.warehouse)?;
+    progress.stage("taking the partitions' leases");
+    let lease = crate::warehouse::lease::acquire(
+        store,
+        &args.warehouse,
+        &run_id,
+        JOB,
+        &parts,
+        args.lease_wait,
+    )
+    .await?;
+    let result = run_leased(ctx, engine, args, inputs, regions, &run_id, progress).await;
+    lease.release().await?;
+    result
+}
+
+async fn run_leased(
+    ctx: &SessionContext,
+    engine: &Engine,
+    args: &ReportsArgs,
+    inputs: &ReportsInputs,
+    regions: &Regions,
+    run_id: &str,
+    progress: &mut Progress,
+) -> Result<ReportsReport> {
     let started = Instant::now();
     let (Some(first), Some(last)) = (args.dates.first(), args.dates.last()) else {
         return Err(Error::config("no date to build reports for"));
     };
+    let run_id = run_id.to_string();
     let mut zones = BTreeMap::new();
     for r in &args.regions {
         zones.insert(r.clone(), regions.zone(r)?);
     }
     let store = engine.registry.for_location(&args.warehouse)?;
     let (funnels, contracts) = (&inputs.funnels, &inputs.contracts);
-    let run_id = new_run_id();
     tracing::info!(job = JOB, run_id = %run_id, dates = ?args.dates, regions = ?args.regions, "run started");
 
     for t in [Table::DwdTrkEvent, Table::DwdCorsError] {

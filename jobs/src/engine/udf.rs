@@ -24,7 +24,9 @@ use datafusion::logical_expr::{
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use crate::{anomaly, derive, event_time, funnels, geo, settlement, user_agent};
+use crate::derive::{self, geo, user_agent};
+use crate::ingest::event_time;
+use crate::jobs::reports::{anomaly, funnels, settlement};
 
 type Eval = fn(&[ArrayRef]) -> Result<ArrayRef>;
 

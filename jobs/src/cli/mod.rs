@@ -9,15 +9,21 @@ use chrono::{Days, NaiveDate};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, FileConfig};
+use crate::derive::regions::Regions;
+use crate::engine::scratch::{Resources, parse_size};
+use crate::engine::session::Engine;
 use crate::error::{Error, Result};
-use crate::layering::{self, LayeringArgs, LayeringReport};
-use crate::progress::Progress;
-use crate::regions::Regions;
-use crate::reports::{self, ReportsArgs, ReportsInputs, ReportsReport};
-use crate::sample::{self, SampleArgs};
-use crate::session::Engine;
+use crate::jobs::layering::{self, LayeringArgs, LayeringReport};
+use crate::jobs::progress::Progress;
+use crate::jobs::reports::{self, ReportsArgs, ReportsInputs, ReportsReport};
+use crate::jobs::sample::{self, SampleArgs};
 use crate::store::{Location, S3Options};
-use crate::tables::Table;
+use crate::warehouse::tables::Table;
+use crate::warehouse::writer::FileLimits;
+
+pub mod sql;
+
+use sql::OutputFormat;
 
 /// Runs tauc jobs — the layering of front-end tracking events into ODS and
 /// DWD tables, and the ADS reports — and SQL over the committed warehouse,
@@ -132,19 +138,6 @@ pub fn list_jobs() -> String {
     out
 }
 
-/// Output formats of `sql`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// An aligned text table.
-    Table,
-    /// CSV with a header line.
-    Csv,
-    /// One JSON object per line.
-    Json,
-    /// A Parquet file (needs --out).
-    Parquet,
-}
-
 /// Where data lives and how to reach it; shared by `submit` and `sample`.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -204,9 +197,45 @@ pub struct SubmitArgs {
     /// {warehouse}/conf/funnels.toml when it exists].
     #[arg(long, env = "TAUC_FUNNELS")]
     pub funnels: Option<String>,
+    /// Rows per data file the executors write.
+    #[arg(long, env = "TAUC_FILE_MAX_ROWS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub file_max_rows: u64,
+    /// Megabytes per data file the executors write.
+    #[arg(long, env = "TAUC_FILE_MAX_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub file_max_mb: u64,
+    /// Seconds to wait for another run that holds the same partitions
+    /// before giving up (exit 1).
+    #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
+    pub lease_wait: u64,
+    /// Memory and scratch space.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Where data lives.
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// Memory and scratch space of the in-process engine.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Memory the in-process engine's queries may hold before they spill
+    /// to disk (4G, 512M) [default: a quarter of the machine's memory].
+    #[arg(long, env = "TAUC_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
+    /// Parent of the run's private scratch directory (shuffle and spill
+    /// files, mode 0700, removed when the run ends) [default: the system
+    /// temporary directory].
+    #[arg(long, env = "TAUC_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn resources(&self) -> Resources {
+        Resources {
+            memory_limit: self.memory_limit,
+            work_dir: self.work_dir.clone(),
+        }
+    }
 }
 
 /// `sql` flags.
@@ -227,6 +256,9 @@ pub struct SqlCmd {
     /// Task slots of the in-process executor [default: CPU count].
     #[arg(long, env = "TAUC_PARALLELISM")]
     pub parallelism: Option<usize>,
+    /// Memory and scratch space.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Where data lives.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -279,7 +311,11 @@ struct Resolved {
     engine: Engine,
 }
 
-fn resolve(cli_config: Option<&PathBuf>, store: &StoreArgs) -> Result<Resolved> {
+fn resolve(
+    cli_config: Option<&PathBuf>,
+    store: &StoreArgs,
+    resources: &Resources,
+) -> Result<Resolved> {
     config::check_env()?;
     let file = FileConfig::load(cli_config.map(|p| p.as_path()))?;
     let flags = S3Options {
@@ -319,7 +355,7 @@ fn resolve(cli_config: Option<&PathBuf>, store: &StoreArgs) -> Result<Resolved> 
         )));
     }
     Ok(Resolved {
-        engine: Engine::new(s3)?,
+        engine: Engine::with_resources(s3, resources)?,
         file,
         raw_root,
         warehouse,
@@ -343,7 +379,7 @@ pub async fn run(cli: Cli) -> Result<String> {
     match cli.command {
         Command::Jobs => Ok(list_jobs()),
         Command::Sample(s) => {
-            let r = resolve(cli.config.as_ref(), &s.store)?;
+            let r = resolve(cli.config.as_ref(), &s.store, &Resources::default())?;
             let regions = if s.regions.is_empty() {
                 Regions::default().names()
             } else {
@@ -373,7 +409,7 @@ pub async fn run(cli: Cli) -> Result<String> {
         }
         Command::Submit(s) => submit(cli.config.as_ref(), s).await,
         Command::Sql(q) => {
-            let r = resolve(cli.config.as_ref(), &q.store)?;
+            let r = resolve(cli.config.as_ref(), &q.store, &q.engine.resources())?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             if q.format == OutputFormat::Parquet && q.out.is_none() {
                 return Err(Error::config(
@@ -393,13 +429,13 @@ pub async fn run(cli: Cli) -> Result<String> {
             }
             let scheduler = q.scheduler.clone().or(r.file.scheduler.clone());
             let ctx = connect(&r.engine, scheduler.as_deref(), q.parallelism).await?;
-            crate::warehouse::register_all(&ctx, &r.engine, &r.warehouse).await?;
-            crate::sql::run(&ctx, &query, q.format, q.out.as_deref()).await
+            crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
+            crate::cli::sql::run(&ctx, &query, q.format, q.out.as_deref()).await
         }
         Command::Tables(t) => {
-            let r = resolve(cli.config.as_ref(), &t.store)?;
+            let r = resolve(cli.config.as_ref(), &t.store, &Resources::default())?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
-            crate::sql::tables(&r.engine, &r.warehouse).await
+            crate::cli::sql::tables(&r.engine, &r.warehouse).await
         }
     }
 }
@@ -422,7 +458,7 @@ async fn connect(
 }
 
 async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> {
-    let r = resolve(config_path, &s.store)?;
+    let r = resolve(config_path, &s.store, &s.engine.resources())?;
     let to = s.to.unwrap_or(s.date);
     if to < s.date {
         return Err(Error::config(format!(
@@ -468,6 +504,12 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         lateness_days,
         ranges_per_folder: s.ranges as usize,
         fetch_concurrency: s.fetch_concurrency as usize,
+        file_limits: FileLimits {
+            max_rows: s.file_max_rows,
+            max_bytes: s.file_max_mb * 1024 * 1024,
+            ..FileLimits::default()
+        },
+        lease_wait: std::time::Duration::from_secs(s.lease_wait),
     };
     let mut reports_args = ReportsArgs {
         // daily learns its report dates from the layering run
@@ -479,6 +521,7 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         regions,
         warehouse: r.warehouse.clone(),
         funnels: s.funnels.clone().or(r.file.funnels.clone()),
+        lease_wait: std::time::Duration::from_secs(s.lease_wait),
     };
     // the DWD input (reports), a bad funnels file or dim_contract fail
     // before any work
@@ -591,8 +634,13 @@ pub fn summary(r: &LayeringReport) -> String {
     }
     let _ = writeln!(
         out,
-        "run {} committed: ods {:.1} s, dwd {:.1} s",
-        r.run_id, r.ods_secs, r.dwd_secs
+        "run {} committed: ods {:.1} s, dwd {:.1} s; {} result rows received ({} files, {} counters, no data rows)",
+        r.run_id,
+        r.ods_secs,
+        r.dwd_secs,
+        r.rows_received,
+        r.files_received,
+        r.rows_received - r.files_received
     );
     out
 }

@@ -10,11 +10,10 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
-use crate::raw_scan::ods_event_fields;
 use crate::store::Location;
 
 /// A warehouse table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     /// `ods/ods_fe_event_di`: one row per valid line.
     OdsEvent,
@@ -279,6 +278,45 @@ impl Table {
     }
 }
 
+fn ts_field(name: &str) -> Field {
+    Field::new(name, ts_utc(), true)
+}
+
+/// The ODS event columns, in the contract's order (without `src_file`,
+/// `line_no`).
+pub fn ods_event_fields() -> Vec<Field> {
+    use DataType::{Float64, Int64, Utf8};
+    let s = |n: &str| Field::new(n, Utf8, true);
+    vec![
+        Field::new("event_id", Utf8, true),
+        s("event_type"),
+        ts_field("client_ts"),
+        ts_field("sent_ts"),
+        ts_field("collector_ts"),
+        s("device_id"),
+        s("device_id_type"),
+        s("user_id"),
+        s("app_version"),
+        s("ua"),
+        Field::new("geo_lat", Float64, true),
+        Field::new("geo_lon", Float64, true),
+        s("page_url"),
+        s("from_url"),
+        s("to_url"),
+        s("target_type"),
+        s("target_id"),
+        ts_field("page_enter_ts"),
+        ts_field("page_leave_ts"),
+        s("cors_url"),
+        s("cors_method"),
+        s("cors_origin"),
+        Field::new("cors_status", Int64, true),
+        s("cors_error"),
+        Field::new("cors_duration_ms", Int64, true),
+        s("extra"),
+    ]
+}
+
 /// Money: `Decimal128(18, 6)`.
 pub fn money() -> DataType {
     DataType::Decimal128(18, 6)
@@ -332,4 +370,18 @@ pub fn conform(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The date of a `Date32` value (days since 1970-01-01).
+pub fn date_of(days: i32) -> chrono::NaiveDate {
+    epoch() + chrono::Duration::days(days as i64)
+}
+
+/// The `Date32` value of a date.
+pub fn days_of(date: chrono::NaiveDate) -> i32 {
+    (date - epoch()).num_days() as i32
+}
+
+fn epoch() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
 }

@@ -1,0 +1,219 @@
+//! The analysts' SQL surface: `tauc-job sql` runs a query over the
+//! committed warehouse (tables registered by [`crate::warehouse::table`]) and
+//! writes the result as a text table, CSV, JSON lines or Parquet;
+//! `tauc-job tables` says what is committed.
+
+use clap::ValueEnum;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+
+use crate::engine::session::Engine;
+use crate::error::{Error, Result};
+use crate::store::Location;
+use crate::warehouse::table::{DIM_TABLES, committed_partitions};
+use crate::warehouse::tables::Table;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+/// Output formats of `sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Json,
+    /// A Parquet file (needs --out).
+    Parquet,
+}
+
+/// Runs `query`; returns what to print (the result, or a line saying
+/// where it was written). CSV, JSON and Parquet stream batch by batch to
+/// `out` (or standard output), so a large result is never held whole; the
+/// aligned table needs every row for its widths and is for small results.
+pub async fn run(
+    ctx: &SessionContext,
+    query: &str,
+    format: OutputFormat,
+    out: Option<&Path>,
+) -> Result<String> {
+    let df = ctx.sql(query).await.map_err(|e| {
+        Error::config(format!(
+            "query rejected: {e}; `tauc-job tables` lists the tables"
+        ))
+    })?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    if format == OutputFormat::Table {
+        let batches = df.collect().await?;
+        let text = table_text(&schema, &batches)?;
+        return match out {
+            Some(path) => {
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                std::fs::write(path, text).map_err(|e| out_error(path, e))?;
+                Ok(format!("wrote {rows} rows to {}\n", path.display()))
+            }
+            None => Ok(text),
+        };
+    }
+    let sink: Box<dyn std::io::Write + Send> = match out {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| out_error(path, e))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut writer = StreamWriter::new(format, &schema, std::io::BufWriter::new(sink))?;
+    let mut stream = df.execute_stream().await?;
+    let mut rows = 0;
+    while let Some(batch) = stream.try_next().await? {
+        rows += batch.num_rows();
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    Ok(match out {
+        Some(path) => format!("wrote {rows} rows to {}\n", path.display()),
+        None => String::new(),
+    })
+}
+
+fn out_error(path: &Path, e: std::io::Error) -> Error {
+    Error::config(format!("cannot write --out {}: {e}", path.display()))
+}
+
+fn table_text(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<String> {
+    Ok(if batches.iter().all(|b| b.num_rows() == 0) {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        format!("(0 rows; columns: {})\n", names.join(", "))
+    } else {
+        format!(
+            "{}\n",
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+        )
+    })
+}
+
+type Sink = std::io::BufWriter<Box<dyn std::io::Write + Send>>;
+
+/// A batch-at-a-time writer of one of the streaming formats.
+enum StreamWriter {
+    Csv(datafusion::arrow::csv::Writer<Sink>),
+    Json(datafusion::arrow::json::LineDelimitedWriter<Sink>),
+    Parquet(ArrowWriter<Sink>),
+}
+
+impl StreamWriter {
+    fn new(
+        format: OutputFormat,
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+        sink: Sink,
+    ) -> Result<StreamWriter> {
+        Ok(match format {
+            OutputFormat::Csv => StreamWriter::Csv(
+                datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(sink),
+            ),
+            OutputFormat::Json => {
+                StreamWriter::Json(datafusion::arrow::json::LineDelimitedWriter::new(sink))
+            }
+            OutputFormat::Parquet | OutputFormat::Table => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                    .build();
+                StreamWriter::Parquet(ArrowWriter::try_new(sink, schema.clone(), Some(props))?)
+            }
+        })
+    }
+
+    fn write(&mut self, b: &RecordBatch) -> Result<()> {
+        match self {
+            StreamWriter::Csv(w) => w.write(b)?,
+            StreamWriter::Json(w) => w.write(b)?,
+            StreamWriter::Parquet(w) => w.write(b)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        use std::io::Write as _;
+        let mut sink = match self {
+            StreamWriter::Csv(w) => w.into_inner(),
+            StreamWriter::Json(mut w) => {
+                w.finish()?;
+                w.into_inner()
+            }
+            StreamWriter::Parquet(w) => w.into_inner()?,
+        };
+        sink.flush()?;
+        Ok(())
+    }
+}
+
+/// One line per table: committed partitions, rows and date span; DIM
+/// tables with their files.
+pub async fn tables(engine: &Engine, warehouse: &Location) -> Result<String> {
+    let store = engine.registry.for_location(warehouse)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10} {:>12}  {:<23}  regions",
+        "table", "partitions", "rows", "dates"
+    );
+    for t in Table::all() {
+        let parts =
+            committed_partitions(&store, &t.location(warehouse), |p| Ok(vec![true; p.len()]))
+                .await?;
+        let rows: u64 = parts.iter().map(|c| c.manifest.rows).sum();
+        let dates = match (parts.first(), parts.last()) {
+            (Some(a), Some(b)) => format!("{}..{}", a.partition.dt, b.partition.dt),
+            _ => "-".into(),
+        };
+        let mut regions: Vec<&str> = parts.iter().map(|c| c.partition.region.as_str()).collect();
+        regions.sort();
+        regions.dedup();
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>12}  {:<23}  {}",
+            t.name(),
+            parts.len(),
+            rows,
+            dates,
+            if regions.is_empty() {
+                "-".into()
+            } else {
+                regions.join(",")
+            }
+        );
+    }
+    for d in DIM_TABLES {
+        let dir = warehouse.join(&format!("dim/{d}"));
+        let files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
+        let n = files
+            .iter()
+            .filter(|f| {
+                let k = f.location.as_ref();
+                k.ends_with(".csv") || k.ends_with(".parquet")
+            })
+            .count();
+        let _ = writeln!(
+            out,
+            "{d:<28} {:>10} {:>12}  {:<23}  {}",
+            "-",
+            "-",
+            "-",
+            if n == 0 {
+                "(not supplied)".to_string()
+            } else {
+                format!("{n} file(s) under {dir}")
+            }
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,10 @@
+//! DWD's derived columns (analyses.md "Derived columns"): time zones of
+//! regions, URL and error normalisation, geo lookup, User-Agent parsing.
+//! Plain functions; `engine::udf` wraps them for plans.
+
+pub mod columns;
+pub mod geo;
+pub mod regions;
+pub mod user_agent;
+
+pub use columns::*;

@@ -1,0 +1,155 @@
+//! Memory and scratch space of a process.
+//!
+//! Shuffle files (intermediate event data) and spill files live in one
+//! private directory per process, `tauc-XXXXXX` (mode 0700) under
+//! `--work-dir` (`TAUC_WORK_DIR`, default the system temporary directory),
+//! removed when the process ends: `shuffle/` for Ballista's stage outputs,
+//! `spill/` for operators that outgrow the memory pool.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// What a process may use: memory for queries, and where its scratch
+/// directory goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// Bytes the query memory pool hands out before operators spill;
+    /// `None`: [`default_memory_limit`].
+    pub memory_limit: Option<usize>,
+    /// Parent of the scratch directory; `None`: the system temporary
+    /// directory.
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Resources {
+    /// The memory limit in force.
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit.unwrap_or_else(default_memory_limit)
+    }
+}
+
+/// A quarter of the machine's memory (1 GiB when it cannot be read): room
+/// for the process itself, the page cache and, on a worker, the other
+/// slots' buffers.
+pub fn default_memory_limit() -> usize {
+    total_memory().map_or(1 << 30, |m| m / 4)
+}
+
+fn total_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Parses a size: bytes, or a number with `K`, `M`, `G` (`KiB`, `MB`, ...:
+/// powers of 1024 either way).
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size '{s}' (expected e.g. 4G, 512M or 1073741824)"))?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1u64,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid size unit '{other}' in '{s}' (use K, M, G or T)"
+            ));
+        }
+    };
+    Ok((value * scale as f64) as usize)
+}
+
+/// A private scratch directory, removed on drop.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// Creates `tauc-XXXXXX` (mode 0700) under `parent` or the system
+    /// temporary directory, with `shuffle/` and `spill/` inside.
+    pub fn new(parent: Option<&Path>) -> Result<Scratch> {
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            Error::config(format!(
+                "cannot create the work directory {} ({e}); set --work-dir / TAUC_WORK_DIR to a writable directory",
+                parent.display()
+            ))
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("tauc-")
+            .tempdir_in(&parent)
+            .map_err(|e| {
+                Error::config(format!(
+                    "cannot create a scratch directory in {} ({e}); set --work-dir / TAUC_WORK_DIR to a writable directory",
+                    parent.display()
+                ))
+            })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        }
+        for sub in ["shuffle", "spill"] {
+            std::fs::create_dir_all(dir.path().join(sub))?;
+        }
+        Ok(Scratch { dir })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where shuffle files go.
+    pub fn shuffle(&self) -> PathBuf {
+        self.dir.path().join("shuffle")
+    }
+
+    /// Where spill files go.
+    pub fn spill(&self) -> PathBuf {
+        self.dir.path().join("spill")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn scratch_is_private_and_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let s = Scratch::new(Some(parent.path())).unwrap();
+        let path = s.path().to_path_buf();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        assert!(s.shuffle().is_dir() && s.spill().is_dir());
+        std::fs::write(s.shuffle().join("x"), "data").unwrap();
+        drop(s);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,414 @@
+//! The `_SUCCESS` manifest commit protocol (layers.md, "Commit protocol").
+//!
+//! A partition is the files its manifest lists, nothing else:
+//! 1. the run writes its data files, named with its run id;
+//! 2. it replaces `_SUCCESS` (a single PUT: atomic on S3 and, through a
+//!    rename, on a local disk);
+//! 3. it deletes the partition's files the new manifest does not list.
+//!
+//! A run killed before 2 leaves the old manifest and some unlisted strays;
+//! killed after 2, the new version. Readers follow the manifest, so they
+//! never see a mix, and step 3 of the next commit removes the strays.
+//!
+//! The data files are written by the executors ([`crate::warehouse::writer`]);
+//! what reaches `tauc-job` is one row per file. [`WriteOutcome`] gathers
+//! those rows, and [`commit_files`] does steps 2 and 3 for one partition.
+//! Step 3 re-reads the partition's current manifest first and never
+//! deletes a file it lists, and runs on the same partitions exclude each
+//! other with a lease ([`crate::warehouse::lease`]), so a slow commit of
+//! one run cannot lose the files of another.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{NaiveDate, SecondsFormat, Utc};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Date32Type, Int64Type};
+use datafusion::parquet::arrow::{ArrowWriter, AsyncArrowWriter};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::Location;
+use crate::warehouse::tables::{Table, date_of};
+use crate::warehouse::writer::{KIND_COUNT, KIND_FILE};
+
+/// Name of the manifest file in a partition directory.
+pub const MANIFEST: &str = "_SUCCESS";
+
+/// Rows per data file a client-side commit writes; larger partitions get
+/// several files.
+pub const ROWS_PER_FILE: usize = 1_000_000;
+
+/// The manifest of one committed partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The run that committed this version.
+    pub run_id: String,
+    /// The job that ran.
+    pub job: String,
+    /// `layer/table`.
+    pub table: String,
+    /// Partition date.
+    pub dt: NaiveDate,
+    /// Partition region.
+    pub region: String,
+    /// Data file names, relative to the partition directory.
+    pub files: Vec<String>,
+    /// Total rows in `files`.
+    pub rows: u64,
+    /// When the manifest was written (RFC 3339, UTC).
+    pub committed_at: String,
+}
+
+/// One partition of a table: `{table}/dt={dt}/region={region}`; ordered
+/// by date, then region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionRef {
+    /// Partition date.
+    pub dt: NaiveDate,
+    /// Partition region.
+    pub region: String,
+}
+
+impl PartitionRef {
+    /// The partition's directory under a table's location.
+    pub fn location(&self, table: &Location) -> Location {
+        table.join(&format!(
+            "dt={}/region={}",
+            self.dt.format("%Y-%m-%d"),
+            self.region
+        ))
+    }
+}
+
+/// A new run id: UTC time and a random suffix, sortable by start.
+pub fn new_run_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..8])
+}
+
+/// Reads a partition's manifest; `None` when the partition was never
+/// committed.
+pub async fn read_manifest(store: &dyn ObjectStore, dir: &Location) -> Result<Option<Manifest>> {
+    let path = Path::from(format!("{}/{MANIFEST}", dir.prefix));
+    match store.get(&path).await {
+        Ok(r) => {
+            let bytes = r.bytes().await?;
+            let m = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Invariant(format!("corrupt manifest {dir}/{MANIFEST}: {e}")))?;
+            Ok(Some(m))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Encodes batches as one Parquet file in memory (small files only: tests
+/// and fixtures; the jobs stream through [`write_files`]).
+pub fn parquet_bytes(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Bytes> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+/// A data file written into a partition: its name and row count.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DataFile {
+    /// Name, relative to the partition directory.
+    pub name: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+}
+
+/// What the writers of one job stage report: the files of every task
+/// attempt that succeeded, and their counters.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    /// Files by table and partition.
+    pub files: BTreeMap<(Table, PartitionRef), Vec<DataFile>>,
+    /// Counters by table path (`""` for counter-only rows), partition and
+    /// name, summed over tasks.
+    pub counts: BTreeMap<(String, PartitionRef, String), i64>,
+    /// Result rows received (one per file or counter per task): the only
+    /// rows of a write that reach the client.
+    pub rows_received: u64,
+}
+
+impl WriteOutcome {
+    /// Gathers the writers' output rows.
+    pub fn from_batches(batches: &[RecordBatch]) -> Result<WriteOutcome> {
+        let mut out = WriteOutcome::default();
+        for b in batches {
+            let s = |i: usize| b.column(i).as_string::<i32>();
+            let (kind, table, region, name) = (s(0), s(1), s(3), s(4));
+            let dt = b.column(2).as_primitive::<Date32Type>();
+            let rows = b.column(5).as_primitive::<Int64Type>();
+            let bytes = b.column(6).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                out.rows_received += 1;
+                let p = PartitionRef {
+                    dt: date_of(dt.value(i)),
+                    region: region.value(i).to_string(),
+                };
+                match kind.value(i) {
+                    KIND_FILE => {
+                        let t = Table::from_name(table.value(i)).ok_or_else(|| {
+                            Error::Invariant(format!(
+                                "writer reported unknown table '{}'",
+                                table.value(i)
+                            ))
+                        })?;
+                        out.files.entry((t, p)).or_default().push(DataFile {
+                            name: name.value(i).to_string(),
+                            rows: rows.value(i) as u64,
+                            bytes: bytes.value(i) as u64,
+                        });
+                    }
+                    KIND_COUNT => {
+                        let key = (table.value(i).to_string(), p, name.value(i).to_string());
+                        *out.counts.entry(key).or_default() += rows.value(i);
+                    }
+                    other => {
+                        return Err(Error::Invariant(format!(
+                            "writer reported unknown row kind '{other}'"
+                        )));
+                    }
+                }
+            }
+        }
+        for files in out.files.values_mut() {
+            files.sort();
+        }
+        Ok(out)
+    }
+
+    /// Result rows received, and how many of them describe files.
+    pub fn received(&self) -> (u64, u64) {
+        let files = self.files.values().map(|f| f.len() as u64).sum();
+        (self.rows_received, files)
+    }
+
+    /// Rows written into a table's partition.
+    pub fn rows(&self, table: Table, p: &PartitionRef) -> u64 {
+        self.files
+            .get(&(table, p.clone()))
+            .map_or(0, |f| f.iter().map(|f| f.rows).sum())
+    }
+
+    /// The files written into a table's partition (sorted by name).
+    pub fn files_of(&self, table: Table, p: &PartitionRef) -> Vec<DataFile> {
+        self.files
+            .get(&(table, p.clone()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A counter of a partition, summed over every table.
+    pub fn count(&self, p: &PartitionRef, name: &str) -> i64 {
+        self.counts
+            .iter()
+            .filter(|((_, q, n), _)| q == p && n == name)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// The counters of a partition whose name starts with `prefix`, with
+    /// the prefix removed.
+    pub fn counts_with_prefix(&self, p: &PartitionRef, prefix: &str) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for ((_, q, n), v) in &self.counts {
+            if let Some(rest) = n.strip_prefix(prefix).filter(|_| q == p) {
+                *out.entry(rest.to_string()).or_default() += v;
+            }
+        }
+        out
+    }
+
+    /// Every partition that has a file or a counter.
+    pub fn partitions(&self) -> Vec<PartitionRef> {
+        let mut v: Vec<PartitionRef> = self
+            .files
+            .keys()
+            .map(|(_, p)| p.clone())
+            .chain(self.counts.keys().map(|(_, p, _)| p.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Steps 2 and 3 for one partition whose data files are written: replaces
+/// the manifest with one listing exactly `files`, then deletes the
+/// partition's other files.
+pub async fn commit_files(
+    store: &dyn ObjectStore,
+    run_id: &str,
+    job: &str,
+    table: Table,
+    dir: &Location,
+    partition: &PartitionRef,
+    files: &[DataFile],
+) -> Result<Manifest> {
+    let manifest = Manifest {
+        run_id: run_id.to_string(),
+        job: job.to_string(),
+        table: table.path().to_string(),
+        dt: partition.dt,
+        region: partition.region.clone(),
+        files: files.iter().map(|f| f.name.clone()).collect(),
+        rows: files.iter().map(|f| f.rows).sum(),
+        committed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    let body = serde_json::to_vec_pretty(&manifest)?;
+    let path = Path::from(format!("{}/{MANIFEST}", dir.prefix));
+    commit_delay().await;
+    store.put(&path, PutPayload::from(body)).await?;
+    remove_strays(store, dir, &manifest).await?;
+    Ok(manifest)
+}
+
+/// A test hook: `TAUC_COMMIT_DELAY_MS` slows every manifest write, as a
+/// slow S3 PUT would, so tests can hold two runs' commits side by side.
+async fn commit_delay() {
+    let ms = std::env::var("TAUC_COMMIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// Deletes the files of a partition directory that neither `m` nor the
+/// partition's current manifest lists (leftovers of killed runs and of
+/// failed task attempts). The current manifest is read again just before,
+/// so a file a newer commit lists is never deleted.
+pub async fn remove_strays(store: &dyn ObjectStore, dir: &Location, m: &Manifest) -> Result<usize> {
+    let listed: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
+    let current = read_manifest(store, dir).await?;
+    let keep = |name: &str| {
+        name == MANIFEST
+            || m.files.iter().any(|f| f == name)
+            || current
+                .as_ref()
+                .is_some_and(|c| c.files.iter().any(|f| f == name))
+    };
+    let mut removed = 0;
+    for meta in listed {
+        let key = meta.location.as_ref();
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let direct = key
+            .strip_prefix(&dir.prefix)
+            .map(|r| r.trim_start_matches('/'))
+            == Some(name);
+        if direct && !keep(name) {
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The committed files of a partition as URLs, with the manifest; `None`
+/// when the partition does not exist.
+pub async fn committed_files(
+    store: &dyn ObjectStore,
+    table: &Location,
+    p: &PartitionRef,
+) -> Result<Option<(Manifest, Vec<String>)>> {
+    let dir = p.location(table);
+    Ok(read_manifest(store, &dir).await?.map(|m| {
+        let urls = m
+            .files
+            .iter()
+            .map(|f| format!("{}{f}", dir.url()))
+            .collect();
+        (m, urls)
+    }))
+}
+
+/// Streams batches into zstd Parquet files named for `run_id` in `dir`
+/// (a new file every [`ROWS_PER_FILE`] rows), through the same multipart
+/// object writer the executors use. For the small tables the client
+/// assembles (statistics rows, reports).
+pub async fn write_files(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+    dir: &Location,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<DataFile>> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build();
+    let mut files = Vec::new();
+    let mut current: Option<(String, AsyncArrowWriter<BufWriter>, u64)> = None;
+    for b in batches.into_iter().filter(|b| b.num_rows() > 0) {
+        if current.is_none() {
+            let name = format!("part-{run_id}-client-{:05}.zstd.parquet", files.len());
+            let path = Path::from(format!("{}/{name}", dir.prefix));
+            let sink = BufWriter::new(store.clone(), path);
+            let w = AsyncArrowWriter::try_new(sink, schema.clone(), Some(props.clone()))?;
+            current = Some((name, w, 0));
+        }
+        let (_, w, rows) = current.as_mut().expect("open");
+        w.write(&b).await?;
+        *rows += b.num_rows() as u64;
+        if *rows >= ROWS_PER_FILE as u64 {
+            files.push(close(current.take().expect("open")).await?);
+        }
+    }
+    if let Some(open) = current {
+        files.push(close(open).await?);
+    }
+    Ok(files)
+}
+
+async fn close(
+    (name, mut w, rows): (String, AsyncArrowWriter<BufWriter>, u64),
+) -> Result<DataFile> {
+    w.finish().await?;
+    Ok(DataFile {
+        name,
+        rows,
+        bytes: w.bytes_written() as u64,
+    })
+}
+
+/// Commits one partition of a warehouse table from batches the client
+/// holds (a statistics row, a report's rows; may be empty): writes their
+/// files, then the manifest, then removes strays.
+pub async fn commit_table(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+    job: &str,
+    warehouse: &Location,
+    table: Table,
+    p: &PartitionRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Manifest> {
+    let dir = p.location(&table.location(warehouse));
+    let files = write_files(store, run_id, &dir, &table.schema(), batches).await?;
+    commit_files(store.as_ref(), run_id, job, table, &dir, p, &files).await
+}

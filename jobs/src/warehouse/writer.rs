@@ -1,0 +1,606 @@
+//! The executor-side writer: a plan node that takes its input partitions as
+//! they are and writes each `(table, dt, region)` it sees as zstd Parquet
+//! files straight to the warehouse, so no data row funnels through one
+//! process.
+//!
+//! - **Input.** Any plan whose rows carry `_table` (the `layer/table` a row
+//!   belongs to; null for rows that only carry counters), `dt` and `region`,
+//!   plus the columns of the tables named (matched by name, cast to the
+//!   table's schema).
+//! - **Files.** Each task streams its rows into one open file per partition
+//!   key, through `parquet`'s `AsyncArrowWriter` over an `object_store`
+//!   multipart upload: a bounded row group in memory, flushed early when it
+//!   grows past [`FileLimits::buffer_bytes`], and a file rolled at
+//!   [`FileLimits::max_rows`] or [`FileLimits::max_bytes`]. Names carry the
+//!   run id, the worker, the task attempt and a random suffix, so a retried
+//!   task never overwrites the files of a failed one.
+//! - **Output.** One small row per file written (`kind = 'file'`: table,
+//!   dt, region, file name, rows, bytes), plus the task's counters
+//!   (`kind = 'count'`): the sums of [`WriteSpec::counters`] and the value
+//!   counts of [`WriteSpec::value_counts`] per partition key. `tauc-job`
+//!   reads only these rows; it checks them and commits the manifests
+//!   ([`crate::warehouse::commit`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DFSchemaRef, Result as DfResult, internal_err};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::store::Location;
+use crate::warehouse::commit::PartitionRef;
+use crate::warehouse::tables::{Table, conform};
+
+/// The column naming a row's table.
+pub const TABLE_COLUMN: &str = "_table";
+/// `kind` of an output row describing a written file.
+pub const KIND_FILE: &str = "file";
+/// `kind` of an output row carrying a counter.
+pub const KIND_COUNT: &str = "count";
+
+/// When a data file is closed and the next one started, and how much a
+/// writer may buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
+pub struct FileLimits {
+    /// Rows per file.
+    pub max_rows: u64,
+    /// Bytes per file (compressed, as written).
+    pub max_bytes: u64,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// A row group in progress is flushed once its buffers pass this size.
+    pub buffer_bytes: usize,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_rows: 1_000_000,
+            max_bytes: 128 * 1024 * 1024,
+            row_group_rows: 128 * 1024,
+            buffer_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a write node writes; travels in the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
+pub struct WriteSpec {
+    /// Root of the warehouse.
+    pub warehouse: Location,
+    /// The run whose files these are (in every file name).
+    pub run_id: String,
+    /// Int64 columns summed per partition key (`count` rows named after
+    /// the column).
+    pub counters: Vec<String>,
+    /// Utf8 columns whose non-null values are counted per partition key
+    /// (`count` rows named `column=value`).
+    pub value_counts: Vec<String>,
+    /// File sizes and buffers.
+    pub limits: FileLimits,
+}
+
+/// The schema of a write node's output.
+pub fn output_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, false),
+        Field::new("dt", DataType::Date32, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+    ]))
+}
+
+static WORKER: OnceLock<String> = OnceLock::new();
+
+/// Names this process in the files it writes (an executor sets its id at
+/// start; others are `local`). Only the first call counts.
+pub fn set_worker_name(name: &str) {
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let _ = WORKER.set(clean);
+}
+
+fn worker_name() -> &'static str {
+    WORKER.get().map(String::as_str).unwrap_or("local")
+}
+
+/// The logical form of the write: `input` written as [`WriteSpec`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteNode {
+    /// The rows to write.
+    pub input: LogicalPlan,
+    /// How.
+    pub spec: WriteSpec,
+    schema: DFSchemaRef,
+}
+
+impl WriteNode {
+    /// A write of `input`.
+    pub fn new(input: LogicalPlan, spec: WriteSpec) -> DfResult<WriteNode> {
+        let schema = Arc::new(DFSchema::try_from(output_schema().as_ref().clone())?);
+        Ok(WriteNode {
+            input,
+            spec,
+            schema,
+        })
+    }
+}
+
+impl Hash for WriteNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.input.hash(state);
+        self.spec.hash(state);
+    }
+}
+
+impl PartialOrd for WriteNode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        match self.spec.partial_cmp(&other.spec) {
+            Some(std::cmp::Ordering::Equal) => self.input.partial_cmp(&other.input),
+            o => o,
+        }
+    }
+}
+
+impl UserDefinedLogicalNodeCore for WriteNode {
+    fn name(&self) -> &str {
+        "TaucWrite"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "TaucWrite: warehouse={}", self.spec.warehouse)
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
+        let [input] = <[LogicalPlan; 1]>::try_from(inputs)
+            .map_err(|_| DataFusionError::Internal("TaucWrite takes one input".into()))?;
+        WriteNode::new(input, self.spec.clone())
+    }
+}
+
+/// The physical write: one writer per input partition.
+#[derive(Debug)]
+pub struct WriteExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: WriteSpec,
+    properties: Arc<PlanProperties>,
+}
+
+impl WriteExec {
+    /// Writes `input` as `spec` says, partition by partition.
+    pub fn new(input: Arc<dyn ExecutionPlan>, spec: WriteSpec) -> WriteExec {
+        let n = input.properties().output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(output_schema()),
+            Partitioning::UnknownPartitioning(n),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        WriteExec {
+            input,
+            spec,
+            properties,
+        }
+    }
+
+    /// What it writes.
+    pub fn spec(&self) -> &WriteSpec {
+        &self.spec
+    }
+}
+
+impl DisplayAs for WriteExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "TaucWriteExec: warehouse={}, max_rows={}",
+            self.spec.warehouse, self.spec.limits.max_rows
+        )
+    }
+}
+
+impl ExecutionPlan for WriteExec {
+    fn name(&self) -> &str {
+        "TaucWriteExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [input] = children.as_slice() else {
+            return internal_err!("TaucWriteExec takes one input");
+        };
+        Ok(Arc::new(WriteExec::new(input.clone(), self.spec.clone())))
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context.clone())?;
+        let url = ObjectStoreUrl::parse(&self.spec.warehouse.store_url)?;
+        let store = context.runtime_env().object_store(&url)?;
+        let task = TaskName::of(context.task_id().as_deref(), partition);
+        let mut writer = TaskWriter::new(self.spec.clone(), store, task);
+        let out = futures::stream::once(async move {
+            let mut input = input;
+            while let Some(batch) = input.try_next().await? {
+                writer.write(&batch).await?;
+            }
+            writer.finish().await
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            output_schema(),
+            out,
+        )))
+    }
+}
+
+/// The part of a file name that names the task attempt.
+#[derive(Debug, Clone, PartialEq)]
+struct TaskName(String);
+
+impl TaskName {
+    /// From Ballista's task identity `TID {job}/{stage}.{stage_attempt}/{task}.{attempt}`
+    /// when there is one (a task may run several partitions), the
+    /// partition, the worker and a random suffix.
+    fn of(task_id: Option<&str>, partition: usize) -> TaskName {
+        let attempt = task_id
+            .and_then(|t| t.strip_prefix("TID "))
+            .and_then(|t| {
+                let mut parts = t.split('/');
+                let _job = parts.next()?;
+                let stage = parts.next()?;
+                let task = parts.next()?;
+                Some(format!("s{stage}-t{task}-p{partition}"))
+            })
+            .unwrap_or_else(|| format!("p{partition}"));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        TaskName(format!("{}-{attempt}-{}", worker_name(), &id[..8]))
+    }
+}
+
+/// A partition key: table (None for counter-only rows), date, region.
+type Key = (Option<Table>, i32, String);
+
+struct OpenFile {
+    name: String,
+    writer: AsyncArrowWriter<BufWriter>,
+    rows: u64,
+}
+
+/// One task's files and counters.
+struct TaskWriter {
+    spec: WriteSpec,
+    store: Arc<dyn ObjectStore>,
+    task: TaskName,
+    seq: usize,
+    open: HashMap<Key, OpenFile>,
+    written: Vec<(Key, String, u64, u64)>,
+    counts: BTreeMap<(Key, String), i64>,
+}
+
+fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> DfResult<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            DataFusionError::Internal(format!("tauc write: input has no column '{name}'"))
+        })
+}
+
+/// Groups a batch's rows by partition key (one group in the common case).
+fn groups(b: &RecordBatch) -> DfResult<Vec<(Key, Option<UInt32Array>)>> {
+    let tables = column::<StringArray>(b, TABLE_COLUMN)?;
+    let dts = column::<Date32Array>(b, "dt")?;
+    let regions = column::<StringArray>(b, "region")?;
+    let key_at = |i: usize| -> DfResult<Key> {
+        let table = if tables.is_null(i) || tables.value(i).is_empty() {
+            None
+        } else {
+            let name = tables.value(i);
+            Some(Table::from_name(name).ok_or_else(|| {
+                DataFusionError::Internal(format!("tauc write: unknown table '{name}'"))
+            })?)
+        };
+        Ok((table, dts.value(i), regions.value(i).to_string()))
+    };
+    let n = b.num_rows();
+    let first = key_at(0)?;
+    let same = (1..n).all(|i| {
+        tables.value(i) == tables.value(0)
+            && tables.is_null(i) == tables.is_null(0)
+            && dts.value(i) == first.1
+            && regions.value(i) == first.2
+    });
+    if same {
+        return Ok(vec![(first, None)]);
+    }
+    let mut by_key: BTreeMap<Key, Vec<u32>> = BTreeMap::new();
+    for i in 0..n {
+        by_key.entry(key_at(i)?).or_default().push(i as u32);
+    }
+    Ok(by_key
+        .into_iter()
+        .map(|(k, rows)| (k, Some(UInt32Array::from(rows))))
+        .collect())
+}
+
+fn properties(limits: &FileLimits) -> DfResult<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(limits.row_group_rows.max(1)))
+        .build())
+}
+
+impl TaskWriter {
+    fn new(spec: WriteSpec, store: Arc<dyn ObjectStore>, task: TaskName) -> TaskWriter {
+        TaskWriter {
+            spec,
+            store,
+            task,
+            seq: 0,
+            open: HashMap::new(),
+            written: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> DfResult<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        for (key, rows) in groups(batch)? {
+            let part = match &rows {
+                Some(idx) => take_record_batch(batch, idx)?,
+                None => batch.clone(),
+            };
+            self.count(&key, &part)?;
+            if let Some(table) = key.0 {
+                let rows = conform(&part, &table.schema(), &[])
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                self.append(key, &rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, key: &Key, part: &RecordBatch) -> DfResult<()> {
+        for c in &self.spec.counters {
+            if let Some(col) = part.column_by_name(c) {
+                let col = datafusion::arrow::compute::cast(col, &DataType::Int64)?;
+                let sum: i64 = col.as_primitive::<Int64Type>().iter().flatten().sum();
+                *self.counts.entry((key.clone(), c.clone())).or_default() += sum;
+            }
+        }
+        for c in &self.spec.value_counts {
+            if let Some(col) = part.column_by_name(c) {
+                let col = datafusion::arrow::compute::cast(col, &DataType::Utf8)?;
+                for v in col.as_string::<i32>().iter().flatten() {
+                    *self
+                        .counts
+                        .entry((key.clone(), format!("{c}={v}")))
+                        .or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn append(&mut self, key: Key, rows: &RecordBatch) -> DfResult<()> {
+        if !self.open.contains_key(&key) {
+            let file = self.start(&key, rows.schema())?;
+            self.open.insert(key.clone(), file);
+        }
+        let limits = self.spec.limits;
+        let file = self.open.get_mut(&key).expect("just opened");
+        file.writer.write(rows).await?;
+        file.rows += rows.num_rows() as u64;
+        if file.writer.in_progress_size() >= limits.buffer_bytes {
+            file.writer.flush().await?;
+        }
+        let size = (file.writer.bytes_written() + file.writer.in_progress_size()) as u64;
+        if file.rows >= limits.max_rows || size >= limits.max_bytes {
+            let file = self.open.remove(&key).expect("open");
+            self.close(key, file).await?;
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, key: &Key, schema: SchemaRef) -> DfResult<OpenFile> {
+        let (Some(table), dt, region) = key else {
+            return internal_err!("tauc write: no table for a data row");
+        };
+        let name = format!(
+            "part-{}-{}-{:03}.zstd.parquet",
+            self.spec.run_id, self.task.0, self.seq
+        );
+        self.seq += 1;
+        let dir = partition_dir(&self.spec.warehouse, *table, *dt, region);
+        let path = Path::from(format!("{}/{name}", dir.prefix));
+        let sink = BufWriter::new(self.store.clone(), path);
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(properties(&self.spec.limits)?))?;
+        tracing::debug!(file = %name, table = table.path(), "writing");
+        Ok(OpenFile {
+            name,
+            writer,
+            rows: 0,
+        })
+    }
+
+    async fn close(&mut self, key: Key, file: OpenFile) -> DfResult<()> {
+        let mut writer = file.writer;
+        writer.finish().await?;
+        let bytes = writer.bytes_written() as u64;
+        self.written.push((key, file.name, file.rows, bytes));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> DfResult<RecordBatch> {
+        let open: Vec<(Key, OpenFile)> = self.open.drain().collect();
+        for (key, file) in open {
+            self.close(key, file).await?;
+        }
+        let mut rows = Rows::default();
+        for ((table, dt, region), name, n, bytes) in &self.written {
+            let table = table.map(Table::path).unwrap_or_default();
+            rows.push(
+                KIND_FILE,
+                table,
+                *dt,
+                region,
+                name,
+                *n as i64,
+                *bytes as i64,
+            );
+        }
+        for (((table, dt, region), name), v) in &self.counts {
+            let table = table.map(Table::path).unwrap_or_default();
+            rows.push(KIND_COUNT, table, *dt, region, name, *v, 0);
+        }
+        tracing::info!(
+            task = %self.task.0,
+            files = self.written.len(),
+            rows = self.written.iter().map(|w| w.2).sum::<u64>(),
+            "task wrote its files"
+        );
+        rows.finish()
+    }
+}
+
+/// A table partition's directory.
+pub fn partition_dir(warehouse: &Location, table: Table, dt: i32, region: &str) -> Location {
+    PartitionRef {
+        dt: crate::warehouse::tables::date_of(dt),
+        region: region.to_string(),
+    }
+    .location(&table.location(warehouse))
+}
+
+#[derive(Default)]
+struct Rows {
+    kind: Vec<&'static str>,
+    table: Vec<String>,
+    dt: Vec<i32>,
+    region: Vec<String>,
+    name: Vec<String>,
+    rows: Vec<i64>,
+    bytes: Vec<i64>,
+}
+
+impl Rows {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        kind: &'static str,
+        table: &str,
+        dt: i32,
+        region: &str,
+        name: &str,
+        rows: i64,
+        bytes: i64,
+    ) {
+        self.kind.push(kind);
+        self.table.push(table.to_string());
+        self.dt.push(dt);
+        self.region.push(region.to_string());
+        self.name.push(name.to_string());
+        self.rows.push(rows);
+        self.bytes.push(bytes);
+    }
+
+    fn finish(self) -> DfResult<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.kind)),
+            Arc::new(StringArray::from(self.table)),
+            Arc::new(Date32Array::from(self.dt)),
+            Arc::new(StringArray::from(self.region)),
+            Arc::new(StringArray::from(self.name)),
+            Arc::new(Int64Array::from(self.rows)),
+            Arc::new(Int64Array::from(self.bytes)),
+        ];
+        Ok(RecordBatch::try_new(output_schema(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_names_carry_the_attempt() {
+        let a = TaskName::of(Some("TID job1/3.0/7.1"), 7);
+        assert!(a.0.starts_with("local-s3.0-t7.1-p7-"), "{}", a.0);
+        let b = TaskName::of(Some("TID job1/3.0/7.1"), 7);
+        assert_ne!(a, b, "two attempts never share a name");
+        let c = TaskName::of(None, 2);
+        assert!(c.0.starts_with("local-p2-"), "{}", c.0);
+    }
+}
