@@ -8,3 +8,4 @@ mod commit;
 mod harness;
 mod layering;
 mod reports;
+mod writes;

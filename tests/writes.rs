@@ -1,0 +1,242 @@
+//! The executors write the tables; `tauc-job` only commits: files come
+//! from every executor, no data row reaches the client, two runs on the
+//! same dates take turns, and a vanished input fails the run cleanly.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tauc_jobs::warehouse::tables::Table;
+
+use crate::harness::*;
+
+const SKIP: [&str; 4] = ["run_id", "detected_at", "started_at", "finished_at"];
+const DATES: [&str; 5] = [
+    "2024-06-15",
+    "2024-06-16",
+    "2024-06-17",
+    "2024-06-18",
+    "2024-06-19",
+];
+
+fn sample(w: &World) {
+    w.tauc_job(
+        &[
+            "sample",
+            "--date",
+            "2024-06-18",
+            "--days",
+            "2",
+            "--events-per-day",
+            "1500",
+            "--regions",
+            "aps1",
+        ],
+        true,
+    )
+    .ok();
+}
+
+/// Every layering partition of aps1, rendered (`None` when not committed).
+async fn snapshot(w: &World) -> Vec<Option<Vec<String>>> {
+    let mut out = Vec::new();
+    for table in Table::LAYERING {
+        for dt in DATES {
+            out.push(
+                w.read(table, dt, "aps1")
+                    .await
+                    .map(|(_, b)| render_sorted(&b, &SKIP)),
+            );
+        }
+    }
+    out
+}
+
+/// The worker named in a file name `part-{run_id}-{worker}-s…`.
+fn worker_of(file: &str, run_id: &str) -> String {
+    let rest = file
+        .strip_prefix(&format!("part-{run_id}-"))
+        .unwrap_or_else(|| panic!("{file} does not carry run id {run_id}"));
+    rest.split("-s").next().unwrap().to_string()
+}
+
+/// `run R committed: …; N result rows received (F files, …)`.
+fn received(stdout: &str) -> (u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("result rows received"))
+        .unwrap_or_else(|| panic!("no summary line in {stdout}"));
+    let nums: Vec<u64> = line
+        .split(';')
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_executors_write_and_the_client_gets_no_data_rows() {
+    let local = World::new("writes-local");
+    sample(&local);
+    local
+        .submit(&["--date", "2024-06-18", "--region", "aps1"])
+        .ok();
+
+    let remote = World::new("writes-remote");
+    sample(&remote);
+    let cluster = Cluster::start(&remote, 2);
+    let run = remote.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--scheduler",
+        &cluster.url,
+    ]);
+    let stdout = run.ok().to_string();
+    assert_eq!(snapshot(&local).await, snapshot(&remote).await);
+
+    // the data files of the four event tables: each executor wrote some
+    let mut workers = BTreeSet::new();
+    let mut files = 0u64;
+    let mut data_rows = 0u64;
+    for table in [
+        Table::OdsEvent,
+        Table::OdsQuarantine,
+        Table::DwdTrkEvent,
+        Table::DwdCorsError,
+    ] {
+        for dt in DATES {
+            let Some((m, _)) = remote.read(table, dt, "aps1").await else {
+                continue;
+            };
+            for f in &m.files {
+                workers.insert(worker_of(f, &m.run_id));
+            }
+            files += m.files.len() as u64;
+            data_rows += m.rows;
+        }
+    }
+    assert_eq!(workers.len(), 2, "files from both executors: {workers:?}");
+    assert!(!workers.contains("local"), "{workers:?}");
+    for i in 0..2 {
+        let log =
+            std::fs::read_to_string(remote.dir.path().join(format!("executor-{i}.log"))).unwrap();
+        assert!(
+            log.contains("task wrote its files"),
+            "executor {i} wrote nothing"
+        );
+    }
+    // what reached tauc-job: one row per file and the counters, nothing else
+    let (rows, file_rows) = received(&stdout);
+    assert_eq!(file_rows, files, "{stdout}");
+    assert!(rows >= file_rows);
+    assert!(
+        rows < data_rows / 4,
+        "{rows} result rows for {data_rows} data rows"
+    );
+    drop(cluster);
+}
+
+fn spawn_layering(w: &World, name: &str, delay_ms: Option<u64>) -> std::process::Child {
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args([
+        "submit",
+        "layering",
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+    ])
+    .args(w.store_flags())
+    .current_dir(w.dir.path())
+    .stdout(Stdio::piped())
+    .stderr(std::fs::File::create(w.dir.path().join(format!("{name}.err"))).unwrap());
+    if let Some(ms) = delay_ms {
+        cmd.env("TAUC_COMMIT_DELAY_MS", ms.to_string());
+    }
+    cmd.spawn().expect("spawn tauc-job")
+}
+
+fn wait_ok(w: &World, name: &str, mut child: std::process::Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = std::fs::read_to_string(w.dir.path().join(format!("{name}.err"))).unwrap();
+            assert!(status.success(), "{name} failed ({status}): {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name} hung");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_at_once_take_turns_and_lose_nothing() {
+    let w = World::new("concurrent");
+    sample(&w);
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let reference = snapshot(&w).await;
+    assert!(reference.iter().filter(|p| p.is_some()).count() >= 15);
+
+    // started together, one second apart, and with one commit slowed
+    let pairs: [(u64, Option<u64>); 3] = [(0, None), (1000, None), (300, Some(400))];
+    for (i, (gap_ms, delay)) in pairs.into_iter().enumerate() {
+        let a = spawn_layering(&w, &format!("a{i}"), delay);
+        std::thread::sleep(Duration::from_millis(gap_ms));
+        let b = spawn_layering(&w, &format!("b{i}"), None);
+        let err_a = wait_ok(&w, &format!("a{i}"), a);
+        let err_b = wait_ok(&w, &format!("b{i}"), b);
+        assert!(
+            err_a.contains("waiting: run") || err_b.contains("waiting: run"),
+            "pair {i}: neither run waited for the other"
+        );
+        // every manifest lists existing files with its row count
+        // (`read` checks both), no unlisted file is left, rows unchanged
+        for table in Table::LAYERING {
+            for dt in DATES {
+                if w.read(table, dt, "aps1").await.is_some() {
+                    w.assert_only_listed_files(table, dt, "aps1").await;
+                }
+            }
+        }
+        assert_eq!(snapshot(&w).await, reference, "pair {i}");
+    }
+    // every lease was given back
+    assert_eq!(w.keys("wh/_leases").await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_input_file_fails_the_run_naming_it() {
+    let w = World::new("vanished");
+    sample(&w);
+    w.submit(&["--date", "2024-06-19", "--region", "aps1"]).ok();
+    let (m, _) = w
+        .read(Table::OdsEvent, "2024-06-19", "aps1")
+        .await
+        .expect("ods 2024-06-19");
+    let gone = format!(
+        "wh/ods/ods_fe_event_di/dt=2024-06-19/region=aps1/{}",
+        m.files[0]
+    );
+    let store = w
+        .engine
+        .registry
+        .for_location(&tauc_jobs::store::Location::parse(&w.warehouse()).unwrap())
+        .unwrap();
+    object_store::ObjectStoreExt::delete(store.as_ref(), &gone.as_str().into())
+        .await
+        .unwrap();
+    // loading 06-18 rebuilds DWD 06-15..06-19, whose windows read ODS 06-19
+    let started = Instant::now();
+    let run = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains(&m.files[0]), "{run}");
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
