@@ -377,6 +377,23 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the cluster and waits until every executor is ready.
     pub fn start(world: &World, executors: usize) -> Cluster {
+        Cluster::start_with(world, executors, &[], &[])
+    }
+
+    /// SIGKILLs executor `i` (no drain, no clean-up).
+    pub fn kill_executor(&mut self, i: usize) {
+        let p = &mut self._procs[1 + i];
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
+    /// [`Cluster::start`] with extra scheduler and executor flags.
+    pub fn start_with(
+        world: &World,
+        executors: usize,
+        scheduler_args: &[&str],
+        executor_args: &[&str],
+    ) -> Cluster {
         let port = free_port();
         let mut procs = Vec::new();
         let env = |cmd: &mut Command| {
@@ -390,7 +407,8 @@ impl Cluster {
             &format!("127.0.0.1:{port}"),
             "--external-host",
             "127.0.0.1",
-        ]);
+        ])
+        .args(scheduler_args);
         env(&mut cmd);
         let log = world.dir.path().join("scheduler.log");
         procs.push(Proc::spawn(cmd, log.clone()));
@@ -409,7 +427,8 @@ impl Cluster {
             .args(["--port", &p1.to_string(), "--grpc-port", &p2.to_string()])
             .args(["--health-port", &p3.to_string(), "--vcores", "2"])
             .arg("--work-dir")
-            .arg(world.dir.path().join(format!("executor-{i}")));
+            .arg(world.dir.path().join(format!("executor-{i}")))
+            .args(executor_args);
             std::fs::create_dir_all(world.dir.path().join(format!("executor-{i}"))).unwrap();
             env(&mut cmd);
             let log = world.dir.path().join(format!("executor-{i}.log"));

@@ -240,3 +240,66 @@ async fn a_vanished_input_file_fails_the_run_naming_it() {
     assert!(run.stderr.contains(&m.files[0]), "{run}");
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_killed_while_writing_leaves_only_strays() {
+    let local = World::new("kill-local");
+    sample(&local);
+    local
+        .submit(&["--date", "2024-06-18", "--region", "aps1"])
+        .ok();
+    let reference = snapshot(&local).await;
+
+    let w = World::new("kill-remote");
+    sample(&w);
+    let mut cluster = Cluster::start_with(
+        &w,
+        2,
+        &["--executor-timeout-secs", "8"],
+        &["--heartbeat-secs", "2"],
+    );
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args([
+        "submit",
+        "layering",
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+    ])
+    .args(["--scheduler", &cluster.url])
+    .args(w.store_flags())
+    .current_dir(w.dir.path())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(w.dir.path().join("job.err")).unwrap());
+    let job = cmd.spawn().expect("spawn tauc-job");
+    // kill executor 0 as soon as the first data file of the run exists
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let keys = w.keys("wh/ods/ods_fe_event_di").await;
+        if keys.iter().any(|k| k.contains("/part-")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no data file appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.kill_executor(0);
+    let err = wait_ok(&w, "job", job);
+    assert!(!err.contains("panicked"), "{err}");
+    let log = std::fs::read_to_string(w.dir.path().join("scheduler.log")).unwrap();
+    assert!(
+        log.contains("Removing executor"),
+        "the scheduler never noticed the dead executor:\n{log}"
+    );
+    // Ballista re-ran the lost work on executor 1: the same rows as a
+    // fault-free run, and every committed partition holds only its files
+    assert_eq!(snapshot(&w).await, reference);
+    for table in Table::LAYERING {
+        for dt in DATES {
+            if w.read(table, dt, "aps1").await.is_some() {
+                w.assert_only_listed_files(table, dt, "aps1").await;
+            }
+        }
+    }
+    drop(cluster);
+}

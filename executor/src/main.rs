@@ -48,6 +48,10 @@ struct Args {
     /// memory].
     #[arg(long, env = "TAUC_MEMORY_LIMIT", value_parser = parse_size)]
     memory_limit: Option<usize>,
+    /// Seconds between heartbeats to the scheduler (keep it well below the
+    /// scheduler's --executor-timeout-secs).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_secs: u64,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
             scheduler_port: a.scheduler_port,
             vcores: a.vcores,
             memory_limit: a.memory_limit,
+            heartbeat_secs: a.heartbeat_secs,
         };
         run_executor(engine, opts).await
     };

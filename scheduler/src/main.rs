@@ -20,6 +20,10 @@ struct Args {
     /// Host name executors and clients use to reach this scheduler.
     #[arg(long, default_value = "localhost")]
     external_host: String,
+    /// Seconds without a heartbeat after which an executor is taken for
+    /// dead and its tasks (and lost shuffle outputs) are run elsewhere.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(4..))]
+    executor_timeout_secs: u64,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
             SchedulerOptions {
                 bind: args.bind,
                 external_host: args.external_host,
+                executor_timeout_secs: args.executor_timeout_secs,
             },
         )
         .await

@@ -24,6 +24,8 @@ pub struct SchedulerOptions {
     pub bind: SocketAddr,
     /// Host name executors and clients use to reach this scheduler.
     pub external_host: String,
+    /// Seconds without a heartbeat before an executor is taken for dead.
+    pub executor_timeout_secs: u64,
 }
 
 /// Executor settings.
@@ -48,6 +50,8 @@ pub struct ExecutorOptions {
     /// Bytes the tasks may hold before they spill; `None`: Ballista's
     /// share of the host's memory.
     pub memory_limit: Option<usize>,
+    /// Seconds between heartbeats to the scheduler.
+    pub heartbeat_secs: u64,
 }
 
 /// Runs a scheduler until SIGTERM or Ctrl-C.
@@ -63,6 +67,9 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
                 .map_err(Into::into)
         }));
     config.bind_host = opts.bind.ip().to_string();
+    config.executor_timeout_seconds = opts.executor_timeout_secs;
+    config.expire_dead_executor_interval_seconds = (opts.executor_timeout_secs / 4).clamp(1, 15);
+    config.no_executors_grace_period_seconds = opts.executor_timeout_secs;
     config.override_logical_codec = Some(Arc::new(TaucLogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(TaucPhysicalCodec::default()));
     let cluster = BallistaCluster::new_from_config(&config)
@@ -139,6 +146,7 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
         // shuffle files of finished jobs go after an hour, checked every 5 min
         job_data_ttl_seconds: 3600,
         job_data_clean_up_interval_seconds: 300,
+        executor_heartbeat_interval_seconds: opts.heartbeat_secs,
         print_thread_info: false,
         ..Default::default()
     };
@@ -167,13 +175,16 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     result.map_err(|e| Error::config(format!("executor stopped: {e}")))
 }
 
-/// The async runtime every tauc binary runs on: multi-threaded, with the
-/// 32 MiB thread stacks deep plan trees need when (de)serialised and
-/// planned (the default 2 MiB overflows on the DWD query).
+/// The async runtime every tauc binary runs on: multi-threaded, with
+/// 8 MiB thread stacks. The DWD plan used to need 32 MiB (a `UNION ALL` of
+/// one table per ODS partition, planned and (de)serialised recursively);
+/// with ODS read as one table, 8 MiB — the usual main-thread size — is
+/// enough, while tokio's default 2 MiB still overflows on the DWD query in a
+/// debug build (deep expression trees in the SQL planner).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(32 * 1024 * 1024)
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
 }
 
