@@ -54,7 +54,6 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Location;
-use crate::warehouse::commit::PartitionRef;
 use crate::warehouse::tables::{Table, conform};
 
 /// The column naming a row's table.
@@ -535,13 +534,13 @@ impl TaskWriter {
     }
 }
 
-/// A table partition's directory.
+/// A table partition's directory (the layout `commit::PartitionRef`
+/// names: `{table}/dt={dt}/region={region}`).
 pub fn partition_dir(warehouse: &Location, table: Table, dt: i32, region: &str) -> Location {
-    PartitionRef {
-        dt: crate::warehouse::tables::date_of(dt),
-        region: region.to_string(),
-    }
-    .location(&table.location(warehouse))
+    let dt = crate::warehouse::tables::date_of(dt).format("%Y-%m-%d");
+    table
+        .location(warehouse)
+        .join(&format!("dt={dt}/region={region}"))
 }
 
 #[derive(Default)]
