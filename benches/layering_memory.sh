@@ -9,7 +9,9 @@
 # region (aps1), PROFILE a cargo profile (fast: dependencies optimised),
 # STORE `s3` (a local s3s-fs) or `local` (the local disk). Each executor
 # gets --memory-limit ${EXECUTOR_MEMORY:-2G}; tauc-job in-process gets
-# ${INPROCESS_MEMORY:-4G}. Prints one line per process:
+# ${INPROCESS_MEMORY:-4G}. LINES_PER_FILE (default 50) sets the file size:
+# LINES_PER_FILE=1 with SF 0.2 makes a 200 000-object day folder. Prints one
+# line per process:
 #   mode process wall_s cpu_s peak_rss_mib
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +31,7 @@ fi
 date0=2024-06-18
 last=$(python3 -c "import datetime as d; print(d.date(2024,6,18)+d.timedelta(days=$days-1))")
 echo "# sf=$sf days=$days events/day=$events profile=$profile store=$store $(nproc) cores $(free -g | awk '/Mem/{print $2}') GiB" >&2
-"$bin" sample --date "$date0" --days "$days" --events-per-day "$events" --regions aps1 --lines-per-file 50 "${flags[@]}" >&2
+"$bin" sample --date "$date0" --days "$days" --events-per-day "$events" --regions aps1 --lines-per-file "${LINES_PER_FILE:-50}" "${flags[@]}" >&2
 
 # RSS high-water mark and CPU seconds of a live process, from /proc.
 proc_stats() {
@@ -58,6 +60,10 @@ echo "in-process tauc-job $(timed_job "${job[@]}" --memory-limit "${INPROCESS_ME
 grep -E "committed" "$work/job.out" >&2 || true
 
 wh_reset
+if [ "$store" = s3 ]; then
+  # the scheduler and executors take S3 settings from the environment only
+  export TAUC_S3_ENDPOINT=${flags[5]} TAUC_S3_ALLOW_HTTP=true
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$tdir/tauc-scheduler" --bind "127.0.0.1:$port" --external-host 127.0.0.1 >"$work/scheduler.log" 2>&1 &
 sched=$!
