@@ -74,7 +74,11 @@ impl Engine {
     }
 
     /// A session state on `config` with every tauc function registered.
-    pub fn state(&self, config: SessionConfig) -> Result<SessionState> {
+    pub fn state(&self, mut config: SessionConfig) -> Result<SessionState> {
+        // A sort keeps this much back to merge its spill files; the stock
+        // 10 MiB per sort does not fit a small pool split over 16 partitions.
+        config.options_mut().execution.sort_spill_reservation_bytes =
+            (self.memory_limit / 64).clamp(256 << 10, 10 << 20);
         let mut state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
