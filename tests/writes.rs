@@ -52,6 +52,18 @@ async fn snapshot(w: &World) -> Vec<Option<Vec<String>>> {
     out
 }
 
+/// Every committed layering partition of aps1 lists existing files with
+/// its row count (`read` checks both) and holds no unlisted file.
+async fn assert_clean(w: &World) {
+    for table in Table::LAYERING {
+        for dt in DATES {
+            if w.read(table, dt, "aps1").await.is_some() {
+                w.assert_only_listed_files(table, dt, "aps1").await;
+            }
+        }
+    }
+}
+
 /// The worker named in a file name `part-{run_id}-{worker}-s…`.
 fn worker_of(file: &str, run_id: &str) -> String {
     let rest = file
@@ -141,7 +153,14 @@ async fn both_executors_write_and_the_client_gets_no_data_rows() {
     drop(cluster);
 }
 
-fn spawn_layering(w: &World, name: &str, delay_ms: Option<u64>) -> std::process::Child {
+/// Starts `submit layering` of 2024-06-18 (plus `extra` flags) in the
+/// background, its stderr to `{name}.err`.
+fn spawn_layering(
+    w: &World,
+    name: &str,
+    extra: &[&str],
+    delay_ms: Option<u64>,
+) -> std::process::Child {
     let mut cmd = Command::new(bin("tauc-job"));
     cmd.args([
         "submit",
@@ -151,9 +170,10 @@ fn spawn_layering(w: &World, name: &str, delay_ms: Option<u64>) -> std::process:
         "--region",
         "aps1",
     ])
+    .args(extra)
     .args(w.store_flags())
     .current_dir(w.dir.path())
-    .stdout(Stdio::piped())
+    .stdout(Stdio::null())
     .stderr(std::fs::File::create(w.dir.path().join(format!("{name}.err"))).unwrap());
     if let Some(ms) = delay_ms {
         cmd.env("TAUC_COMMIT_DELAY_MS", ms.to_string());
@@ -188,9 +208,9 @@ async fn two_runs_at_once_take_turns_and_lose_nothing() {
     // started together, one second apart, and with one commit slowed
     let pairs: [(u64, Option<u64>); 3] = [(0, None), (1000, None), (300, Some(400))];
     for (i, (gap_ms, delay)) in pairs.into_iter().enumerate() {
-        let a = spawn_layering(&w, &format!("a{i}"), delay);
+        let a = spawn_layering(&w, &format!("a{i}"), &[], delay);
         std::thread::sleep(Duration::from_millis(gap_ms));
-        let b = spawn_layering(&w, &format!("b{i}"), None);
+        let b = spawn_layering(&w, &format!("b{i}"), &[], None);
         let err_a = wait_ok(&w, &format!("a{i}"), a);
         let err_b = wait_ok(&w, &format!("b{i}"), b);
         assert!(
@@ -199,13 +219,7 @@ async fn two_runs_at_once_take_turns_and_lose_nothing() {
         );
         // every manifest lists existing files with its row count
         // (`read` checks both), no unlisted file is left, rows unchanged
-        for table in Table::LAYERING {
-            for dt in DATES {
-                if w.read(table, dt, "aps1").await.is_some() {
-                    w.assert_only_listed_files(table, dt, "aps1").await;
-                }
-            }
-        }
+        assert_clean(&w).await;
         assert_eq!(snapshot(&w).await, reference, "pair {i}");
     }
     // every lease was given back
@@ -258,21 +272,7 @@ async fn an_executor_killed_while_writing_leaves_only_strays() {
         &["--executor-timeout-secs", "8"],
         &["--heartbeat-secs", "2"],
     );
-    let mut cmd = Command::new(bin("tauc-job"));
-    cmd.args([
-        "submit",
-        "layering",
-        "--date",
-        "2024-06-18",
-        "--region",
-        "aps1",
-    ])
-    .args(["--scheduler", &cluster.url])
-    .args(w.store_flags())
-    .current_dir(w.dir.path())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(w.dir.path().join("job.err")).unwrap());
-    let job = cmd.spawn().expect("spawn tauc-job");
+    let job = spawn_layering(&w, "job", &["--scheduler", &cluster.url], None);
     // kill executor 0 as soon as the first data file of the run exists
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -294,13 +294,7 @@ async fn an_executor_killed_while_writing_leaves_only_strays() {
     // Ballista re-ran the lost work on executor 1: the same rows as a
     // fault-free run, and every committed partition holds only its files
     assert_eq!(snapshot(&w).await, reference);
-    for table in Table::LAYERING {
-        for dt in DATES {
-            if w.read(table, dt, "aps1").await.is_some() {
-                w.assert_only_listed_files(table, dt, "aps1").await;
-            }
-        }
-    }
+    assert_clean(&w).await;
     drop(cluster);
 }
 

@@ -398,24 +398,19 @@ async fn load_ods(
         progress.advance(s.stats.files as u64, s.valid_rows + s.quarantined_rows());
         summaries.insert(p.clone(), s);
     }
-    if let Some(p) = outcome
-        .partitions()
-        .into_iter()
-        .find(|p| !summaries.contains_key(p))
-    {
-        return Err(Error::Invariant(format!(
-            "internal: the scan wrote into partition dt={} region={}, which this run does not load; nothing was committed",
-            p.dt, p.region
-        )));
-    }
+    only_into(&outcome, &summaries, "the scan")?;
     progress.stage("ods: committing");
     let finished_at = Utc::now().timestamp_millis();
     for (p, summary) in &summaries {
-        for table in [Table::OdsEvent, Table::OdsQuarantine] {
-            let dir = p.location(&table.location(&args.warehouse));
-            let files = outcome.files_of(table, p);
-            commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
-        }
+        commit_written(
+            store,
+            args,
+            run_id,
+            &outcome,
+            p,
+            [Table::OdsEvent, Table::OdsQuarantine],
+        )
+        .await?;
         let stats = load_stats_batch(summary, run_id, started_at, finished_at)?;
         commit::commit_table(
             store,
@@ -429,6 +424,44 @@ async fn load_ods(
         .await?;
     }
     Ok((summaries, outcome.received()))
+}
+
+/// Fails when the writers wrote into a partition the run is not
+/// responsible for (a bug; its files stay unlisted strays).
+fn only_into<S>(
+    outcome: &WriteOutcome,
+    summaries: &BTreeMap<PartitionRef, S>,
+    what: &str,
+) -> Result<()> {
+    match outcome
+        .partitions()
+        .into_iter()
+        .find(|p| !summaries.contains_key(p))
+    {
+        Some(p) => Err(Error::Invariant(format!(
+            "internal: {what} wrote into partition dt={} region={}, which this run does not build; nothing was committed",
+            p.dt, p.region
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Commits partition `p` of each of `tables` with the files the writers
+/// reported (none: an empty partition).
+async fn commit_written(
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    run_id: &str,
+    outcome: &WriteOutcome,
+    p: &PartitionRef,
+    tables: [Table; 2],
+) -> Result<()> {
+    for table in tables {
+        let dir = p.location(&table.location(&args.warehouse));
+        let files = outcome.files_of(table, p);
+        commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
+    }
+    Ok(())
 }
 
 /// One ODS partition's counters from the writers' report, with the
@@ -727,23 +760,18 @@ async fn build_dwd(
         };
         summaries.insert(p.clone(), s);
     }
-    if let Some(p) = outcome
-        .partitions()
-        .into_iter()
-        .find(|p| !summaries.contains_key(p))
-    {
-        return Err(Error::Invariant(format!(
-            "internal: the DWD query wrote into partition dt={} region={}, which this run does not rebuild; nothing was committed",
-            p.dt, p.region
-        )));
-    }
+    only_into(&outcome, &summaries, "the DWD query")?;
     progress.stage("dwd: committing");
     for (p, s) in &summaries {
-        for table in [Table::DwdTrkEvent, Table::DwdCorsError] {
-            let dir = p.location(&table.location(&args.warehouse));
-            let files = outcome.files_of(table, p);
-            commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
-        }
+        commit_written(
+            store,
+            args,
+            run_id,
+            &outcome,
+            p,
+            [Table::DwdTrkEvent, Table::DwdCorsError],
+        )
+        .await?;
         let stats = RecordBatch::try_new(
             Table::DwdDedupeStats.schema(),
             vec![
