@@ -113,10 +113,17 @@ impl S3Options {
             b = b.with_allow_http(allow);
         }
         let timeout = Duration::from_secs(self.retry_timeout_secs.unwrap_or(30));
+        // A busy S3 answers 500/503 for a moment: back off up to 5 s between
+        // tries (10 tries within the timeout) rather than give up in half a
+        // second, as 4 quick retries did under a 200 000-object day.
         b = b.with_retry(RetryConfig {
-            max_retries: 4,
+            max_retries: 10,
             retry_timeout: timeout,
-            ..Default::default()
+            backoff: object_store::BackoffConfig {
+                init_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
         });
         Ok(Arc::new(b.build().map_err(|e| {
             Error::config(format!("cannot configure S3 for bucket '{bucket}': {e}"))
