@@ -11,7 +11,7 @@
 # gets --memory-limit ${EXECUTOR_MEMORY:-2G}; tauc-job in-process gets
 # ${INPROCESS_MEMORY:-4G}. LINES_PER_FILE (default 50) sets the file size:
 # LINES_PER_FILE=1 with SF 0.2 makes a 200 000-object day folder. Prints one
-# line per process:
+# line per process (SKIP_INPROCESS=1: the cluster only):
 #   mode process wall_s cpu_s peak_rss_mib
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,8 +56,10 @@ wh_reset() {
 }
 
 job=(submit layering --date "$date0" --to "$last" --region aps1 "${flags[@]}")
-echo "in-process tauc-job $(timed_job "${job[@]}" --memory-limit "${INPROCESS_MEMORY:-4G}")"
-grep -E "committed" "$work/job.out" >&2 || true
+if [ -z "${SKIP_INPROCESS:-}" ]; then
+  echo "in-process tauc-job $(timed_job "${job[@]}" --memory-limit "${INPROCESS_MEMORY:-4G}")"
+  grep -E "committed" "$work/job.out" >&2 || true
+fi
 
 wh_reset
 if [ "$store" = s3 ]; then
