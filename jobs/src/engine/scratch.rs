@@ -4,7 +4,9 @@
 //! private directory per process, `tauc-XXXXXX` (mode 0700) under
 //! `--work-dir` (`TAUC_WORK_DIR`, default the system temporary directory),
 //! removed when the process ends: `shuffle/` for Ballista's stage outputs,
-//! `spill/` for operators that outgrow the memory pool.
+//! `spill/` for operators that outgrow the memory pool. The name carries
+//! the process id (`tauc-{pid}-XXXXXX`), so the next process to start in
+//! the same place removes the directories of killed ones.
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +71,31 @@ pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
     Ok((value * scale as f64) as usize)
 }
 
+/// Removes the scratch directories of processes that died without
+/// cleaning up (SIGKILL, a crash): `tauc-{pid}-*` whose pid no longer
+/// runs on this host. Best effort; errors are ignored.
+fn remove_orphans(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tauc-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+            tracing::info!(dir = %e.path().display(), "removing the scratch directory of a process that is gone");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A private scratch directory, removed on drop.
 #[derive(Debug)]
 pub struct Scratch {
@@ -86,8 +113,9 @@ impl Scratch {
                 parent.display()
             ))
         })?;
+        remove_orphans(&parent);
         let dir = tempfile::Builder::new()
-            .prefix("tauc-")
+            .prefix(&format!("tauc-{}-", std::process::id()))
             .tempdir_in(&parent)
             .map_err(|e| {
                 Error::config(format!(
@@ -151,5 +179,22 @@ mod tests {
         std::fs::write(s.shuffle().join("x"), "data").unwrap();
         drop(s);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn orphans_of_dead_processes_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        // pid 4194304 is above Linux's pid_max: never a running process
+        let dead = parent.path().join("tauc-4194304-abc");
+        let mine = parent
+            .path()
+            .join(format!("tauc-{}-keep", std::process::id()));
+        let other = parent.path().join("unrelated");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir_all(d.join("shuffle")).unwrap();
+        }
+        let s = Scratch::new(Some(parent.path())).unwrap();
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists() && s.path().exists());
     }
 }
