@@ -145,7 +145,6 @@ async fn both_executors_write_and_the_client_gets_no_data_rows() {
     // what reached tauc-job: one row per file and the counters, nothing else
     let (rows, file_rows) = received(&stdout);
     assert_eq!(file_rows, files, "{stdout}");
-    assert!(rows >= file_rows);
     assert!(
         rows < data_rows / 4,
         "{rows} result rows for {data_rows} data rows"

@@ -360,36 +360,41 @@ fn groups(b: &RecordBatch) -> DfResult<Vec<(Key, Option<UInt32Array>)>> {
     let tables = column::<StringArray>(b, TABLE_COLUMN)?;
     let dts = column::<Date32Array>(b, "dt")?;
     let regions = column::<StringArray>(b, "region")?;
-    let key_at = |i: usize| -> DfResult<Key> {
-        let table = if tables.is_null(i) || tables.value(i).is_empty() {
-            None
+    // Rows are grouped on borrowed values (`""` for a null table); the
+    // table name is resolved and the region copied once per group, not
+    // once per row.
+    let table_at = |i: usize| {
+        if tables.is_null(i) {
+            ""
         } else {
-            let name = tables.value(i);
-            Some(Table::from_name(name).ok_or_else(|| {
-                DataFusionError::Internal(format!("tauc write: unknown table '{name}'"))
-            })?)
-        };
-        Ok((table, dts.value(i), regions.value(i).to_string()))
+            tables.value(i)
+        }
     };
+    let raw_key = |i: usize| (table_at(i), dts.value(i), regions.value(i));
     let n = b.num_rows();
-    let first = key_at(0)?;
-    let same = (1..n).all(|i| {
-        tables.value(i) == tables.value(0)
-            && tables.is_null(i) == tables.is_null(0)
-            && dts.value(i) == first.1
-            && regions.value(i) == first.2
-    });
-    if same {
-        return Ok(vec![(first, None)]);
+    let first = raw_key(0);
+    let mut by_key: BTreeMap<(&str, i32, &str), Vec<u32>> = BTreeMap::new();
+    if (1..n).any(|i| raw_key(i) != first) {
+        for i in 0..n {
+            by_key.entry(raw_key(i)).or_default().push(i as u32);
+        }
     }
-    let mut by_key: BTreeMap<Key, Vec<u32>> = BTreeMap::new();
-    for i in 0..n {
-        by_key.entry(key_at(i)?).or_default().push(i as u32);
+    let resolve = |(table, dt, region): (&str, i32, &str)| -> DfResult<Key> {
+        let table = match table {
+            "" => None,
+            name => Some(Table::from_name(name).ok_or_else(|| {
+                DataFusionError::Internal(format!("tauc write: unknown table '{name}'"))
+            })?),
+        };
+        Ok((table, dt, region.to_string()))
+    };
+    if by_key.is_empty() {
+        return Ok(vec![(resolve(first)?, None)]);
     }
-    Ok(by_key
+    by_key
         .into_iter()
-        .map(|(k, rows)| (k, Some(UInt32Array::from(rows))))
-        .collect())
+        .map(|(k, rows)| Ok((resolve(k)?, Some(UInt32Array::from(rows)))))
+        .collect()
 }
 
 fn properties(limits: &FileLimits) -> DfResult<WriterProperties> {
