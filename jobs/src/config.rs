@@ -23,8 +23,9 @@ pub const DEFAULT_ENV: &str = "uat";
 /// Default lateness allowance, in days.
 pub const DEFAULT_LATENESS_DAYS: i64 = 2;
 
-/// Every `TAUC_*` variable tauc reads.
-pub const KNOWN_ENV: [&str; 23] = [
+/// Every `TAUC_*` variable tauc reads, in any of its binaries (so one
+/// environment file can serve a host that runs several of them).
+pub const KNOWN_ENV: &[&str] = &[
     "TAUC_CONFIG",
     "TAUC_RAW_ROOT",
     "TAUC_WAREHOUSE",
@@ -48,6 +49,18 @@ pub const KNOWN_ENV: [&str; 23] = [
     "TAUC_FILE_MAX_MB",
     "TAUC_LEASE_WAIT_SECS",
     "TAUC_COMMIT_DELAY_MS",
+    // the collection chain (tauc-collector, tauc-uploader)
+    "TAUC_REGION",
+    "TAUC_SPOOL_DIR",
+    "TAUC_SPOOL_MAX_BYTES",
+    "TAUC_KAFKA_BROKERS",
+    "TAUC_TOPIC",
+    "TAUC_ALLOWED_ORIGINS",
+    "TAUC_GROUP",
+    "TAUC_MAX_LINES",
+    "TAUC_MAX_BYTES",
+    "TAUC_MAX_WAIT",
+    "TAUC_METRICS_BIND",
 ];
 
 /// The config file (`tauc.toml`).
@@ -71,6 +84,57 @@ pub struct FileConfig {
     /// S3 client options.
     #[serde(default)]
     pub s3: S3Options,
+    /// `tauc-collector` settings (`[collector]`).
+    #[serde(default)]
+    pub collector: CollectorFile,
+    /// `tauc-uploader` settings (`[uploader]`).
+    #[serde(default)]
+    pub uploader: UploaderFile,
+}
+
+/// The `[collector]` section: what `tauc-collector` reads when a flag and
+/// its variable are unset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CollectorFile {
+    /// Listen address, e.g. `0.0.0.0:8080`.
+    pub bind: Option<String>,
+    /// The region this collector serves.
+    pub region: Option<String>,
+    /// Directory of the local spool.
+    pub spool_dir: Option<String>,
+    /// Spool size above which requests get 503, e.g. `1GiB`.
+    pub spool_max_bytes: Option<String>,
+    /// Kafka bootstrap servers, `host:port[,…]`.
+    pub kafka_brokers: Option<String>,
+    /// Topic [default: `tauc-{env}-{region}`].
+    pub topic: Option<String>,
+    /// Browser origins allowed to post events (exact, e.g.
+    /// `https://www.example.com`).
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+/// The `[uploader]` section: what `tauc-uploader` reads when a flag and
+/// its variable are unset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct UploaderFile {
+    /// The region whose topic is uploaded.
+    pub region: Option<String>,
+    /// Kafka bootstrap servers, `host:port[,…]`.
+    pub kafka_brokers: Option<String>,
+    /// Topic [default: `tauc-{env}-{region}`].
+    pub topic: Option<String>,
+    /// Consumer group [default: `tauc-uploader-{env}-{region}`].
+    pub group: Option<String>,
+    /// Records per object at most.
+    pub max_lines: Option<usize>,
+    /// Bytes per object at most, e.g. `2MB`.
+    pub max_bytes: Option<String>,
+    /// Longest a partial batch waits, e.g. `60s`.
+    pub max_wait: Option<String>,
+    /// Address of `/healthz` and `/metrics`.
+    pub metrics_bind: Option<String>,
 }
 
 impl FileConfig {

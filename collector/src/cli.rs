@@ -1,0 +1,306 @@
+//! Flags of `tauc-collector` and `tauc-uploader`, and how they combine
+//! with the environment and the config file.
+//!
+//! Precedence, highest first: **flags > environment (`TAUC_*`) > config
+//! file (`[collector]` / `[uploader]` of `tauc.toml`) > built-in
+//! defaults**. clap reads flags and their variables; the file fills what
+//! both left unset.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tauc_jobs::config::{self, DEFAULT_ENV, FileConfig};
+use tauc_jobs::engine::scratch::parse_size;
+use tauc_jobs::store::{Location, S3Options, StoreRegistry};
+
+use crate::error::{Error, Result};
+use crate::kafka;
+use crate::spool::SpoolConfig;
+use crate::uploader::{Cut, UploaderConfig};
+
+/// `tauc-collector`: HTTP intake, local spool, shipper to Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "tauc-collector", version, about)]
+pub struct CollectorArgs {
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "TAUC_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Environment segment, e.g. uat or prd [default: uat].
+    #[arg(long, env = "TAUC_ENV")]
+    pub env: Option<String>,
+    /// The region this collector serves, e.g. aps1.
+    #[arg(long, env = "TAUC_REGION")]
+    pub region: Option<String>,
+    /// Directory of the local spool (created 0700).
+    #[arg(long, env = "TAUC_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Kafka bootstrap servers, host:port[,…].
+    #[arg(long, env = "TAUC_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic [default: tauc-{env}-{region}].
+    #[arg(long, env = "TAUC_TOPIC")]
+    pub topic: Option<String>,
+    /// A browser origin allowed to post events (exact, e.g.
+    /// https://www.example.com); repeat the flag for more.
+    #[arg(long = "allowed-origin", env = "TAUC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Spool size above which requests get 503 [default: 1G].
+    #[arg(long, env = "TAUC_SPOOL_MAX_BYTES", value_parser = parse_size)]
+    pub spool_max_bytes: Option<usize>,
+    /// Config file [default: ./tauc.toml when present].
+    #[arg(long, env = "TAUC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// `tauc-uploader`: Kafka consumer-group member writing raw objects.
+#[derive(Debug, Parser)]
+#[command(name = "tauc-uploader", version, about)]
+pub struct UploaderArgs {
+    /// Kafka bootstrap servers, host:port[,…].
+    #[arg(long, env = "TAUC_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Environment segment [default: uat].
+    #[arg(long, env = "TAUC_ENV")]
+    pub env: Option<String>,
+    /// The region whose topic is uploaded.
+    #[arg(long, env = "TAUC_REGION")]
+    pub region: Option<String>,
+    /// Root of the raw layout: s3://bucket/route or a local folder
+    /// [default: data/raw].
+    #[arg(long, env = "TAUC_RAW_ROOT")]
+    pub raw_root: Option<String>,
+    /// Topic [default: tauc-{env}-{region}].
+    #[arg(long, env = "TAUC_TOPIC")]
+    pub topic: Option<String>,
+    /// Consumer group [default: tauc-uploader-{env}-{region}].
+    #[arg(long, env = "TAUC_GROUP")]
+    pub group: Option<String>,
+    /// Records per object at most [default: 50].
+    #[arg(long, env = "TAUC_MAX_LINES", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_lines: Option<u64>,
+    /// Bytes per object at most, e.g. 2MB (MB = 2^20) [default: 2MB].
+    #[arg(long, env = "TAUC_MAX_BYTES", value_parser = parse_size)]
+    pub max_bytes: Option<usize>,
+    /// Longest a partial batch waits, e.g. 60s, 500ms, 2m [default: 60s].
+    #[arg(long, env = "TAUC_MAX_WAIT", value_parser = parse_duration)]
+    pub max_wait: Option<Duration>,
+    /// Address of /healthz and /metrics [default: 127.0.0.1:9464].
+    #[arg(long, env = "TAUC_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "TAUC_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Config file [default: ./tauc.toml when present].
+    #[arg(long, env = "TAUC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// Everything `tauc-collector` runs with.
+pub struct CollectorSettings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Topic.
+    pub topic: String,
+    /// Allowed browser origins.
+    pub origins: Vec<String>,
+    /// The spool.
+    pub spool: SpoolConfig,
+}
+
+/// `60s`, `500ms`, `2m`, `1h`, or a number of seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}' (expected e.g. 60s, 500ms or 2m)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration unit in '{s}' (use ms, s, m or h)")),
+    }
+}
+
+fn segment(flag: &str, value: Option<String>, default: Option<&str>) -> Result<String> {
+    let v = value
+        .or(default.map(str::to_string))
+        .ok_or_else(|| Error::config(format!("--{flag} is required (or TAUC_{} / the config file)", flag.to_uppercase().replace('-', "_"))))?;
+    if v.is_empty() || v.contains('/') {
+        return Err(Error::config(format!(
+            "invalid --{flag} '{v}' (expected a path segment such as {})",
+            if flag == "env" { "uat" } else { "aps1" }
+        )));
+    }
+    Ok(v)
+}
+
+fn brokers(value: Option<String>) -> Result<String> {
+    value.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
+        Error::config("--kafka-brokers is required (host:port[,…], or TAUC_KAFKA_BROKERS)")
+    })
+}
+
+impl CollectorArgs {
+    /// Combines flags, environment and file.
+    pub fn resolve(self) -> Result<CollectorSettings> {
+        config::check_env()?;
+        let file = FileConfig::load(self.config.as_deref())?;
+        let f = file.collector;
+        let env = segment("env", self.env.or(file.env), Some(DEFAULT_ENV))?;
+        let region = segment("region", self.region.or(f.region), None)?;
+        let bind = match (self.bind, f.bind) {
+            (Some(b), _) => b,
+            (None, Some(b)) => b
+                .parse()
+                .map_err(|e| Error::config(format!("invalid [collector] bind '{b}': {e}")))?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let spool_dir = self
+            .spool_dir
+            .or(f.spool_dir.map(PathBuf::from))
+            .ok_or_else(|| Error::config("--spool-dir is required (a directory on local disk)"))?;
+        let mut spool = SpoolConfig::new(spool_dir);
+        if let Some(max) = self.spool_max_bytes {
+            spool.max_bytes = max as u64;
+        } else if let Some(max) = f.spool_max_bytes {
+            spool.max_bytes = parse_size(&max).map_err(Error::config)? as u64;
+        }
+        let origins = if self.allowed_origins.is_empty() {
+            f.allowed_origins.unwrap_or_default()
+        } else {
+            self.allowed_origins
+        };
+        for o in &origins {
+            check_origin(o)?;
+        }
+        Ok(CollectorSettings {
+            bind,
+            brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
+            topic: self
+                .topic
+                .or(f.topic)
+                .unwrap_or_else(|| kafka::default_topic(&env, &region)),
+            origins,
+            spool,
+        })
+    }
+}
+
+/// An allowed origin is exact: `scheme://host[:port]`, no path, no `*`.
+fn check_origin(o: &str) -> Result<()> {
+    let ok = (o.starts_with("http://") || o.starts_with("https://"))
+        && !o.contains('*')
+        && o.splitn(4, '/').nth(3).is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "invalid --allowed-origin '{o}' (expected an exact origin such as https://www.example.com, no path and no *)"
+        )))
+    }
+}
+
+/// Everything `tauc-uploader` runs with.
+pub struct UploaderSettings {
+    /// The uploader itself.
+    pub uploader: UploaderConfig,
+    /// Address of `/healthz` and `/metrics`.
+    pub metrics_bind: SocketAddr,
+}
+
+impl UploaderArgs {
+    /// Combines flags, environment and file, and opens the raw root.
+    pub fn resolve(self) -> Result<UploaderSettings> {
+        config::check_env()?;
+        let file = FileConfig::load(self.config.as_deref())?;
+        let f = file.uploader;
+        let env = segment("env", self.env.or(file.env), Some(DEFAULT_ENV))?;
+        let region = segment("region", self.region.or(f.region), None)?;
+        let s3 = file.s3.clone().overlay(&S3Options::default().with_env()?).overlay(&S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            ..Default::default()
+        });
+        let raw_root = Location::parse(
+            self.raw_root
+                .as_deref()
+                .or(file.raw_root.as_deref())
+                .unwrap_or(config::DEFAULT_RAW_ROOT),
+        )?;
+        let store = StoreRegistry::new(s3).for_location(&raw_root)?;
+        let mut cut = Cut::default();
+        if let Some(n) = self.max_lines.or(f.max_lines.map(|n| n as u64)) {
+            cut.max_lines = n.max(1) as usize;
+        }
+        if let Some(b) = self.max_bytes {
+            cut.max_bytes = b;
+        } else if let Some(b) = f.max_bytes {
+            cut.max_bytes = parse_size(&b).map_err(Error::config)?;
+        }
+        if let Some(w) = self.max_wait {
+            cut.max_wait = w;
+        } else if let Some(w) = f.max_wait {
+            cut.max_wait = parse_duration(&w).map_err(Error::config)?;
+        }
+        let metrics_bind = match (self.metrics_bind, f.metrics_bind) {
+            (Some(b), _) => b,
+            (None, Some(b)) => b
+                .parse()
+                .map_err(|e| Error::config(format!("invalid [uploader] metrics-bind '{b}': {e}")))?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 9464)),
+        };
+        let topic = self
+            .topic
+            .or(f.topic)
+            .unwrap_or_else(|| kafka::default_topic(&env, &region));
+        let group = self
+            .group
+            .or(f.group)
+            .unwrap_or_else(|| format!("tauc-uploader-{env}-{region}"));
+        Ok(UploaderSettings {
+            uploader: UploaderConfig {
+                brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
+                topic,
+                group,
+                env,
+                region,
+                raw_root,
+                store,
+                cut,
+            },
+            metrics_bind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_origins() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("5d"));
+        assert!(check_origin("https://www.example.com").is_ok());
+        assert!(check_origin("http://127.0.0.1:8080").is_ok());
+        assert!(check_origin("*").is_err());
+        assert!(check_origin("https://a.com/path").is_err());
+        assert!(check_origin("www.example.com").is_err());
+    }
+}

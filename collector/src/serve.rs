@@ -1,0 +1,125 @@
+//! Running the two services: wiring, signals and clean shutdown.
+//!
+//! On SIGTERM (or Ctrl-C) the collector stops accepting, lets the
+//! requests in hand finish (their events are fsynced before they are
+//! answered), then gives the shipper a few seconds to send what it can;
+//! whatever is left stays in the spool for the next start. The uploader
+//! writes out and commits the batches in hand, then leaves its group.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::{CollectorSettings, UploaderSettings};
+use crate::error::{Error, Result};
+use crate::intake::{self, Intake, Limits};
+use crate::kafka;
+use crate::metrics::{CollectorMetrics, UploaderMetrics};
+use crate::shipper::Shipper;
+use crate::spool::Spool;
+use crate::uploader::Uploader;
+
+/// Partitions of a topic the collector creates because it is missing
+/// (a development broker; production topics are provisioned).
+pub const DEFAULT_PARTITIONS: i32 = 4;
+
+/// How long the shipper may keep sending after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the collector until SIGTERM.
+pub async fn run_collector(s: CollectorSettings) -> Result<()> {
+    let (spool, writer) = Spool::open(&s.spool)?;
+    let metrics = Arc::new(CollectorMetrics::default());
+    let listener = TcpListener::bind(s.bind)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on --bind {}: {e}", s.bind)))?;
+    let (brokers, topic) = (s.brokers.clone(), s.topic.clone());
+    tokio::spawn(async move {
+        if let Err(e) = kafka::ensure_topic(&brokers, &topic, DEFAULT_PARTITIONS).await {
+            tracing::warn!(error = %e, "could not check the topic; spooling until Kafka answers");
+        }
+    });
+    let shipper = Shipper {
+        spool: spool.clone(),
+        producer: kafka::producer(&s.brokers)?,
+        brokers: s.brokers.clone(),
+        topic: s.topic.clone(),
+        metrics: metrics.clone(),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let shipping = tokio::spawn(shipper.run(stop, DRAIN));
+    let app = intake::router(Intake {
+        spool,
+        origins: Arc::new(s.origins.iter().cloned().collect::<HashSet<_>>()),
+        limits: Limits::default(),
+        metrics,
+    });
+    tracing::info!(bind = %s.bind, topic = s.topic, spool = %s.spool.dir.display(), "collector listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(terminated())
+        .await?;
+    tracing::info!("stopped accepting; shipping what the spool holds");
+    let _ = stop_tx.send(true);
+    let shipped = shipping.await;
+    // The router (and with it the last spool handle) is gone: the writer
+    // thread has synced and ends.
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    match shipped {
+        Ok(r) => r,
+        Err(e) => Err(Error::config(format!("the shipper task failed: {e}"))),
+    }
+}
+
+/// Runs the uploader until SIGTERM.
+pub async fn run_uploader(s: UploaderSettings) -> Result<()> {
+    let metrics = Arc::new(UploaderMetrics::default());
+    let listener = TcpListener::bind(s.metrics_bind).await.map_err(|e| {
+        Error::config(format!("cannot listen on --metrics-bind {}: {e}", s.metrics_bind))
+    })?;
+    let m = metrics.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(move || async move { m.render() }));
+    let (stop_tx, stop) = watch::channel(false);
+    let mut server_stop = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.changed().await;
+            })
+            .await
+    });
+    let config = s.uploader;
+    tracing::info!(topic = config.topic, group = config.group, raw_root = %config.raw_root.url(), "uploader starting");
+    let uploader = Uploader::new(config, metrics)?;
+    let run = tokio::spawn(uploader.run(stop));
+    terminated().await;
+    let _ = stop_tx.send(true);
+    let result = run.await;
+    let _ = server.await;
+    match result {
+        Ok(r) => r,
+        Err(e) => Err(Error::config(format!("the uploader task failed: {e}"))),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}

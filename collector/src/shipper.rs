@@ -1,0 +1,270 @@
+//! The shipper: produces spooled events to Kafka in spool order and
+//! deletes a segment once Kafka has acknowledged every event in it.
+//!
+//! Progress within a segment is kept in a small cursor file beside it
+//! (the byte offset up to which Kafka has acknowledged), so a restart
+//! re-sends only what was in flight: those copies may reach Kafka twice,
+//! byte-identical (collection.md), and nothing acknowledged to a client
+//! is lost.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::metrics::CollectorMetrics;
+use crate::spool::{CURSOR_SUFFIX, Durable, Spool, segments};
+
+/// Most bytes handed to the producer before waiting for their acks.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Ships one spool to one topic.
+pub struct Shipper {
+    /// The spool to drain.
+    pub spool: Spool,
+    /// The producer (idempotent, acks=all).
+    pub producer: FutureProducer,
+    /// Bootstrap servers, to make a new producer after a fatal error.
+    pub brokers: String,
+    /// Destination topic.
+    pub topic: String,
+    /// Counters.
+    pub metrics: Arc<CollectorMetrics>,
+}
+
+/// The fields the shipper reads from a spooled line.
+#[derive(Deserialize)]
+struct Keys<'a> {
+    #[serde(borrow, default)]
+    device_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(default)]
+    collector_ts: Option<i64>,
+}
+
+impl Shipper {
+    /// Ships until `stop` turns true, then for up to `drain` more while
+    /// there is something left, and flushes the producer.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, drain: Duration) -> Result<()> {
+        let mut durable = self.spool.durable();
+        let mut deadline: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let active = *durable.borrow_and_update();
+            let caught_up = match self.ship_all(active).await {
+                Ok(done) => {
+                    backoff = Duration::from_millis(200);
+                    done
+                }
+                Err(e) => {
+                    self.metrics.kafka_errors.inc();
+                    tracing::warn!(error = %e, "shipping failed; retrying");
+                    self.renew_if_fatal();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    false
+                }
+            };
+            if *stop.borrow() {
+                let end = *deadline.get_or_insert_with(|| Instant::now() + drain);
+                if caught_up || Instant::now() >= end {
+                    break;
+                }
+                continue;
+            }
+            if caught_up {
+                tokio::select! {
+                    _ = durable.changed() => {}
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+        let _ = self.producer.flush(Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// An idempotent producer that hit a fatal error (e.g. a broker that
+    /// lost its producer state) cannot go on; a new one re-sends from the
+    /// cursor, which may double what was in flight, never lose it.
+    fn renew_if_fatal(&mut self) {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::warn!(%code, reason, "producer failed fatally; starting a new one");
+            match crate::kafka::producer(&self.brokers) {
+                Ok(p) => self.producer = p,
+                Err(e) => tracing::error!(error = %e, "cannot make a new producer"),
+            }
+        }
+    }
+
+    /// One pass over the segments; `true` when everything durable is
+    /// acknowledged.
+    async fn ship_all(&self, active: Durable) -> Result<bool> {
+        let dir = self.spool.dir().to_path_buf();
+        for (seq, path, len) in segments(&dir)? {
+            if seq > active.seq {
+                break;
+            }
+            let closed = seq < active.seq;
+            let limit = if closed { len } else { active.len.min(len) };
+            let cursor_path = cursor_path(&path);
+            let mut cursor = read_cursor(&cursor_path).await;
+            while cursor < limit {
+                let (chunk, end) = read_chunk(&path, cursor, limit).await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let lines: Vec<&str> = chunk.split_terminator('\n').collect();
+                self.produce(&lines).await?;
+                cursor = end;
+                write_cursor(&cursor_path, cursor).await?;
+            }
+            if closed {
+                if cursor < len {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        bytes = len - cursor,
+                        "dropping an incomplete last line (its request was never acknowledged)"
+                    );
+                }
+                remove(&path).await?;
+                let _ = tokio::fs::remove_file(&cursor_path).await;
+                self.spool.released(len);
+            }
+        }
+        self.metrics.oldest_unshipped_ms.store(0, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Produces lines in order and waits for every acknowledgement.
+    async fn produce(&self, lines: &[&str]) -> Result<()> {
+        let first_ts = lines
+            .first()
+            .and_then(|l| serde_json::from_str::<Keys>(l).ok())
+            .and_then(|k| k.collector_ts)
+            .unwrap_or(0);
+        self.metrics
+            .oldest_unshipped_ms
+            .store(first_ts, Ordering::Relaxed);
+        let start = Instant::now();
+        let mut pending = Vec::with_capacity(lines.len());
+        for line in lines {
+            let keys = serde_json::from_str::<Keys>(line).ok();
+            let key = keys.as_ref().and_then(|k| record_key(k));
+            let mut record = FutureRecord::<str, str>::to(&self.topic).payload(line);
+            if let Some(key) = key.as_deref() {
+                record = record.key(key);
+            }
+            if let Some(ts) = keys.as_ref().and_then(|k| k.collector_ts) {
+                record = record.timestamp(ts);
+            }
+            let mut record = record;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((_, r)) => {
+                        // queue full: wait for what is in flight first
+                        record = r;
+                        self.producer.poll(Duration::from_millis(50));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+        let n = pending.len();
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) => {
+                    self.metrics
+                        .kafka_send_seconds
+                        .observe(start.elapsed().as_secs_f64());
+                }
+                Ok(Err((e, _))) => return Err(Error::Kafka(e)),
+                Err(_) => {
+                    return Err(Error::config("the Kafka producer was dropped"));
+                }
+            }
+        }
+        self.metrics.shipped.inc_by(n as u64);
+        Ok(())
+    }
+}
+
+/// The record key: `device_id`, else `user_id` (as strings; a non-string
+/// id keys by its JSON text), so one device's events share a partition.
+fn record_key(k: &Keys) -> Option<String> {
+    let text = |v: &RawValue| -> Option<String> {
+        match serde_json::from_str::<Option<String>>(v.get()) {
+            Ok(Some(s)) if !s.is_empty() => Some(s),
+            Ok(_) => None,
+            Err(_) => Some(v.get().to_string()),
+        }
+    };
+    k.device_id.and_then(text).or_else(|| k.user_id.and_then(text))
+}
+
+fn cursor_path(segment: &Path) -> PathBuf {
+    segment.with_extension(CURSOR_SUFFIX.trim_start_matches('.'))
+}
+
+async fn read_cursor(path: &Path) -> u64 {
+    tokio::fs::read_to_string(path)
+        .await
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn write_cursor(path: &Path, at: u64) -> Result<()> {
+    let tmp = path.with_extension("acked.tmp");
+    tokio::fs::write(&tmp, at.to_string())
+        .await
+        .map_err(|e| Error::spool(&tmp, e))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| Error::spool(path, e))
+}
+
+async fn remove(path: &Path) -> Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::spool(path, e)),
+    }
+}
+
+/// The complete lines of `[from, limit)`, about [`CHUNK_BYTES`] at most,
+/// and the offset after the last one.
+async fn read_chunk(path: &Path, from: u64, limit: u64) -> Result<(String, u64)> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::spool(path, e))?;
+    file.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(|e| Error::spool(path, e))?;
+    let want = (limit - from).min(CHUNK_BYTES as u64) as usize;
+    let mut buf = vec![0u8; want];
+    file.read_exact(&mut buf)
+        .await
+        .map_err(|e| Error::spool(path, e))?;
+    let Some(last) = buf.iter().rposition(|&b| b == b'\n') else {
+        return Ok((String::new(), from));
+    };
+    buf.truncate(last + 1);
+    let end = from + buf.len() as u64;
+    // The collector wrote these lines as UTF-8; a damaged byte is shipped
+    // as U+FFFD rather than stopping the spool.
+    let text = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    Ok((text, end))
+}

@@ -1,0 +1,307 @@
+//! The uploader: a consumer-group member that writes each partition's
+//! records into raw objects, exactly once (collection.md "The uploader").
+//!
+//! Per partition, strictly in order: PUT the batch create-only, commit the
+//! offset after its last record, start the next batch. An object's key is
+//! fixed by its first record (`first_ts`, partition, first offset) and
+//! every batch starts where the previous object ended, so any two
+//! uploaders that ever owned a partition follow the same chain of keys.
+//! When a create-only PUT finds its key taken, the existing object *is*
+//! that batch: its lines are counted, the offset after them is committed,
+//! and reading goes on from there. Every record lands in exactly one
+//! object, whatever crashed or rebalanced.
+
+pub mod batch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tauc_jobs::store::Location;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::kafka;
+use crate::metrics::UploaderMetrics;
+pub use batch::{Batch, Cut};
+
+/// What one uploader does.
+pub struct UploaderConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The region's topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// Environment segment of the raw layout.
+    pub env: String,
+    /// Region segment of the raw layout.
+    pub region: String,
+    /// Root of the raw layout.
+    pub raw_root: Location,
+    /// The store behind `raw_root` (from the jobs' store registry).
+    pub store: Arc<dyn ObjectStore>,
+    /// Where batches are cut.
+    pub cut: Cut,
+}
+
+/// Partition changes seen by the rebalance callback, applied by the loop.
+#[derive(Default)]
+struct Changes {
+    revoked: Vec<i32>,
+}
+
+struct Context {
+    changes: Arc<Mutex<Changes>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut c = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                c.revoked.push(e.partition());
+            }
+            tracing::info!(partitions = ?c.revoked, "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "partitions assigned");
+        }
+    }
+}
+
+/// Where reading of one partition stands.
+#[derive(Default)]
+struct Partition {
+    /// The offset the next record must have (`None` until the first
+    /// record after an assignment, which starts at the committed offset).
+    expected: Option<i64>,
+    /// After a seek, records are skipped until the expected one arrives.
+    seeking: bool,
+    batch: Option<Batch>,
+}
+
+/// A record, copied out of the consumer's buffer.
+struct Record {
+    partition: i32,
+    offset: i64,
+    ts: i64,
+    value: Vec<u8>,
+}
+
+/// A running uploader.
+pub struct Uploader {
+    config: UploaderConfig,
+    consumer: StreamConsumer<Context>,
+    changes: Arc<Mutex<Changes>>,
+    parts: HashMap<i32, Partition>,
+    metrics: Arc<UploaderMetrics>,
+}
+
+impl Uploader {
+    /// Joins the group and subscribes to the topic.
+    pub fn new(config: UploaderConfig, metrics: Arc<UploaderMetrics>) -> Result<Uploader> {
+        let changes = Arc::new(Mutex::new(Changes::default()));
+        let consumer: StreamConsumer<Context> = kafka::consumer_config(&config.brokers, &config.group)
+            .create_with_context(Context {
+                changes: changes.clone(),
+            })?;
+        consumer.subscribe(&[&config.topic])?;
+        Ok(Uploader {
+            config,
+            consumer,
+            changes,
+            parts: HashMap::new(),
+            metrics,
+        })
+    }
+
+    /// Uploads until `stop` turns true; then writes out the batches in
+    /// hand, commits them and leaves the group.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let tick = (self.config.cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(tick);
+        loop {
+            let record = tokio::select! {
+                msg = self.consumer.recv() => msg.map(|m| Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    ts: m.timestamp().to_millis().unwrap_or(0),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                }),
+                _ = ticker.tick() => {
+                    self.flush_due().await;
+                    continue;
+                }
+                _ = stop.changed() => break,
+            };
+            self.apply_changes();
+            match record {
+                Ok(r) => self.on_record(r.partition, r.offset, r.ts, &r.value).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        tracing::info!("stopping: writing out the batches in hand");
+        let parts: Vec<i32> = self.parts.keys().copied().collect();
+        for p in parts {
+            self.flush(p).await;
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    fn apply_changes(&mut self) {
+        let revoked = std::mem::take(&mut self.changes.lock().unwrap_or_else(|p| p.into_inner()).revoked);
+        for p in revoked {
+            // Not committed: the next owner reads these records again.
+            self.parts.remove(&p);
+        }
+    }
+
+    async fn on_record(&mut self, partition: i32, offset: i64, ts: i64, value: &[u8]) {
+        let cut = self.config.cut;
+        loop {
+            let state = self.parts.entry(partition).or_default();
+            match state.expected {
+                Some(exp) if offset < exp => return,
+                Some(exp) if state.seeking && offset != exp => return,
+                _ => {}
+            }
+            let cut_before = state
+                .batch
+                .as_ref()
+                .is_some_and(|b| !b.takes(ts, value.len(), &cut));
+            if cut_before {
+                self.flush(partition).await;
+                continue; // the flush may have moved the expected offset
+            }
+            state.seeking = false;
+            match &mut state.batch {
+                Some(b) => b.push(offset, value),
+                None => state.batch = Some(Batch::new(partition, offset, ts, value)),
+            }
+            state.expected = Some(offset + 1);
+            if state.batch.as_ref().is_some_and(|b| b.is_full(&cut)) {
+                self.flush(partition).await;
+            }
+            return;
+        }
+    }
+
+    async fn flush_due(&mut self) {
+        self.apply_changes();
+        let cut = self.config.cut;
+        let due: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| s.batch.as_ref().is_some_and(|b| b.is_due(&cut)))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            self.flush(p).await;
+        }
+    }
+
+    /// Writes out one partition's batch and commits after it.
+    async fn flush(&mut self, partition: i32) {
+        let Some(batch) = self.parts.get_mut(&partition).and_then(|s| s.batch.take()) else {
+            return;
+        };
+        let lines = self.put(&batch).await;
+        let next = batch.first_offset + lines as i64;
+        match self.commit(partition, next) {
+            Ok(()) => {
+                self.metrics.records.inc_by(lines as u64);
+            }
+            Err(e) => {
+                // Revoked, or the broker is away: the object stays, and the
+                // next commit (ours or the next owner's) covers it.
+                self.metrics.commit_errors.inc();
+                tracing::warn!(partition, offset = next, error = %e, "offset commit failed");
+            }
+        }
+        let state = self.parts.entry(partition).or_default();
+        state.expected = Some(next);
+        if lines < batch.lines {
+            // The object already there is shorter than our batch: read the
+            // rest again from where it ends.
+            state.seeking = true;
+            self.seek(partition, next).await;
+        }
+    }
+
+    async fn seek(&self, partition: i32, offset: i64) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.consumer.seek(
+            &self.config.topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        ) {
+            tracing::warn!(partition, offset, error = %e, "seek failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// PUTs a batch create-only, retrying failures; returns how many
+    /// records the object at its key holds (ours, or an earlier writer's).
+    async fn put(&self, batch: &Batch) -> usize {
+        let key = batch.key(&self.config.env, &self.config.region);
+        let path = self.config.raw_root.join(&key).path();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let payload = PutPayload::from(batch.body.clone());
+            let err = match self.config.store.put_opts(&path, payload, opts).await {
+                Ok(_) => {
+                    self.metrics.objects.inc();
+                    self.metrics.bytes.inc_by(batch.body.len() as u64);
+                    tracing::debug!(key, lines = batch.lines, "uploaded");
+                    return batch.lines;
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => match self.existing_lines(&path).await {
+                    Ok(n) => {
+                        self.metrics.existing.inc();
+                        tracing::info!(key, lines = n, "object already uploaded; going on after it");
+                        return n;
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            self.metrics.put_errors.inc();
+            tracing::warn!(key, error = %err, "upload failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn existing_lines(&self, path: &object_store::path::Path) -> object_store::Result<usize> {
+        let body = self.config.store.get(path).await?.bytes().await?;
+        Ok(batch::count_lines(&body))
+    }
+
+    fn commit(&self, partition: i32, next: i64) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.config.topic, partition, Offset::Offset(next))?;
+        self.consumer.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    }
+}
