@@ -193,6 +193,17 @@ impl World {
             .expect("put");
     }
 
+    /// Reads an object (a key within the bucket).
+    pub async fn get(&self, key: &str) -> Bytes {
+        self.store()
+            .get(&key.into())
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body")
+    }
+
     /// Lists every key under a prefix.
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         use futures::TryStreamExt;

@@ -1,9 +1,13 @@
 //! tauc's integration tests, one binary: a real S3-compatible server
 //! (`s3s-fs`) on 127.0.0.1, the real `tauc-job`, `tauc-scheduler` and
-//! `tauc-executor` processes.
+//! `tauc-executor` processes, a real Kafka-compatible broker (`tansu`),
+//! the collection chain's `tauc-collector` and `tauc-uploader`, and a real
+//! browser (Chromium driven by playwright-core).
 
+mod chain;
 mod cli;
 mod cluster;
+mod collection;
 mod commit;
 mod harness;
 mod layering;

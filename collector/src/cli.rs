@@ -39,12 +39,20 @@ pub struct CollectorArgs {
     /// Kafka bootstrap servers, host:port[,…].
     #[arg(long, env = "TAUC_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+    /// A librdkafka setting over tauc's defaults, key=value (TLS, SASL,
+    /// batching); repeat the flag for more.
+    #[arg(long = "kafka-option", env = "TAUC_KAFKA_OPTIONS", value_delimiter = ',', value_parser = kafka::parse_option)]
+    pub kafka_options: Vec<(String, String)>,
     /// Topic [default: tauc-{env}-{region}].
     #[arg(long, env = "TAUC_TOPIC")]
     pub topic: Option<String>,
     /// A browser origin allowed to post events (exact, e.g.
     /// https://www.example.com); repeat the flag for more.
-    #[arg(long = "allowed-origin", env = "TAUC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "TAUC_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
     /// Spool size above which requests get 503 [default: 1G].
     #[arg(long, env = "TAUC_SPOOL_MAX_BYTES", value_parser = parse_size)]
@@ -74,6 +82,10 @@ pub struct UploaderArgs {
     /// [default: data/raw].
     #[arg(long, env = "TAUC_RAW_ROOT")]
     pub raw_root: Option<String>,
+    /// A librdkafka setting over tauc's defaults, key=value (TLS, SASL,
+    /// batching); repeat the flag for more.
+    #[arg(long = "kafka-option", env = "TAUC_KAFKA_OPTIONS", value_delimiter = ',', value_parser = kafka::parse_option)]
+    pub kafka_options: Vec<(String, String)>,
     /// Topic [default: tauc-{env}-{region}].
     #[arg(long, env = "TAUC_TOPIC")]
     pub topic: Option<String>,
@@ -95,6 +107,9 @@ pub struct UploaderArgs {
     /// S3-compatible endpoint, e.g. http://127.0.0.1:9000.
     #[arg(long, env = "TAUC_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// Allow plain http to the S3 endpoint.
+    #[arg(long)]
+    pub s3_allow_http: bool,
     /// Config file [default: ./tauc.toml when present].
     #[arg(long, env = "TAUC_CONFIG")]
     pub config: Option<PathBuf>,
@@ -107,8 +122,8 @@ pub struct UploaderArgs {
 pub struct CollectorSettings {
     /// Listen address.
     pub bind: SocketAddr,
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// The cluster.
+    pub kafka: kafka::KafkaConn,
     /// Topic.
     pub topic: String,
     /// Allowed browser origins.
@@ -130,14 +145,19 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration unit in '{s}' (use ms, s, m or h)")),
+        _ => Err(format!(
+            "invalid duration unit in '{s}' (use ms, s, m or h)"
+        )),
     }
 }
 
 fn segment(flag: &str, value: Option<String>, default: Option<&str>) -> Result<String> {
-    let v = value
-        .or(default.map(str::to_string))
-        .ok_or_else(|| Error::config(format!("--{flag} is required (or TAUC_{} / the config file)", flag.to_uppercase().replace('-', "_"))))?;
+    let v = value.or(default.map(str::to_string)).ok_or_else(|| {
+        Error::config(format!(
+            "--{flag} is required (or TAUC_{} / the config file)",
+            flag.to_uppercase().replace('-', "_")
+        ))
+    })?;
     if v.is_empty() || v.contains('/') {
         return Err(Error::config(format!(
             "invalid --{flag} '{v}' (expected a path segment such as {})",
@@ -188,7 +208,10 @@ impl CollectorArgs {
         }
         Ok(CollectorSettings {
             bind,
-            brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
+            kafka: kafka::KafkaConn {
+                brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
+                options: self.kafka_options,
+            },
             topic: self
                 .topic
                 .or(f.topic)
@@ -229,10 +252,15 @@ impl UploaderArgs {
         let f = file.uploader;
         let env = segment("env", self.env.or(file.env), Some(DEFAULT_ENV))?;
         let region = segment("region", self.region.or(f.region), None)?;
-        let s3 = file.s3.clone().overlay(&S3Options::default().with_env()?).overlay(&S3Options {
-            endpoint: self.s3_endpoint.clone(),
-            ..Default::default()
-        });
+        let s3 = file
+            .s3
+            .clone()
+            .overlay(&S3Options::default().with_env()?)
+            .overlay(&S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                allow_http: self.s3_allow_http.then_some(true),
+                ..Default::default()
+            });
         let raw_root = Location::parse(
             self.raw_root
                 .as_deref()
@@ -256,9 +284,9 @@ impl UploaderArgs {
         }
         let metrics_bind = match (self.metrics_bind, f.metrics_bind) {
             (Some(b), _) => b,
-            (None, Some(b)) => b
-                .parse()
-                .map_err(|e| Error::config(format!("invalid [uploader] metrics-bind '{b}': {e}")))?,
+            (None, Some(b)) => b.parse().map_err(|e| {
+                Error::config(format!("invalid [uploader] metrics-bind '{b}': {e}"))
+            })?,
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 9464)),
         };
         let topic = self
@@ -271,7 +299,10 @@ impl UploaderArgs {
             .unwrap_or_else(|| format!("tauc-uploader-{env}-{region}"));
         Ok(UploaderSettings {
             uploader: UploaderConfig {
-                brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
+                kafka: kafka::KafkaConn {
+                    brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
+                    options: self.kafka_options,
+                },
                 topic,
                 group,
                 env,

@@ -18,43 +18,76 @@ pub fn default_topic(env: &str, region: &str) -> String {
     format!("tauc-{env}-{region}")
 }
 
-/// The collector's producer. Deliveries never time out
-/// (`message.timeout.ms = 0`): while the broker is down librdkafka keeps
-/// the records and retries them in order, so one device's events stay in
-/// order and are not doubled by our own re-sends.
-pub fn producer(brokers: &str) -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "tauc-collector")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "0")
-        .set("reconnect.backoff.max.ms", "2000")
-        .create()?)
+/// How to reach the cluster: bootstrap servers plus any librdkafka
+/// settings the operator adds (`--kafka-option key=value`: TLS, SASL,
+/// batching), applied over tauc's own defaults.
+#[derive(Debug, Clone)]
+pub struct KafkaConn {
+    /// `host:port[,…]`.
+    pub brokers: String,
+    /// Extra librdkafka settings, in order.
+    pub options: Vec<(String, String)>,
 }
 
-/// Base settings of the uploader's consumer: manual commits only, and a
-/// new group starts from the oldest record.
-pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("client.id", "tauc-uploader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("reconnect.backoff.max.ms", "2000");
-    c
+impl KafkaConn {
+    fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("reconnect.backoff.max.ms", "2000");
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The collector's producer: idempotent, acks from all in-sync
+    /// replicas. A delivery gives up after a minute; the shipper then
+    /// makes a new producer and sends the unacknowledged part again, in
+    /// spool order.
+    pub fn producer(&self) -> Result<FutureProducer> {
+        Ok(self
+            .config(&[
+                ("client.id", "tauc-collector"),
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "5"),
+                ("message.timeout.ms", "60000"),
+            ])
+            .create()?)
+    }
+
+    /// The uploader's consumer settings: manual commits only, and a new
+    /// group starts from the oldest record.
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        self.config(&[
+            ("group.id", group),
+            ("client.id", "tauc-uploader"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ])
+    }
+}
+
+/// Parses `key=value` of `--kafka-option`.
+pub fn parse_option(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "invalid --kafka-option '{s}' (expected key=value, e.g. security.protocol=ssl)"
+        )),
+    }
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+pub async fn ensure_topic(conn: &KafkaConn, topic: &str, partitions: i32) -> Result<()> {
+    let brokers = &conn.brokers;
+    let admin: AdminClient<DefaultClientContext> = conn.config(&[]).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics([&new], &opts).await? {

@@ -53,21 +53,37 @@ impl Default for CollectorMetrics {
             kafka_errors: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("requests", "POST /v1/events requests by outcome", m.requests.clone());
+        registry.register(
+            "requests",
+            "POST /v1/events requests by outcome",
+            m.requests.clone(),
+        );
         registry.register("events", "events by outcome", m.events.clone());
-        registry.register("spool_bytes", "bytes of spool segments on disk", m.spool_bytes.clone());
+        registry.register(
+            "spool_bytes",
+            "bytes of spool segments on disk",
+            m.spool_bytes.clone(),
+        );
         registry.register(
             "spool_oldest_event_age_seconds",
             "age of the oldest spooled event Kafka has not acknowledged",
             m.spool_oldest_age.clone(),
         );
-        registry.register("shipped_events", "events acknowledged by Kafka", m.shipped.clone());
+        registry.register(
+            "shipped_events",
+            "events acknowledged by Kafka",
+            m.shipped.clone(),
+        );
         registry.register(
             "kafka_send_seconds",
             "time from producing an event to its acknowledgement",
             m.kafka_send_seconds.clone(),
         );
-        registry.register("kafka_errors", "failed Kafka deliveries (retried)", m.kafka_errors.clone());
+        registry.register(
+            "kafka_errors",
+            "failed Kafka deliveries (retried)",
+            m.kafka_errors.clone(),
+        );
         CollectorMetrics { registry, ..m }
     }
 }
@@ -85,7 +101,11 @@ impl CollectorMetrics {
     pub fn render(&self, spool_bytes: u64, now_ms: i64) -> String {
         self.spool_bytes.set(spool_bytes as i64);
         let oldest = self.oldest_unshipped_ms.load(Ordering::Relaxed);
-        let age = if oldest > 0 { (now_ms - oldest).max(0) as f64 / 1000.0 } else { 0.0 };
+        let age = if oldest > 0 {
+            (now_ms - oldest).max(0) as f64 / 1000.0
+        } else {
+            0.0
+        };
         self.spool_oldest_age.set(age);
         encode(&self.registry)
     }
@@ -130,7 +150,11 @@ impl Default for UploaderMetrics {
             m.existing.clone(),
         );
         registry.register("put_errors", "failed PUTs (retried)", m.put_errors.clone());
-        registry.register("commit_errors", "failed offset commits", m.commit_errors.clone());
+        registry.register(
+            "commit_errors",
+            "failed offset commits",
+            m.commit_errors.clone(),
+        );
         UploaderMetrics { registry, ..m }
     }
 }

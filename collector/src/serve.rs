@@ -38,16 +38,16 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
     let listener = TcpListener::bind(s.bind)
         .await
         .map_err(|e| Error::config(format!("cannot listen on --bind {}: {e}", s.bind)))?;
-    let (brokers, topic) = (s.brokers.clone(), s.topic.clone());
+    let (conn, topic) = (s.kafka.clone(), s.topic.clone());
     tokio::spawn(async move {
-        if let Err(e) = kafka::ensure_topic(&brokers, &topic, DEFAULT_PARTITIONS).await {
+        if let Err(e) = kafka::ensure_topic(&conn, &topic, DEFAULT_PARTITIONS).await {
             tracing::warn!(error = %e, "could not check the topic; spooling until Kafka answers");
         }
     });
     let shipper = Shipper {
         spool: spool.clone(),
-        producer: kafka::producer(&s.brokers)?,
-        brokers: s.brokers.clone(),
+        producer: s.kafka.producer()?,
+        kafka: s.kafka.clone(),
         topic: s.topic.clone(),
         metrics: metrics.clone(),
     };
@@ -79,7 +79,10 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
 pub async fn run_uploader(s: UploaderSettings) -> Result<()> {
     let metrics = Arc::new(UploaderMetrics::default());
     let listener = TcpListener::bind(s.metrics_bind).await.map_err(|e| {
-        Error::config(format!("cannot listen on --metrics-bind {}: {e}", s.metrics_bind))
+        Error::config(format!(
+            "cannot listen on --metrics-bind {}: {e}",
+            s.metrics_bind
+        ))
     })?;
     let m = metrics.clone();
     let app = Router::new()

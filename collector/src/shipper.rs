@@ -31,8 +31,8 @@ pub struct Shipper {
     pub spool: Spool,
     /// The producer (idempotent, acks=all).
     pub producer: FutureProducer,
-    /// Bootstrap servers, to make a new producer after a fatal error.
-    pub brokers: String,
+    /// The cluster, to make a new producer after a failed delivery.
+    pub kafka: crate::kafka::KafkaConn,
     /// Destination topic.
     pub topic: String,
     /// Counters.
@@ -67,7 +67,7 @@ impl Shipper {
                 Err(e) => {
                     self.metrics.kafka_errors.inc();
                     tracing::warn!(error = %e, "shipping failed; retrying");
-                    self.renew_if_fatal();
+                    self.renew();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     false
@@ -92,16 +92,17 @@ impl Shipper {
         Ok(())
     }
 
-    /// An idempotent producer that hit a fatal error (e.g. a broker that
-    /// lost its producer state) cannot go on; a new one re-sends from the
-    /// cursor, which may double what was in flight, never lose it.
-    fn renew_if_fatal(&mut self) {
+    /// After a failed delivery the producer may be stuck (an idempotent
+    /// producer whose broker lost its state keeps being refused), so a new
+    /// one re-sends from the cursor: what was in flight may reach Kafka
+    /// twice, nothing is lost.
+    fn renew(&mut self) {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::warn!(%code, reason, "producer failed fatally; starting a new one");
-            match crate::kafka::producer(&self.brokers) {
-                Ok(p) => self.producer = p,
-                Err(e) => tracing::error!(error = %e, "cannot make a new producer"),
-            }
+            tracing::warn!(%code, reason, "producer failed fatally");
+        }
+        match self.kafka.producer() {
+            Ok(p) => self.producer = p,
+            Err(e) => tracing::error!(error = %e, "cannot make a new producer"),
         }
     }
 
@@ -211,7 +212,9 @@ fn record_key(k: &Keys) -> Option<String> {
             Err(_) => Some(v.get().to_string()),
         }
     };
-    k.device_id.and_then(text).or_else(|| k.user_id.and_then(text))
+    k.device_id
+        .and_then(text)
+        .or_else(|| k.user_id.and_then(text))
 }
 
 fn cursor_path(segment: &Path) -> PathBuf {
@@ -265,6 +268,7 @@ async fn read_chunk(path: &Path, from: u64, limit: u64) -> Result<(String, u64)>
     let end = from + buf.len() as u64;
     // The collector wrote these lines as UTF-8; a damaged byte is shipped
     // as U+FFFD rather than stopping the spool.
-    let text = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let text = String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     Ok((text, end))
 }

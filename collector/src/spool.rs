@@ -301,7 +301,10 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf, u64)>> {
         else {
             continue;
         };
-        let len = entry.metadata().map_err(|e| Error::spool(&entry.path(), e))?.len();
+        let len = entry
+            .metadata()
+            .map_err(|e| Error::spool(&entry.path(), e))?
+            .len();
         out.push((seq, entry.path(), len));
     }
     out.sort_by_key(|(seq, _, _)| *seq);
@@ -369,7 +372,10 @@ mod tests {
         spool.append(&["x".repeat(20)]).await.unwrap();
         assert!(matches!(
             spool.append(&["y".into()]).await,
-            Err(AppendError::Full { bytes: 21, limit: 10 })
+            Err(AppendError::Full {
+                bytes: 21,
+                limit: 10
+            })
         ));
         spool.released(21);
         spool.append(&["y".into()]).await.unwrap();

@@ -54,6 +54,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_SPOOL_DIR",
     "TAUC_SPOOL_MAX_BYTES",
     "TAUC_KAFKA_BROKERS",
+    "TAUC_KAFKA_OPTIONS",
     "TAUC_TOPIC",
     "TAUC_ALLOWED_ORIGINS",
     "TAUC_GROUP",
@@ -61,6 +62,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_MAX_BYTES",
     "TAUC_MAX_WAIT",
     "TAUC_METRICS_BIND",
+    "TAUC_UPLOADER_FAULT",
 ];
 
 /// The config file (`tauc.toml`).

@@ -76,7 +76,10 @@ impl IntoResponse for Rejection {
         let body = serde_json::json!({ "error": self.message() }).to_string();
         let mut resp = (self.status(), body).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if matches!(self, Rejection::Unavailable(_)) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
@@ -137,7 +140,9 @@ async fn post_events(State(intake): State<Intake>, headers: HeaderMap, body: Bod
 async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<usize, Rejection> {
     let max = intake.limits.max_body;
     let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-        Rejection::TooLarge(format!("body is over {max} bytes or could not be read: {e}"))
+        Rejection::TooLarge(format!(
+            "body is over {max} bytes or could not be read: {e}"
+        ))
     })?;
     let text = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
     let decoded = parse::decode(
@@ -148,9 +153,9 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<usiz
     )?;
     let lines = parse::events(&decoded, now_ms(), intake.limits)?;
     intake.spool.append(&lines).await.map_err(|e| match e {
-        AppendError::Full { .. } => {
-            Rejection::Unavailable(format!("{e} (Kafka may be unreachable; the spool ships when it is back)"))
-        }
+        AppendError::Full { .. } => Rejection::Unavailable(format!(
+            "{e} (Kafka may be unreachable; the spool ships when it is back)"
+        )),
         AppendError::Write(_) => Rejection::Unavailable(e.to_string()),
     })?;
     Ok(lines.len())
@@ -186,7 +191,10 @@ async fn preflight(State(intake): State<Intake>, headers: HeaderMap) -> Response
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("content-type, content-encoding"),
             );
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             with_vary(resp)
         }
         Ok(None) => with_vary(
@@ -215,7 +223,10 @@ fn with_vary(mut resp: Response) -> Response {
 async fn tracker() -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
         TRACKER_JS,
@@ -238,7 +249,10 @@ async fn ready(State(intake): State<Intake>) -> Response {
 async fn metrics(State(intake): State<Intake>) -> Response {
     let text = intake.metrics.render(intake.spool.bytes(), now_ms());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -45,7 +45,13 @@ pub fn decode(
     limits: Limits,
 ) -> Result<Vec<u8>, Rejection> {
     let media = content_type
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if media != "application/json" && media != "text/plain" {
         let got = content_type.map_or("none".to_string(), |t| format!("'{t}'"));
@@ -53,7 +59,10 @@ pub fn decode(
             "unsupported Content-Type {got} (send application/json or text/plain)"
         )));
     }
-    match content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+    match content_encoding
+        .map(|e| e.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("") | Some("identity") => Ok(body.to_vec()),
         Some("gzip") => gunzip(body, limits.max_body),
         Some(other) => Err(Rejection::Unsupported(format!(
@@ -102,9 +111,8 @@ pub fn events(body: &[u8], now_ms: i64, limits: Limits) -> Result<Vec<String>, R
     raws.iter()
         .enumerate()
         .map(|(i, raw)| {
-            let line = stamp(raw.get(), now_ms).map_err(|e| {
-                Rejection::BadRequest(format!("event {}: {e}", i + 1))
-            })?;
+            let line = stamp(raw.get(), now_ms)
+                .map_err(|e| Rejection::BadRequest(format!("event {}: {e}", i + 1)))?;
             if line.len() > limits.max_event {
                 return Err(Rejection::BadRequest(format!(
                     "event {} is {} bytes (at most {})",
@@ -160,7 +168,9 @@ fn ndjson(text: &str) -> Result<Vec<&RawValue>, Rejection> {
 }
 
 fn not_object(what: &str) -> Rejection {
-    Rejection::BadRequest(format!("{what} is not a JSON object (each event is an object)"))
+    Rejection::BadRequest(format!(
+        "{what} is not a JSON object (each event is an object)"
+    ))
 }
 
 fn is_json_space(c: char) -> bool {
@@ -276,8 +286,14 @@ mod tests {
     fn one_object_array_and_ndjson() {
         let want = r#"{"event_id":"a","n":1.0,"collector_ts":1718668800123}"#;
         assert_eq!(ok(r#"{"event_id":"a","n":1.0}"#), vec![want]);
-        assert_eq!(ok("{\n  \"event_id\": \"a\",\n  \"n\": 1.0\n}\n"), vec![want]);
-        assert_eq!(ok(r#"[{"event_id":"a","n":1.0}, {"event_id":"b"}]"#).len(), 2);
+        assert_eq!(
+            ok("{\n  \"event_id\": \"a\",\n  \"n\": 1.0\n}\n"),
+            vec![want]
+        );
+        assert_eq!(
+            ok(r#"[{"event_id":"a","n":1.0}, {"event_id":"b"}]"#).len(),
+            2
+        );
         let lines = ok("{\"event_id\":\"a\"}\r\n\n{\"event_id\":\"b\"}\n");
         assert_eq!(
             lines,
@@ -290,7 +306,9 @@ mod tests {
 
     #[test]
     fn collector_ts_is_replaced_in_place_and_nothing_else_changes() {
-        let line = &ok(r#"{"a":"x y","collector_ts":"1","big":123456789012345678901234,"s":"q\"\n{ }","collector_ts":5}"#)[0];
+        let line = &ok(
+            r#"{"a":"x y","collector_ts":"1","big":123456789012345678901234,"s":"q\"\n{ }","collector_ts":5}"#,
+        )[0];
         assert_eq!(
             line,
             r#"{"a":"x y","collector_ts":1718668800123,"big":123456789012345678901234,"s":"q\"\n{ }"}"#
@@ -329,17 +347,35 @@ mod tests {
         let l = Limits::default();
         assert!(decode(Some("application/json; charset=utf-8"), None, b"{}", l).is_ok());
         assert!(decode(Some("text/plain;charset=UTF-8"), None, b"{}", l).is_ok());
-        assert!(matches!(decode(Some("text/html"), None, b"{}", l), Err(Rejection::Unsupported(_))));
-        assert!(matches!(decode(None, None, b"{}", l), Err(Rejection::Unsupported(_))));
+        assert!(matches!(
+            decode(Some("text/html"), None, b"{}", l),
+            Err(Rejection::Unsupported(_))
+        ));
+        assert!(matches!(
+            decode(None, None, b"{}", l),
+            Err(Rejection::Unsupported(_))
+        ));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, b"{\"a\":1}").unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(decode(Some("application/json"), Some("gzip"), &gz, l).unwrap(), b"{\"a\":1}");
-        assert!(matches!(decode(Some("application/json"), Some("gzip"), b"nope", l), Err(Rejection::BadRequest(_))));
-        assert!(matches!(decode(Some("application/json"), Some("br"), b"{}", l), Err(Rejection::Unsupported(_))));
+        assert_eq!(
+            decode(Some("application/json"), Some("gzip"), &gz, l).unwrap(),
+            b"{\"a\":1}"
+        );
+        assert!(matches!(
+            decode(Some("application/json"), Some("gzip"), b"nope", l),
+            Err(Rejection::BadRequest(_))
+        ));
+        assert!(matches!(
+            decode(Some("application/json"), Some("br"), b"{}", l),
+            Err(Rejection::Unsupported(_))
+        ));
         let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         std::io::Write::write_all(&mut bomb, &vec![b' '; 2 << 20]).unwrap();
         let bomb = bomb.finish().unwrap();
-        assert!(matches!(decode(Some("application/json"), Some("gzip"), &bomb, l), Err(Rejection::TooLarge(_))));
+        assert!(matches!(
+            decode(Some("application/json"), Some("gzip"), &bomb, l),
+            Err(Rejection::TooLarge(_))
+        ));
     }
 }

@@ -91,13 +91,25 @@ impl Batch {
 
     /// The object key under the raw root.
     pub fn key(&self, env: &str, region: &str) -> String {
-        object_key(env, region, self.first_ts, self.partition, self.first_offset)
+        object_key(
+            env,
+            region,
+            self.first_ts,
+            self.partition,
+            self.first_offset,
+        )
     }
 }
 
 /// `{env}/{region}/{yyyy}/{mm}/{dd}/messages-{first_ts}-{partition}-{first_offset}.txt`,
 /// the date being the UTC date of `first_ts` (13 digits).
-pub fn object_key(env: &str, region: &str, first_ts: i64, partition: i32, first_offset: i64) -> String {
+pub fn object_key(
+    env: &str,
+    region: &str,
+    first_ts: i64,
+    partition: i32,
+    first_offset: i64,
+) -> String {
     let day = utc_day(first_ts);
     format!(
         "{env}/{region}/{}/messages-{first_ts:013}-{partition}-{first_offset}.txt",
@@ -108,7 +120,11 @@ pub fn object_key(env: &str, region: &str, first_ts: i64, partition: i32, first_
 /// Appends a record as one line: a raw CR or LF becomes a space (in valid
 /// JSON they can only be whitespace between tokens), nothing else changes.
 pub fn push_line(out: &mut Vec<u8>, value: &[u8]) {
-    out.extend(value.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+    out.extend(
+        value
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
     out.push(b'\n');
 }
 
@@ -150,7 +166,10 @@ mod tests {
         let midnight = 1_718_668_800_000;
         let mut b = Batch::new(0, 10, midnight - 2, b"{\"a\":1}");
         assert!(b.takes(midnight - 1, 4, &cut));
-        assert!(!b.takes(midnight, 4, &cut), "a batch never spans a UTC midnight");
+        assert!(
+            !b.takes(midnight, 4, &cut),
+            "a batch never spans a UTC midnight"
+        );
         b.push(11, b"{\"b\":\n2}");
         assert_eq!(b.body, b"{\"a\":1}\n{\"b\": 2}\n");
         assert!(!b.takes(midnight - 1, 4, &cut), "20 bytes at most");
@@ -159,8 +178,14 @@ mod tests {
         assert!(b.is_full(&cut));
         assert_eq!((b.first_offset, b.last_offset, b.lines), (10, 12, 3));
         assert_eq!(count_lines(&b.body), 3);
-        assert_eq!(b.key("uat", "aps1"), "uat/aps1/2024/06/17/messages-1718668799998-0-10.txt");
+        assert_eq!(
+            b.key("uat", "aps1"),
+            "uat/aps1/2024/06/17/messages-1718668799998-0-10.txt"
+        );
         let big = Batch::new(1, 0, midnight, &[b'x'; 50]);
-        assert!(big.is_full(&cut), "one record over max-bytes is an object of its own");
+        assert!(
+            big.is_full(&cut),
+            "one record over max-bytes is an object of its own"
+        );
     }
 }

@@ -12,13 +12,16 @@
 //! object, whatever crashed or rebalanced.
 
 pub mod batch;
+mod fault;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tauc_jobs::store::Location;
@@ -31,8 +34,8 @@ pub use batch::{Batch, Cut};
 
 /// What one uploader does.
 pub struct UploaderConfig {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// The cluster.
+    pub kafka: kafka::KafkaConn,
     /// The region's topic.
     pub topic: String,
     /// Consumer group.
@@ -112,7 +115,9 @@ impl Uploader {
     /// Joins the group and subscribes to the topic.
     pub fn new(config: UploaderConfig, metrics: Arc<UploaderMetrics>) -> Result<Uploader> {
         let changes = Arc::new(Mutex::new(Changes::default()));
-        let consumer: StreamConsumer<Context> = kafka::consumer_config(&config.brokers, &config.group)
+        let consumer: StreamConsumer<Context> = config
+            .kafka
+            .consumer_config(&config.group)
             .create_with_context(Context {
                 changes: changes.clone(),
             })?;
@@ -129,7 +134,8 @@ impl Uploader {
     /// Uploads until `stop` turns true; then writes out the batches in
     /// hand, commits them and leaves the group.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let tick = (self.config.cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick =
+            (self.config.cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
         loop {
             let record = tokio::select! {
@@ -164,7 +170,13 @@ impl Uploader {
     }
 
     fn apply_changes(&mut self) {
-        let revoked = std::mem::take(&mut self.changes.lock().unwrap_or_else(|p| p.into_inner()).revoked);
+        let revoked = std::mem::take(
+            &mut self
+                .changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .revoked,
+        );
         for p in revoked {
             // Not committed: the next owner reads these records again.
             self.parts.remove(&p);
@@ -220,9 +232,13 @@ impl Uploader {
         let Some(batch) = self.parts.get_mut(&partition).and_then(|s| s.batch.take()) else {
             return;
         };
+        fault::at("before-put");
         let lines = self.put(&batch).await;
+        fault::at("after-put");
         let next = batch.first_offset + lines as i64;
-        match self.commit(partition, next) {
+        let committed = self.commit(partition, next);
+        fault::at("after-commit");
+        match committed {
             Ok(()) => {
                 self.metrics.records.inc_by(lines as u64);
             }
@@ -276,14 +292,20 @@ impl Uploader {
                     tracing::debug!(key, lines = batch.lines, "uploaded");
                     return batch.lines;
                 }
-                Err(object_store::Error::AlreadyExists { .. }) => match self.existing_lines(&path).await {
-                    Ok(n) => {
-                        self.metrics.existing.inc();
-                        tracing::info!(key, lines = n, "object already uploaded; going on after it");
-                        return n;
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    match self.existing_lines(&path).await {
+                        Ok(n) => {
+                            self.metrics.existing.inc();
+                            tracing::info!(
+                                key,
+                                lines = n,
+                                "object already uploaded; going on after it"
+                            );
+                            return n;
+                        }
+                        Err(e) => e,
                     }
-                    Err(e) => e,
-                },
+                }
                 Err(e) => e,
             };
             self.metrics.put_errors.inc();
