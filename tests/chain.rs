@@ -15,13 +15,17 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::harness::{Proc, bin, free_port, wait_for_port};
 
-/// The workspace's `.tools/bin/{name}` (installed by
-/// `scripts/install-test-tools`).
-pub fn tool(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The workspace's `.tools/` (filled by `scripts/install-test-tools`).
+pub fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("workspace root");
-    let p = root.join(".tools/bin").join(name);
+        .expect("workspace root")
+        .join(".tools")
+}
+
+/// The workspace's `.tools/bin/{name}`.
+pub fn tool(name: &str) -> PathBuf {
+    let p = tools_dir().join("bin").join(name);
     assert!(
         p.exists(),
         "{} not found: run scripts/install-test-tools",
@@ -419,6 +423,26 @@ impl Uploader {
         }
     }
 
+    /// Starts an uploader into the world's S3 raw root, objects cut after
+    /// 1 s of waiting.
+    pub fn start_s3(world: &crate::harness::World, name: &str, brokers: &str) -> Uploader {
+        let flags = [
+            "--max-wait",
+            "1s",
+            "--s3-endpoint",
+            &world.endpoint,
+            "--s3-allow-http",
+        ];
+        Uploader::start(
+            world.dir.path(),
+            name,
+            brokers,
+            &world.raw_root(),
+            &flags,
+            &[],
+        )
+    }
+
     /// Waits up to `within` for the process to exit by itself (a fault
     /// switch); its exit status.
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
@@ -547,4 +571,42 @@ pub fn local_objects(root: &Path) -> Vec<(String, String)> {
     walk(root, root, &mut out);
     out.sort();
     out
+}
+
+/// A tiny HTTP server on 127.0.0.1 answering every request from `route`
+/// (path → (status, extra headers, content type, body)); runs until the
+/// test process ends.
+pub fn serve(
+    route: impl Fn(&str) -> (u16, Vec<(String, String)>, &'static str, String) + Send + 'static,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head);
+            let path = text.split(' ').nth(1).unwrap_or("/").to_string();
+            let (status, headers, ctype, body) = route(&path);
+            let mut resp = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                resp.push_str(&format!("{k}: {v}\r\n"));
+            }
+            resp.push_str("\r\n");
+            resp.push_str(&body);
+            let _ = conn.write_all(resp.as_bytes());
+        }
+    });
+    port
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -658,20 +659,7 @@ fn the_chains_count_holds_from_collector_to_ods() {
         }
     }
     assert!(acked > 250, "most sample lines are events: {acked}");
-    let _u = Uploader::start(
-        dir,
-        "count",
-        &broker.addr(),
-        &world.raw_root(),
-        &[
-            "--max-wait",
-            "1s",
-            "--s3-endpoint",
-            &world.endpoint,
-            "--s3-allow-http",
-        ],
-        &[],
-    );
+    let _u = Uploader::start_s3(&world, "count", &broker.addr());
     let uploaded = || -> usize {
         rt.block_on(async {
             let mut n = 0;
@@ -705,5 +693,154 @@ fn the_chains_count_holds_from_collector_to_ods() {
         num("valid") + num("quarantined"),
         acked,
         "ODS valid + quarantined = acknowledged: {line}"
+    );
+}
+
+#[test]
+fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let world = World::new("browser");
+    let dir = world.dir.path();
+    let _logs = LogsOnFailure(dir.to_path_buf());
+    let tools = crate::chain::tools_dir();
+    assert!(
+        tools.join("node_modules/playwright-core").exists(),
+        "playwright-core not found under {}: run scripts/install-test-tools",
+        tools.display()
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} not found: scripts/install-test-tools installs Debian's chromium"
+    );
+    // the API on another origin answers without CORS headers
+    let api = crate::chain::serve(|_| (200, vec![], "application/json", "{\"items\":[]}".into()));
+    let collector_port = Arc::new(AtomicU16::new(0));
+    let cp = collector_port.clone();
+    let page = crate::chain::serve(move |path| {
+        let c = cp.load(Ordering::SeqCst);
+        let body = if path.starts_with("/next") {
+            format!(
+                "<!doctype html><title>next</title><script src=\"http://127.0.0.1:{c}/v1/tracker.js\" data-tauc-app-version=\"web-e2e\"></script><p>next</p>"
+            )
+        } else {
+            format!(
+                "<!doctype html><title>shop</title>\
+                 <script src=\"http://127.0.0.1:{c}/v1/tracker.js\" data-tauc-app-version=\"web-e2e\"></script>\
+                 <script>window.buyClicks = 0;</script>\
+                 <button id=\"buy\" data-tauc-target-type=\"button\" data-tauc-target-id=\"buy-now\" onclick=\"window.buyClicks++\">Buy</button>\
+                 <div style=\"height:3000px\"></div>\
+                 <div id=\"banner\" data-tauc-target-type=\"banner\" data-tauc-target-id=\"summer-sale\" style=\"height:200px\">Sale</div>"
+            )
+        };
+        (200, vec![], "text/html; charset=utf-8", body)
+    });
+    let broker = Broker::start(dir);
+    let origin = format!("http://127.0.0.1:{page}");
+    let c = Collector::start(dir, &broker.addr(), &["--allowed-origin", &origin]);
+    collector_port.store(c.port, Ordering::SeqCst);
+    let api_url = format!("http://127.0.0.1:{api}/v2/items/12345?fields=all");
+    let out = std::process::Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/e2e.mjs"))
+        .arg(&tools)
+        .arg(format!("{origin}/"))
+        .arg(&api_url)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the page's own behaviour is unchanged by the tracker
+    assert!(
+        stdout.contains("page fetch: rejected TypeError: Failed to fetch"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("page clicks: 1"), "{stdout}");
+
+    let _u = Uploader::start_s3(&world, "browser", &broker.addr());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let lines = || -> Vec<Value> {
+        rt.block_on(async {
+            let mut v = Vec::new();
+            for k in world.keys("raw/uat/").await {
+                for l in String::from_utf8_lossy(&world.get(&k).await).lines() {
+                    v.push(serde_json::from_str(l).unwrap());
+                }
+            }
+            v
+        })
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the page's events uploaded",
+        || lines().iter().any(|e| e["event_type"] == "page_leave"),
+    );
+    // the business's user dimension (no logged-in users on this page)
+    rt.block_on(world.put("wh/dim/dim_user/users.csv", "user_id,gender,birth_date\n"));
+    let day = Utc::now().format("%Y-%m-%d").to_string();
+    world.submit(&["--date", &day, "--region", "aps1"]).ok();
+    // aps1 is Asia/Kolkata: DWD partitions are by local date
+    let local = (Utc::now() + chrono::Duration::minutes(330))
+        .format("%Y-%m-%d")
+        .to_string();
+    let trk = rt.block_on(world.rows(
+        tauc_jobs::warehouse::tables::Table::DwdTrkEvent,
+        &local,
+        "aps1",
+    ));
+    let types = crate::harness::strs(&trk, "event_type");
+    let targets = crate::harness::strs(&trk, "target_id");
+    let paths = crate::harness::strs(&trk, "page_path");
+    let row = |t: &str, id: &str| {
+        (0..trk.num_rows())
+            .any(|i| types[i].as_deref() == Some(t) && targets[i].as_deref() == Some(id))
+    };
+    assert!(
+        row("click", "buy-now"),
+        "a click row for the button: {types:?} {targets:?}"
+    );
+    assert!(
+        row("impression", "summer-sale"),
+        "an impression row for the banner: {types:?} {targets:?}"
+    );
+    assert!(!row("click", "summer-sale"), "the banner was not clicked");
+    let leave = (0..trk.num_rows())
+        .find(|&i| types[i].as_deref() == Some("page_leave"))
+        .expect("page_leave row");
+    assert_eq!(
+        paths[leave].as_deref(),
+        Some("/"),
+        "page_leave of the shop page"
+    );
+    let cors = rt.block_on(world.rows(
+        tauc_jobs::warehouse::tables::Table::DwdCorsError,
+        &local,
+        "aps1",
+    ));
+    assert_eq!(cors.num_rows(), 1, "one cors_error");
+    assert_eq!(
+        crate::harness::strs(&cors, "err_class"),
+        vec![Some("network_or_cors".to_string())]
+    );
+    assert_eq!(
+        crate::harness::strs(&cors, "req_host"),
+        vec![Some("127.0.0.1".to_string())]
+    );
+    assert_eq!(
+        crate::harness::strs(&cors, "req_path_tpl"),
+        vec![Some("/v2/items/{id}".to_string())]
+    );
+    assert_eq!(
+        crate::harness::strs(&cors, "req_method"),
+        vec![Some("GET".to_string())]
+    );
+    assert_eq!(
+        crate::harness::strs(&cors, "req_origin"),
+        vec![Some(origin.clone())]
     );
 }

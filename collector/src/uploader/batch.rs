@@ -69,7 +69,7 @@ impl Batch {
     pub fn takes(&self, ts: i64, len: usize, cut: &Cut) -> bool {
         utc_day(ts) == self.day
             && self.lines < cut.max_lines
-            && self.body.len() + len + 1 <= cut.max_bytes
+            && self.body.len() + len < cut.max_bytes
     }
 
     /// Adds a record.
