@@ -557,6 +557,15 @@ async fn the_uploader_writes_every_record_once_across_crashes() {
     );
     let m = http(u.metrics_port, "GET", "/metrics", &[], b"").body;
     assert!(m.contains("tauc_uploader_records_total"), "{m}");
+    // each partition's last 2 records (40 = 7+3 | 7+7+7+7+2) were cut by
+    // --max-wait alone: a quiet partition is still written out
+    for p in 0..2 {
+        let tail = objects
+            .iter()
+            .find(|(k, _)| k.ends_with(&format!("-{p}-38.txt")))
+            .unwrap_or_else(|| panic!("partition {p}: an object from offset 38"));
+        assert_eq!(tail.1.lines().count(), 2, "{}", tail.0);
+    }
     // both partitions cross midnight at record 10: 2 days of folders
     let days: HashSet<&str> = objects.iter().map(|(k, _)| &k[..19]).collect();
     assert_eq!(days.len(), 2, "{days:?}");

@@ -46,6 +46,9 @@ pub struct CollectorArgs {
     /// Topic [default: tauc-{env}-{region}].
     #[arg(long, env = "TAUC_TOPIC")]
     pub topic: Option<String>,
+    /// Partitions of the topic when the collector has to create it.
+    #[arg(long, env = "TAUC_TOPIC_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub topic_partitions: i32,
     /// A browser origin allowed to post events (exact, e.g.
     /// https://www.example.com); repeat the flag for more.
     #[arg(
@@ -57,6 +60,11 @@ pub struct CollectorArgs {
     /// Spool size above which requests get 503 [default: 1G].
     #[arg(long, env = "TAUC_SPOOL_MAX_BYTES", value_parser = parse_size)]
     pub spool_max_bytes: Option<usize>,
+    /// How requests are synced: `group` (requests that arrive during a
+    /// sync share the next one) or `request` (one sync each, slower; for
+    /// comparison).
+    #[arg(long, env = "TAUC_SPOOL_SYNC", default_value = "group", value_parser = ["group", "request"])]
+    pub spool_sync: String,
     /// Config file [default: ./tauc.toml when present].
     #[arg(long, env = "TAUC_CONFIG")]
     pub config: Option<PathBuf>,
@@ -126,6 +134,8 @@ pub struct CollectorSettings {
     pub kafka: kafka::KafkaConn,
     /// Topic.
     pub topic: String,
+    /// Partitions of the topic if it has to be created.
+    pub topic_partitions: i32,
     /// Allowed browser origins.
     pub origins: Vec<String>,
     /// The spool.
@@ -193,6 +203,7 @@ impl CollectorArgs {
             .or(f.spool_dir.map(PathBuf::from))
             .ok_or_else(|| Error::config("--spool-dir is required (a directory on local disk)"))?;
         let mut spool = SpoolConfig::new(spool_dir);
+        spool.group_commit = self.spool_sync == "group";
         if let Some(max) = self.spool_max_bytes {
             spool.max_bytes = max as u64;
         } else if let Some(max) = f.spool_max_bytes {
@@ -216,6 +227,7 @@ impl CollectorArgs {
                 .topic
                 .or(f.topic)
                 .unwrap_or_else(|| kafka::default_topic(&env, &region)),
+            topic_partitions: self.topic_partitions,
             origins,
             spool,
         })

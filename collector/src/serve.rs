@@ -24,10 +24,6 @@ use crate::shipper::Shipper;
 use crate::spool::Spool;
 use crate::uploader::Uploader;
 
-/// Partitions of a topic the collector creates because it is missing
-/// (a development broker; production topics are provisioned).
-pub const DEFAULT_PARTITIONS: i32 = 4;
-
 /// How long the shipper may keep sending after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -38,9 +34,11 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
     let listener = TcpListener::bind(s.bind)
         .await
         .map_err(|e| Error::config(format!("cannot listen on --bind {}: {e}", s.bind)))?;
-    let (conn, topic) = (s.kafka.clone(), s.topic.clone());
+    // A missing topic is created (development brokers); production topics
+    // are provisioned with the replication the operator wants.
+    let (conn, topic, parts) = (s.kafka.clone(), s.topic.clone(), s.topic_partitions);
     tokio::spawn(async move {
-        if let Err(e) = kafka::ensure_topic(&conn, &topic, DEFAULT_PARTITIONS).await {
+        if let Err(e) = kafka::ensure_topic(&conn, &topic, parts).await {
             tracing::warn!(error = %e, "could not check the topic; spooling until Kafka answers");
         }
     });

@@ -36,6 +36,10 @@ pub struct SpoolConfig {
     pub segment_bytes: u64,
     /// ...or this old and not empty, so shipped data is deleted soon.
     pub segment_age: Duration,
+    /// Share one sync among the requests that arrive during the previous
+    /// one (the default); `false` syncs every request on its own (the
+    /// benches' baseline).
+    pub group_commit: bool,
 }
 
 impl SpoolConfig {
@@ -46,6 +50,7 @@ impl SpoolConfig {
             max_bytes: 1 << 30,
             segment_bytes: 8 << 20,
             segment_age: Duration::from_secs(2),
+            group_commit: true,
         }
     }
 }
@@ -202,7 +207,7 @@ impl Writer {
                 Ok(first) => {
                     let mut group = vec![first];
                     let mut size = group[0].data.len();
-                    while size < (4 << 20) {
+                    while self.config.group_commit && size < (4 << 20) {
                         match rx.try_recv() {
                             Ok(next) => {
                                 size += next.data.len();
