@@ -528,7 +528,7 @@ async fn the_uploader_writes_every_record_once_across_crashes() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     u.proc = None; // SIGKILL mid-run
-    let u = Uploader::start(dir, "last", &broker.addr(), &raw, &flags, &[]);
+    let mut u = Uploader::start(dir, "last", &broker.addr(), &raw, &flags, &[]);
     let deadline = Instant::now() + Duration::from_secs(90);
     let objects = loop {
         let keys = world.keys("raw/").await;
@@ -569,6 +569,8 @@ async fn the_uploader_writes_every_record_once_across_crashes() {
     // both partitions cross midnight at record 10: 2 days of folders
     let days: HashSet<&str> = objects.iter().map(|(k, _)| &k[..19]).collect();
     assert_eq!(days.len(), 2, "{days:?}");
+    let p = u.proc.as_mut().unwrap();
+    assert_eq!(crate::chain::terminate(p), Some(0), "SIGTERM: a clean exit");
 }
 
 #[test]
