@@ -120,10 +120,7 @@ async fn post_events(State(intake): State<Intake>, headers: HeaderMap, body: Bod
         }
     };
     let mut resp = match accept(&intake, &headers, body).await {
-        Ok(n) => {
-            intake.metrics.count("accepted", n);
-            StatusCode::NO_CONTENT.into_response()
-        }
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => {
             intake.metrics.count(r.outcome(), 0);
             tracing::debug!(error = r.message(), "request rejected");
@@ -152,13 +149,28 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<usiz
         intake.limits,
     )?;
     let lines = parse::events(&decoded, now_ms(), intake.limits)?;
-    intake.spool.append(&lines).await.map_err(|e| match e {
-        AppendError::Full { .. } => Rejection::Unavailable(format!(
+    // Spool and count in a task of its own: a client that hangs up while
+    // its events are being synced does not cancel the write, so what is
+    // spooled is always counted (and shipped; the client, seeing no 204,
+    // retries with the same event ids).
+    let spool = intake.spool.clone();
+    let metrics = intake.metrics.clone();
+    let n = lines.len();
+    let appended = tokio::spawn(async move {
+        let r = spool.append(&lines).await;
+        if r.is_ok() {
+            metrics.count("accepted", n);
+        }
+        r
+    });
+    match appended.await {
+        Ok(Ok(())) => Ok(n),
+        Ok(Err(e @ AppendError::Full { .. })) => Err(Rejection::Unavailable(format!(
             "{e} (Kafka may be unreachable; the spool ships when it is back)"
-        )),
-        AppendError::Write(_) => Rejection::Unavailable(e.to_string()),
-    })?;
-    Ok(lines.len())
+        ))),
+        Ok(Err(e)) => Err(Rejection::Unavailable(e.to_string())),
+        Err(e) => Err(Rejection::Unavailable(format!("spool task failed: {e}"))),
+    }
 }
 
 /// `Ok(Some(origin))` for an allowed browser origin, `Ok(None)` without an

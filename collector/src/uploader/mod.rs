@@ -92,6 +92,16 @@ struct Partition {
     /// After a seek, records are skipped until the expected one arrives.
     seeking: bool,
     batch: Option<Batch>,
+    /// The previous batch's PUT and commit, still running.
+    inflight: Option<Inflight>,
+}
+
+/// A batch being written out: its first offset, its lines, and the task
+/// that returns how many lines the object at its key holds.
+struct Inflight {
+    first_offset: i64,
+    lines: usize,
+    task: tokio::task::JoinHandle<usize>,
 }
 
 /// A record, copied out of the consumer's buffer.
@@ -102,13 +112,22 @@ struct Record {
     value: Vec<u8>,
 }
 
-/// A running uploader.
-pub struct Uploader {
+/// What the write-out tasks share.
+struct Writer {
     config: UploaderConfig,
     consumer: StreamConsumer<Context>,
+    metrics: Arc<UploaderMetrics>,
+}
+
+/// A running uploader.
+///
+/// Partitions are written out concurrently, each strictly in order: a
+/// partition's next batch is PUT only after the previous one's PUT and
+/// commit finished, while reading goes on meanwhile.
+pub struct Uploader {
+    writer: Arc<Writer>,
     changes: Arc<Mutex<Changes>>,
     parts: HashMap<i32, Partition>,
-    metrics: Arc<UploaderMetrics>,
 }
 
 impl Uploader {
@@ -123,23 +142,26 @@ impl Uploader {
             })?;
         consumer.subscribe(&[&config.topic])?;
         Ok(Uploader {
-            config,
-            consumer,
+            writer: Arc::new(Writer {
+                config,
+                consumer,
+                metrics,
+            }),
             changes,
             parts: HashMap::new(),
-            metrics,
         })
     }
 
     /// Uploads until `stop` turns true; then writes out the batches in
     /// hand, commits them and leaves the group.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let tick =
-            (self.config.cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let cut = self.writer.config.cut;
+        let tick = (cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
+        let writer = self.writer.clone();
         loop {
             let record = tokio::select! {
-                msg = self.consumer.recv() => msg.map(|m| Record {
+                msg = writer.consumer.recv() => msg.map(|m| Record {
                     partition: m.partition(),
                     offset: m.offset(),
                     ts: m.timestamp().to_millis().unwrap_or(0),
@@ -164,8 +186,9 @@ impl Uploader {
         let parts: Vec<i32> = self.parts.keys().copied().collect();
         for p in parts {
             self.flush(p).await;
+            self.settle(p).await;
         }
-        self.consumer.unsubscribe();
+        writer.consumer.unsubscribe();
         Ok(())
     }
 
@@ -178,13 +201,14 @@ impl Uploader {
                 .revoked,
         );
         for p in revoked {
-            // Not committed: the next owner reads these records again.
+            // Not committed: the next owner reads these records again. A
+            // write-out still running finishes on its own (create-only).
             self.parts.remove(&p);
         }
     }
 
     async fn on_record(&mut self, partition: i32, offset: i64, ts: i64, value: &[u8]) {
-        let cut = self.config.cut;
+        let cut = self.writer.config.cut;
         loop {
             let state = self.parts.entry(partition).or_default();
             match state.expected {
@@ -215,7 +239,7 @@ impl Uploader {
 
     async fn flush_due(&mut self) {
         self.apply_changes();
-        let cut = self.config.cut;
+        let cut = self.writer.config.cut;
         let due: Vec<i32> = self
             .parts
             .iter()
@@ -227,16 +251,74 @@ impl Uploader {
         }
     }
 
-    /// Writes out one partition's batch and commits after it.
+    /// Starts writing out one partition's batch, once the previous one of
+    /// that partition is done.
     async fn flush(&mut self, partition: i32) {
-        let Some(batch) = self.parts.get_mut(&partition).and_then(|s| s.batch.take()) else {
+        self.settle(partition).await;
+        let Some(state) = self.parts.get_mut(&partition) else {
             return;
         };
+        let Some(batch) = state.batch.take() else {
+            return;
+        };
+        let (first_offset, lines) = (batch.first_offset, batch.lines);
+        let writer = self.writer.clone();
+        let task = tokio::spawn(async move { writer.write_out(batch).await });
+        state.inflight = Some(Inflight {
+            first_offset,
+            lines,
+            task,
+        });
+    }
+
+    /// Waits for a partition's write-out. When the object at its key was
+    /// an earlier writer's and holds a different number of records, the
+    /// batch in hand (built after ours) is dropped and reading resumes
+    /// where that object ends.
+    async fn settle(&mut self, partition: i32) {
+        let Some(inflight) = self
+            .parts
+            .get_mut(&partition)
+            .and_then(|s| s.inflight.take())
+        else {
+            return;
+        };
+        let held = match inflight.task.await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(partition, error = %e, "write-out task failed; re-reading the partition");
+                0
+            }
+        };
+        if held == inflight.lines {
+            return;
+        }
+        let next = inflight.first_offset + held as i64;
+        let state = self.parts.entry(partition).or_default();
+        state.batch = None;
+        state.expected = Some(next);
+        state.seeking = true;
+        self.writer.seek(partition, next).await;
+    }
+}
+
+impl Writer {
+    /// PUTs a batch create-only and commits after what the object at its
+    /// key holds; returns that number of records.
+    async fn write_out(self: Arc<Self>, batch: Batch) -> usize {
         fault::at("before-put");
         let lines = self.put(&batch).await;
         fault::at("after-put");
         let next = batch.first_offset + lines as i64;
-        let committed = self.commit(partition, next);
+        let me = self.clone();
+        let partition = batch.partition;
+        let committed = tokio::task::spawn_blocking(move || me.commit(partition, next))
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::error::Error::config(format!(
+                    "commit task failed: {e}"
+                )))
+            });
         fault::at("after-commit");
         match committed {
             Ok(()) => {
@@ -249,14 +331,7 @@ impl Uploader {
                 tracing::warn!(partition, offset = next, error = %e, "offset commit failed");
             }
         }
-        let state = self.parts.entry(partition).or_default();
-        state.expected = Some(next);
-        if lines < batch.lines {
-            // The object already there is shorter than our batch: read the
-            // rest again from where it ends.
-            state.seeking = true;
-            self.seek(partition, next).await;
-        }
+        lines
     }
 
     async fn seek(&self, partition: i32, offset: i64) {
