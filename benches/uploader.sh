@@ -51,7 +51,7 @@ for parts in 1 8; do
     --kafka-brokers "127.0.0.1:$kport" --kafka-option batch.num.messages=1 --topic-partitions "$parts" >"$work/collector-$env.log" 2>&1 &
   cpid=$!; pids+=($cpid)
   wait_port "$cport"
-  wrk -t1 -c16 -d"${fill}s" -s "$work/post.lua" "http://127.0.0.1:$cport/v1/events" >/dev/null
+  wrk -t1 -c2 -d"${fill}s" -s "$work/post.lua" "http://127.0.0.1:$cport/v1/events" >/dev/null
   accepted=$(metric "$cport" 'tauc_collector_events_total{outcome="accepted"}')
   until [ "$(metric "$cport" tauc_collector_shipped_events_total)" = "$accepted" ]; do sleep 0.5; done
   kill $cpid
