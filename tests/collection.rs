@@ -772,6 +772,7 @@ fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
         "{stdout}"
     );
     assert!(stdout.contains("page clicks: 1"), "{stdout}");
+    assert!(stdout.contains("page xhr: error status 0"), "{stdout}");
 
     let _u = Uploader::start_s3(&world, "browser", &broker.addr());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -833,25 +834,24 @@ fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
         &local,
         "aps1",
     ));
-    assert_eq!(cors.num_rows(), 1, "one cors_error");
-    assert_eq!(
-        crate::harness::strs(&cors, "err_class"),
-        vec![Some("network_or_cors".to_string())]
-    );
-    assert_eq!(
-        crate::harness::strs(&cors, "req_host"),
-        vec![Some("127.0.0.1".to_string())]
-    );
-    assert_eq!(
-        crate::harness::strs(&cors, "req_path_tpl"),
-        vec![Some("/v2/items/{id}".to_string())]
-    );
-    assert_eq!(
-        crate::harness::strs(&cors, "req_method"),
-        vec![Some("GET".to_string())]
-    );
-    assert_eq!(
-        crate::harness::strs(&cors, "req_origin"),
-        vec![Some(origin.clone())]
-    );
+    assert_eq!(cors.num_rows(), 2, "the fetch and the XHR failures");
+    let methods = crate::harness::strs(&cors, "req_method");
+    let by = |m: &str| {
+        methods
+            .iter()
+            .position(|x| x.as_deref() == Some(m))
+            .unwrap_or_else(|| panic!("a {m} row: {methods:?}"))
+    };
+    for (method, tpl) in [("GET", "/v2/items/{id}"), ("POST", "/v1/orders/{id}")] {
+        let i = by(method);
+        let col = |c: &str| crate::harness::strs(&cors, c)[i].clone();
+        assert_eq!(
+            col("err_class").as_deref(),
+            Some("network_or_cors"),
+            "{method}"
+        );
+        assert_eq!(col("req_host").as_deref(), Some("127.0.0.1"), "{method}");
+        assert_eq!(col("req_path_tpl").as_deref(), Some(tpl), "{method}");
+        assert_eq!(col("req_origin"), Some(origin.clone()), "{method}");
+    }
 }

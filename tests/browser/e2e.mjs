@@ -1,7 +1,8 @@
 // Drives Debian's Chromium with playwright-core through one page view of
 // a page that includes the tracker: a click on a marked button, a banner
 // scrolled into view, a cross-origin fetch the API refuses (no CORS
-// headers), then a navigation away (pagehide sends the beacon).
+// headers) and a cross-origin XMLHttpRequest POST it refuses too, then a
+// navigation away (pagehide sends the beacon).
 // Usage: node e2e.mjs TOOLS_DIR PAGE_URL API_URL
 import { createRequire } from "node:module";
 
@@ -39,6 +40,18 @@ try {
     }
   }, apiUrl);
   console.log("page fetch: " + seen);
+  const xhr = await page.evaluate(
+    (u) =>
+      new Promise((done) => {
+        const x = new XMLHttpRequest();
+        x.open("POST", u);
+        x.onerror = () => done("error status " + x.status);
+        x.onload = () => done("load " + x.status);
+        x.send("{}");
+      }),
+    new URL("/v1/orders/987", apiUrl).href
+  );
+  console.log("page xhr: " + xhr);
   const clicks = await page.evaluate(() => window.buyClicks);
   console.log("page clicks: " + clicks);
   await page.waitForTimeout(300);
