@@ -10,6 +10,7 @@
 # Needs wrk (Debian) and the test tools (scripts/install-test-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 profile=${1:-fast}
 secs=${2:-15}
 conns=${3:-64}
@@ -19,8 +20,6 @@ cargo build --profile "$profile" -p tauc-collector --bins >&2
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 bin=$(realpath "${CARGO_TARGET_DIR:-target}/$dir/tauc-collector")
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 kport=$(free_port)
 taskset -c 1 .tools/bin/tansu broker --storage-engine memory://tansu/ \
   --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" >"$work/tansu.log" 2>&1 &

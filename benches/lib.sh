@@ -1,5 +1,15 @@
 # Shared set-up of the scripted benches; sourced, not run.
-#
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits (10 s at most) until 127.0.0.1:PORT accepts connections.
+wait_port() {
+  for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done
+  echo "port $1 never opened" >&2
+  exit 1
+}
+
 #   bench_setup PROFILE
 #
 # Installs the test tools, builds `tauc-job` with PROFILE, starts s3s-fs on
@@ -17,11 +27,11 @@ bench_setup() {
   bin=$(realpath "$target/$dir/tauc-job")
   work=$(mktemp -d)
   mkdir -p "$work/s3/bench"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   .tools/bin/s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench-secret "$work/s3" >"$work/s3s.log" 2>&1 &
   server=$!
   trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  wait_port "$port"
   export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
   flags=(--raw-root s3://bench/raw --warehouse s3://bench/wh --s3-endpoint "http://127.0.0.1:$port" --s3-allow-http)
   cd "$work"

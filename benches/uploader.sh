@@ -6,6 +6,7 @@
 #   benches/uploader.sh [PROFILE] [FILL_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 profile=${1:-fast}
 fill=${2:-10}
 scripts/install-test-tools
@@ -14,8 +15,6 @@ cargo build --profile "$profile" -p tauc-collector --bins >&2
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 bins=$(realpath "${CARGO_TARGET_DIR:-target}/$dir")
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true; rm -rf "$work"' EXIT

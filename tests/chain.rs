@@ -263,9 +263,7 @@ impl Drop for LogsOnFailure {
 
 /// A random id for groups and events.
 pub fn uuid() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let a = RandomState::new().hash_one(Instant::now());
-    format!("{a:016x}")
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// A `tauc-collector` process.

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser};
 use tauc_jobs::config::{self, DEFAULT_ENV, FileConfig};
 use tauc_jobs::engine::scratch::parse_size;
 use tauc_jobs::store::{Location, S3Options, StoreRegistry};
@@ -20,22 +20,16 @@ use crate::kafka;
 use crate::spool::SpoolConfig;
 use crate::uploader::{Cut, UploaderConfig};
 
-/// `tauc-collector`: HTTP intake, local spool, shipper to Kafka.
-#[derive(Debug, Parser)]
-#[command(name = "tauc-collector", version, about)]
-pub struct CollectorArgs {
-    /// Listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "TAUC_BIND")]
-    pub bind: Option<SocketAddr>,
+/// The flags both services take: where they are in the layout, which
+/// cluster and topic, the config file and the log format.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
     /// Environment segment, e.g. uat or prd [default: uat].
     #[arg(long, env = "TAUC_ENV")]
     pub env: Option<String>,
-    /// The region this collector serves, e.g. aps1.
+    /// The region served (its topic), e.g. aps1.
     #[arg(long, env = "TAUC_REGION")]
     pub region: Option<String>,
-    /// Directory of the local spool (created 0700).
-    #[arg(long, env = "TAUC_SPOOL_DIR")]
-    pub spool_dir: Option<PathBuf>,
     /// Kafka bootstrap servers, host:port[,…].
     #[arg(long, env = "TAUC_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -46,6 +40,85 @@ pub struct CollectorArgs {
     /// Topic [default: tauc-{env}-{region}].
     #[arg(long, env = "TAUC_TOPIC")]
     pub topic: Option<String>,
+    /// Config file [default: ./tauc.toml when present].
+    #[arg(long, env = "TAUC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// [`ChainArgs`] resolved against the config file.
+struct Chain {
+    env: String,
+    region: String,
+    kafka: kafka::KafkaConn,
+    topic: String,
+}
+
+impl ChainArgs {
+    /// Checks the environment, loads the config file and resolves the
+    /// shared settings; `section` picks the file's region, brokers and
+    /// topic (`[collector]` or `[uploader]`).
+    fn resolve(
+        self,
+        section: impl Fn(&FileConfig) -> (Option<String>, Option<String>, Option<String>),
+    ) -> Result<(Chain, FileConfig)> {
+        config::check_env()?;
+        let file = FileConfig::load(self.config.as_deref())?;
+        let (f_region, f_brokers, f_topic) = section(&file);
+        let env = segment("env", self.env.or(file.env.clone()), Some(DEFAULT_ENV))?;
+        let region = segment("region", self.region.or(f_region), None)?;
+        let topic = self
+            .topic
+            .or(f_topic)
+            .unwrap_or_else(|| kafka::default_topic(&env, &region));
+        let kafka = kafka::KafkaConn {
+            brokers: brokers(self.kafka_brokers.or(f_brokers))?,
+            options: self.kafka_options,
+        };
+        Ok((
+            Chain {
+                env,
+                region,
+                kafka,
+                topic,
+            },
+            file,
+        ))
+    }
+}
+
+/// An address from its flag, else the file (`what` names the key), else
+/// `default`.
+fn address(
+    flag: Option<SocketAddr>,
+    file: Option<String>,
+    what: &str,
+    default: SocketAddr,
+) -> Result<SocketAddr> {
+    match (flag, file) {
+        (Some(a), _) => Ok(a),
+        (None, Some(a)) => a
+            .parse()
+            .map_err(|e| Error::config(format!("invalid {what} '{a}': {e}"))),
+        (None, None) => Ok(default),
+    }
+}
+
+/// `tauc-collector`: HTTP intake, local spool, shipper to Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "tauc-collector", version)]
+pub struct CollectorArgs {
+    /// Flags shared with the uploader.
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "TAUC_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Directory of the local spool (created 0700).
+    #[arg(long, env = "TAUC_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
     /// Partitions of the topic when the collector has to create it.
     #[arg(long, env = "TAUC_TOPIC_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub topic_partitions: i32,
@@ -65,38 +138,19 @@ pub struct CollectorArgs {
     /// comparison).
     #[arg(long, env = "TAUC_SPOOL_SYNC", default_value = "group", value_parser = ["group", "request"])]
     pub spool_sync: String,
-    /// Config file [default: ./tauc.toml when present].
-    #[arg(long, env = "TAUC_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
-    pub log_format: Option<String>,
 }
 
 /// `tauc-uploader`: Kafka consumer-group member writing raw objects.
 #[derive(Debug, Parser)]
-#[command(name = "tauc-uploader", version, about)]
+#[command(name = "tauc-uploader", version)]
 pub struct UploaderArgs {
-    /// Kafka bootstrap servers, host:port[,…].
-    #[arg(long, env = "TAUC_KAFKA_BROKERS")]
-    pub kafka_brokers: Option<String>,
-    /// Environment segment [default: uat].
-    #[arg(long, env = "TAUC_ENV")]
-    pub env: Option<String>,
-    /// The region whose topic is uploaded.
-    #[arg(long, env = "TAUC_REGION")]
-    pub region: Option<String>,
+    /// Flags shared with the collector.
+    #[command(flatten)]
+    pub chain: ChainArgs,
     /// Root of the raw layout: s3://bucket/route or a local folder
     /// [default: data/raw].
     #[arg(long, env = "TAUC_RAW_ROOT")]
     pub raw_root: Option<String>,
-    /// A librdkafka setting over tauc's defaults, key=value (TLS, SASL,
-    /// batching); repeat the flag for more.
-    #[arg(long = "kafka-option", env = "TAUC_KAFKA_OPTIONS", value_delimiter = ',', value_parser = kafka::parse_option)]
-    pub kafka_options: Vec<(String, String)>,
-    /// Topic [default: tauc-{env}-{region}].
-    #[arg(long, env = "TAUC_TOPIC")]
-    pub topic: Option<String>,
     /// Consumer group [default: tauc-uploader-{env}-{region}].
     #[arg(long, env = "TAUC_GROUP")]
     pub group: Option<String>,
@@ -118,12 +172,6 @@ pub struct UploaderArgs {
     /// Allow plain http to the S3 endpoint.
     #[arg(long)]
     pub s3_allow_http: bool,
-    /// Config file [default: ./tauc.toml when present].
-    #[arg(long, env = "TAUC_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
-    pub log_format: Option<String>,
 }
 
 /// Everything `tauc-collector` runs with.
@@ -186,18 +234,17 @@ fn brokers(value: Option<String>) -> Result<String> {
 impl CollectorArgs {
     /// Combines flags, environment and file.
     pub fn resolve(self) -> Result<CollectorSettings> {
-        config::check_env()?;
-        let file = FileConfig::load(self.config.as_deref())?;
+        let (chain, file) = self.chain.resolve(|f| {
+            let c = &f.collector;
+            (c.region.clone(), c.kafka_brokers.clone(), c.topic.clone())
+        })?;
         let f = file.collector;
-        let env = segment("env", self.env.or(file.env), Some(DEFAULT_ENV))?;
-        let region = segment("region", self.region.or(f.region), None)?;
-        let bind = match (self.bind, f.bind) {
-            (Some(b), _) => b,
-            (None, Some(b)) => b
-                .parse()
-                .map_err(|e| Error::config(format!("invalid [collector] bind '{b}': {e}")))?,
-            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
+        let bind = address(
+            self.bind,
+            f.bind,
+            "[collector] bind",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
         let spool_dir = self
             .spool_dir
             .or(f.spool_dir.map(PathBuf::from))
@@ -219,14 +266,8 @@ impl CollectorArgs {
         }
         Ok(CollectorSettings {
             bind,
-            kafka: kafka::KafkaConn {
-                brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
-                options: self.kafka_options,
-            },
-            topic: self
-                .topic
-                .or(f.topic)
-                .unwrap_or_else(|| kafka::default_topic(&env, &region)),
+            kafka: chain.kafka,
+            topic: chain.topic,
             topic_partitions: self.topic_partitions,
             origins,
             spool,
@@ -259,11 +300,17 @@ pub struct UploaderSettings {
 impl UploaderArgs {
     /// Combines flags, environment and file, and opens the raw root.
     pub fn resolve(self) -> Result<UploaderSettings> {
-        config::check_env()?;
-        let file = FileConfig::load(self.config.as_deref())?;
+        let (chain, file) = self.chain.resolve(|f| {
+            let u = &f.uploader;
+            (u.region.clone(), u.kafka_brokers.clone(), u.topic.clone())
+        })?;
         let f = file.uploader;
-        let env = segment("env", self.env.or(file.env), Some(DEFAULT_ENV))?;
-        let region = segment("region", self.region.or(f.region), None)?;
+        let Chain {
+            env,
+            region,
+            kafka,
+            topic,
+        } = chain;
         let s3 = file
             .s3
             .clone()
@@ -294,27 +341,19 @@ impl UploaderArgs {
         } else if let Some(w) = f.max_wait {
             cut.max_wait = parse_duration(&w).map_err(Error::config)?;
         }
-        let metrics_bind = match (self.metrics_bind, f.metrics_bind) {
-            (Some(b), _) => b,
-            (None, Some(b)) => b.parse().map_err(|e| {
-                Error::config(format!("invalid [uploader] metrics-bind '{b}': {e}"))
-            })?,
-            (None, None) => SocketAddr::from(([127, 0, 0, 1], 9464)),
-        };
-        let topic = self
-            .topic
-            .or(f.topic)
-            .unwrap_or_else(|| kafka::default_topic(&env, &region));
+        let metrics_bind = address(
+            self.metrics_bind,
+            f.metrics_bind,
+            "[uploader] metrics-bind",
+            SocketAddr::from(([127, 0, 0, 1], 9464)),
+        )?;
         let group = self
             .group
             .or(f.group)
             .unwrap_or_else(|| format!("tauc-uploader-{env}-{region}"));
         Ok(UploaderSettings {
             uploader: UploaderConfig {
-                kafka: kafka::KafkaConn {
-                    brokers: brokers(self.kafka_brokers.or(f.kafka_brokers))?,
-                    options: self.kafka_options,
-                },
+                kafka,
                 topic,
                 group,
                 env,

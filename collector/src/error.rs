@@ -36,9 +36,20 @@ pub enum Error {
     #[error("{0}")]
     Jobs(#[from] tauc_jobs::error::Error),
 
+    /// A task of the service stopped unexpectedly (a panic); the message
+    /// names the task.
+    #[error("{0}")]
+    Task(String),
+
     /// Local I/O failed (listening socket, signals).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl tauc_jobs::error::ExitStatus for Error {
+    fn exit_code(&self) -> u8 {
+        Error::exit_code(self)
+    }
 }
 
 impl Error {

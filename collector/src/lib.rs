@@ -21,28 +21,3 @@ pub mod spool;
 pub mod uploader;
 
 pub use error::{Error, Result};
-
-/// Runs a service's main future and maps its outcome to an exit code
-/// (0 ok, 1 failed, 2 configuration error), printing `{name}: {error}`.
-pub fn exit_with(
-    name: &str,
-    main: impl std::future::Future<Output = Result<()>>,
-) -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{name}: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match rt.block_on(main) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            std::process::ExitCode::from(e.exit_code())
-        }
-    }
-}

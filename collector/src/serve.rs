@@ -42,13 +42,12 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
             tracing::warn!(error = %e, "could not check the topic; spooling until Kafka answers");
         }
     });
-    let shipper = Shipper {
-        spool: spool.clone(),
-        producer: s.kafka.producer()?,
-        kafka: s.kafka.clone(),
-        topic: s.topic.clone(),
-        metrics: metrics.clone(),
-    };
+    let shipper = Shipper::new(
+        spool.clone(),
+        s.kafka.clone(),
+        s.topic.clone(),
+        metrics.clone(),
+    )?;
     let (stop_tx, stop) = watch::channel(false);
     let shipping = tokio::spawn(shipper.run(stop, DRAIN));
     let app = intake::router(Intake {
@@ -69,7 +68,7 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     match shipped {
         Ok(r) => r,
-        Err(e) => Err(Error::config(format!("the shipper task failed: {e}"))),
+        Err(e) => Err(Error::Task(format!("the shipper task failed: {e}"))),
     }
 }
 
@@ -105,7 +104,7 @@ pub async fn run_uploader(s: UploaderSettings) -> Result<()> {
     let _ = server.await;
     match result {
         Ok(r) => r,
-        Err(e) => Err(Error::config(format!("the uploader task failed: {e}"))),
+        Err(e) => Err(Error::Task(format!("the uploader task failed: {e}"))),
     }
 }
 

@@ -7,6 +7,7 @@
 //! byte-identical (collection.md), and nothing acknowledged to a client
 //! is lost.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,16 +28,13 @@ const CHUNK_BYTES: usize = 1 << 20;
 
 /// Ships one spool to one topic.
 pub struct Shipper {
-    /// The spool to drain.
-    pub spool: Spool,
-    /// The producer (idempotent, acks=all).
-    pub producer: FutureProducer,
-    /// The cluster, to make a new producer after a failed delivery.
-    pub kafka: crate::kafka::KafkaConn,
-    /// Destination topic.
-    pub topic: String,
-    /// Counters.
-    pub metrics: Arc<CollectorMetrics>,
+    spool: Spool,
+    producer: FutureProducer,
+    kafka: crate::kafka::KafkaConn,
+    topic: String,
+    metrics: Arc<CollectorMetrics>,
+    /// Acknowledged offset per segment, read from its cursor file once.
+    cursors: HashMap<u64, u64>,
 }
 
 /// The fields the shipper reads from a spooled line.
@@ -51,6 +49,23 @@ struct Keys<'a> {
 }
 
 impl Shipper {
+    /// A shipper of `spool` to `topic` on the cluster `kafka`.
+    pub fn new(
+        spool: Spool,
+        kafka: crate::kafka::KafkaConn,
+        topic: String,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Result<Shipper> {
+        Ok(Shipper {
+            producer: kafka.producer()?,
+            spool,
+            kafka,
+            topic,
+            metrics,
+            cursors: HashMap::new(),
+        })
+    }
+
     /// Ships until `stop` turns true, then for up to `drain` more while
     /// there is something left, and flushes the producer.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, drain: Duration) -> Result<()> {
@@ -65,9 +80,11 @@ impl Shipper {
                     done
                 }
                 Err(e) => {
-                    self.metrics.kafka_errors.inc();
                     tracing::warn!(error = %e, "shipping failed; retrying");
-                    self.renew();
+                    if matches!(e, Error::Kafka(_)) {
+                        self.metrics.kafka_errors.inc();
+                        self.renew();
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     false
@@ -108,7 +125,7 @@ impl Shipper {
 
     /// One pass over the segments; `true` when everything durable is
     /// acknowledged.
-    async fn ship_all(&self, active: Durable) -> Result<bool> {
+    async fn ship_all(&mut self, active: Durable) -> Result<bool> {
         let dir = self.spool.dir().to_path_buf();
         for (seq, path, len) in segments(&dir)? {
             if seq > active.seq {
@@ -117,7 +134,10 @@ impl Shipper {
             let closed = seq < active.seq;
             let limit = if closed { len } else { active.len.min(len) };
             let cursor_path = cursor_path(&path);
-            let mut cursor = read_cursor(&cursor_path).await;
+            let mut cursor = match self.cursors.get(&seq) {
+                Some(&c) => c,
+                None => read_cursor(&cursor_path).await,
+            };
             while cursor < limit {
                 let (chunk, end) = read_chunk(&path, cursor, limit).await?;
                 if chunk.is_empty() {
@@ -128,6 +148,7 @@ impl Shipper {
                 cursor = end;
                 write_cursor(&cursor_path, cursor).await?;
             }
+            self.cursors.insert(seq, cursor);
             if closed {
                 if cursor < len {
                     tracing::warn!(
@@ -138,6 +159,7 @@ impl Shipper {
                 }
                 remove(&path).await?;
                 let _ = tokio::fs::remove_file(&cursor_path).await;
+                self.cursors.remove(&seq);
                 self.spool.released(len);
             }
         }
@@ -147,18 +169,16 @@ impl Shipper {
 
     /// Produces lines in order and waits for every acknowledgement.
     async fn produce(&self, lines: &[&str]) -> Result<()> {
-        let first_ts = lines
-            .first()
-            .and_then(|l| serde_json::from_str::<Keys>(l).ok())
-            .and_then(|k| k.collector_ts)
-            .unwrap_or(0);
-        self.metrics
-            .oldest_unshipped_ms
-            .store(first_ts, Ordering::Relaxed);
         let start = Instant::now();
         let mut pending = Vec::with_capacity(lines.len());
-        for line in lines {
+        for (i, line) in lines.iter().enumerate() {
             let keys = serde_json::from_str::<Keys>(line).ok();
+            if i == 0 {
+                let first_ts = keys.as_ref().and_then(|k| k.collector_ts).unwrap_or(0);
+                self.metrics
+                    .oldest_unshipped_ms
+                    .store(first_ts, Ordering::Relaxed);
+            }
             let key = keys.as_ref().and_then(|k| record_key(k));
             let mut record = FutureRecord::<str, str>::to(&self.topic).payload(line);
             if let Some(key) = key.as_deref() {
@@ -192,9 +212,7 @@ impl Shipper {
                         .observe(start.elapsed().as_secs_f64());
                 }
                 Ok(Err((e, _))) => return Err(Error::Kafka(e)),
-                Err(_) => {
-                    return Err(Error::config("the Kafka producer was dropped"));
-                }
+                Err(_) => return Err(Error::Kafka(rdkafka::error::KafkaError::Canceled)),
             }
         }
         self.metrics.shipped.inc_by(n as u64);

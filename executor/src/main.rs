@@ -83,6 +83,6 @@ fn main() -> ExitCode {
     };
     tauc_jobs::engine::cluster::exit_with("tauc-executor", async {
         run.await?;
-        Ok(String::new())
+        Ok::<_, tauc_jobs::Error>(String::new())
     })
 }

@@ -74,6 +74,20 @@ impl Error {
     }
 }
 
+/// An error that knows its process exit code (0 is never one): what
+/// [`crate::engine::cluster::exit_with`] needs from every tauc binary's
+/// error type.
+pub trait ExitStatus {
+    /// 2 for usage and configuration errors, 1 for failures.
+    fn exit_code(&self) -> u8;
+}
+
+impl ExitStatus for Error {
+    fn exit_code(&self) -> u8 {
+        Error::exit_code(self)
+    }
+}
+
 impl From<Error> for DataFusionError {
     fn from(e: Error) -> Self {
         match e {

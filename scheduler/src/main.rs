@@ -47,6 +47,6 @@ fn main() -> ExitCode {
     };
     tauc_jobs::engine::cluster::exit_with("tauc-scheduler", async {
         run.await?;
-        Ok(String::new())
+        Ok::<_, tauc_jobs::Error>(String::new())
     })
 }

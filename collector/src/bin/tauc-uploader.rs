@@ -7,8 +7,9 @@ use tauc_collector::cli::UploaderArgs;
 
 fn main() -> ExitCode {
     let args = UploaderArgs::parse();
-    tauc_jobs::logging::init(args.log_format.as_deref() == Some("json"));
-    tauc_collector::exit_with("tauc-uploader", async move {
-        tauc_collector::serve::run_uploader(args.resolve()?).await
+    tauc_jobs::logging::init(args.chain.log_format.as_deref() == Some("json"));
+    tauc_jobs::engine::cluster::exit_with("tauc-uploader", async move {
+        tauc_collector::serve::run_uploader(args.resolve()?).await?;
+        Ok::<_, tauc_collector::Error>(String::new())
     })
 }

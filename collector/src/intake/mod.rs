@@ -35,8 +35,10 @@ pub enum Rejection {
     Unsupported(String),
     /// 403: a browser origin not in the allowed list.
     Forbidden(String),
-    /// 503: the spool is full or failing; the client retries later.
+    /// 503: the spool is full; the client retries later.
     Unavailable(String),
+    /// 503: writing the spool failed; the client retries later.
+    SpoolFailed(String),
 }
 
 impl Rejection {
@@ -46,7 +48,9 @@ impl Rejection {
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::Forbidden(_) => StatusCode::FORBIDDEN,
-            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable(_) | Rejection::SpoolFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -57,6 +61,7 @@ impl Rejection {
             Rejection::Unsupported(_) => "unsupported",
             Rejection::Forbidden(_) => "forbidden",
             Rejection::Unavailable(_) => "spool_full",
+            Rejection::SpoolFailed(_) => "spool_error",
         }
     }
 
@@ -66,7 +71,8 @@ impl Rejection {
             | Rejection::TooLarge(m)
             | Rejection::Unsupported(m)
             | Rejection::Forbidden(m)
-            | Rejection::Unavailable(m) => m,
+            | Rejection::Unavailable(m)
+            | Rejection::SpoolFailed(m) => m,
         }
     }
 }
@@ -80,7 +86,7 @@ impl IntoResponse for Rejection {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(self, Rejection::Unavailable(_)) {
+        if matches!(self, Rejection::Unavailable(_) | Rejection::SpoolFailed(_)) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
@@ -168,8 +174,8 @@ async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<usiz
         Ok(Err(e @ AppendError::Full { .. })) => Err(Rejection::Unavailable(format!(
             "{e} (Kafka may be unreachable; the spool ships when it is back)"
         ))),
-        Ok(Err(e)) => Err(Rejection::Unavailable(e.to_string())),
-        Err(e) => Err(Rejection::Unavailable(format!("spool task failed: {e}"))),
+        Ok(Err(e)) => Err(Rejection::SpoolFailed(e.to_string())),
+        Err(e) => Err(Rejection::SpoolFailed(format!("spool task failed: {e}"))),
     }
 }
 
@@ -250,7 +256,7 @@ async fn ready(State(intake): State<Intake>) -> Response {
     if intake.spool.healthy() {
         "ready\n".into_response()
     } else {
-        Rejection::Unavailable(format!(
+        Rejection::SpoolFailed(format!(
             "spool directory '{}' is not writable",
             intake.spool.dir().display()
         ))

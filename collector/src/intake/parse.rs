@@ -37,13 +37,14 @@ impl Default for Limits {
     }
 }
 
-/// Checks the content type and undoes `Content-Encoding: gzip`.
-pub fn decode(
+/// Checks the content type and undoes `Content-Encoding: gzip` (an
+/// uncompressed body is borrowed, not copied).
+pub fn decode<'a>(
     content_type: Option<&str>,
     content_encoding: Option<&str>,
-    body: &[u8],
+    body: &'a [u8],
     limits: Limits,
-) -> Result<Vec<u8>, Rejection> {
+) -> Result<Cow<'a, [u8]>, Rejection> {
     let media = content_type
         .map(|t| {
             t.split(';')
@@ -63,8 +64,8 @@ pub fn decode(
         .map(|e| e.trim().to_ascii_lowercase())
         .as_deref()
     {
-        None | Some("") | Some("identity") => Ok(body.to_vec()),
-        Some("gzip") => gunzip(body, limits.max_body),
+        None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
+        Some("gzip") => gunzip(body, limits.max_body).map(Cow::Owned),
         Some(other) => Err(Rejection::Unsupported(format!(
             "unsupported Content-Encoding '{other}' (send gzip or none)"
         ))),
@@ -359,7 +360,9 @@ mod tests {
         std::io::Write::write_all(&mut gz, b"{\"a\":1}").unwrap();
         let gz = gz.finish().unwrap();
         assert_eq!(
-            decode(Some("application/json"), Some("gzip"), &gz, l).unwrap(),
+            decode(Some("application/json"), Some("gzip"), &gz, l)
+                .unwrap()
+                .as_ref(),
             b"{\"a\":1}"
         );
         assert!(matches!(

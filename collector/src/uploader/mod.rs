@@ -315,7 +315,7 @@ impl Writer {
         let committed = tokio::task::spawn_blocking(move || me.commit(partition, next))
             .await
             .unwrap_or_else(|e| {
-                Err(crate::error::Error::config(format!(
+                Err(crate::error::Error::Task(format!(
                     "commit task failed: {e}"
                 )))
             });

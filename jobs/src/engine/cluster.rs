@@ -191,9 +191,10 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs a binary's main future on [`runtime`] and maps the outcome to an
 /// exit code: what it prints on success goes to stdout; an error is printed
 /// as `{name}: {error}` and exits 2 (usage/config) or 1 (failure).
-pub fn exit_with<F>(name: &str, main: F) -> std::process::ExitCode
+pub fn exit_with<F, E>(name: &str, main: F) -> std::process::ExitCode
 where
-    F: std::future::Future<Output = Result<String>>,
+    F: std::future::Future<Output = std::result::Result<String, E>>,
+    E: std::fmt::Display + crate::error::ExitStatus,
 {
     let rt = match runtime() {
         Ok(rt) => rt,
