@@ -12,4 +12,5 @@ mod commit;
 mod harness;
 mod layering;
 mod reports;
+mod serve;
 mod writes;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use tauc_jobs::config::{self, DEFAULT_ENV, FileConfig};
+use tauc_jobs::config::{self, DEFAULT_ENV, FileConfig, parse_duration};
 use tauc_jobs::engine::scratch::parse_size;
 use tauc_jobs::store::{Location, S3Options, StoreRegistry};
 
@@ -188,25 +188,6 @@ pub struct CollectorSettings {
     pub origins: Vec<String>,
     /// The spool.
     pub spool: SpoolConfig,
-}
-
-/// `60s`, `500ms`, `2m`, `1h`, or a number of seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}' (expected e.g. 60s, 500ms or 2m)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "invalid duration unit in '{s}' (use ms, s, m or h)"
-        )),
-    }
 }
 
 fn segment(flag: &str, value: Option<String>, default: Option<&str>) -> Result<String> {

@@ -8,6 +8,7 @@
 //! misspelt option never silently falls back to a default.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -49,6 +50,14 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_FILE_MAX_MB",
     "TAUC_LEASE_WAIT_SECS",
     "TAUC_COMMIT_DELAY_MS",
+    // tauc-job serve
+    "TAUC_SERVE_BIND",
+    "TAUC_USERS_FILE",
+    "TAUC_TLS_CERT",
+    "TAUC_TLS_KEY",
+    "TAUC_TOKEN_TTL",
+    "TAUC_QUERY_TIMEOUT",
+    "TAUC_MAX_ROWS",
     // the collection chain (tauc-collector, tauc-uploader)
     "TAUC_REGION",
     "TAUC_SPOOL_DIR",
@@ -94,6 +103,30 @@ pub struct FileConfig {
     /// `tauc-uploader` settings (`[uploader]`).
     #[serde(default)]
     pub uploader: UploaderFile,
+    /// `tauc-job serve` settings (`[serve]`).
+    #[serde(default)]
+    pub serve: ServeFile,
+}
+
+/// The `[serve]` section: what `tauc-job serve` reads when a flag and its
+/// variable are unset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeFile {
+    /// Listen address, e.g. `10.0.0.5:50060`.
+    pub bind: Option<String>,
+    /// The users file.
+    pub users: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// How long a login lasts, e.g. `8h`.
+    pub token_ttl: Option<String>,
+    /// Longest a query may run, e.g. `300s`.
+    pub query_timeout: Option<String>,
+    /// Most rows one result may have.
+    pub max_rows: Option<u64>,
 }
 
 /// The `[collector]` section: what `tauc-collector` reads when a flag and
@@ -160,6 +193,25 @@ impl FileConfig {
         })?;
         toml::from_str(&text)
             .map_err(|e| Error::config(format!("invalid config file '{}': {e}", path.display())))
+    }
+}
+
+/// `60s`, `500ms`, `2m`, `1h`, or a number of seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}' (expected e.g. 60s, 500ms or 2m)"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "invalid duration unit in '{s}' (use ms, s, m or h)"
+        )),
     }
 }
 

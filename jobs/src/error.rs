@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{0}")]
     Busy(String),
 
+    /// A server this process runs (`tauc-job serve`) failed.
+    #[error("{0}")]
+    Server(String),
+
     /// The object store (S3 or local) refused or failed a request.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),

@@ -18,8 +18,9 @@
 // The layout reads as the pipeline: where data lives (`store`), how raw
 // files come in (`ingest`), how DWD columns are derived (`derive`), the
 // warehouse's tables and commit protocol (`warehouse`), the engine that
-// runs plans (`engine`), the jobs built on all of them (`jobs`), and the
-// command line (`cli`). Imports point down that list, never up.
+// runs plans (`engine`), the jobs built on all of them (`jobs`), the
+// Flight SQL server over the warehouse (`serve`), and the command line
+// (`cli`). Imports point down that list, never up.
 pub mod cli;
 pub mod config;
 pub mod derive;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod logging;
+pub mod serve;
 pub mod store;
 pub mod warehouse;
 

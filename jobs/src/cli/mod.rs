@@ -21,6 +21,7 @@ use crate::store::{Location, S3Options};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
 
+pub mod serve;
 pub mod sql;
 
 use sql::OutputFormat;
@@ -58,6 +59,12 @@ pub enum Command {
     Sql(SqlCmd),
     /// List the warehouse tables with their committed partitions and rows.
     Tables(TablesCmd),
+    /// Serve the committed warehouse over Arrow Flight SQL (for Superset),
+    /// read-only, to the users of a users file.
+    Serve(serve::ServeCmd),
+    /// Edit the users file of `serve`.
+    #[command(subcommand)]
+    Users(serve::UsersCmd),
 }
 
 /// The registered jobs.
@@ -250,6 +257,10 @@ pub struct SqlCmd {
     /// Write the result to this file instead of standard output (needed for parquet).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also run DDL, DML, COPY and SET (refused by default: the warehouse
+    /// changes only through the jobs). For scratch work on a local copy.
+    #[arg(long)]
+    pub allow_writes: bool,
     /// Ballista scheduler, df://host:port; without it the query runs in-process.
     #[arg(long, env = "TAUC_SCHEDULER")]
     pub scheduler: Option<String>,
@@ -430,7 +441,20 @@ pub async fn run(cli: Cli) -> Result<String> {
             let scheduler = q.scheduler.clone().or(r.file.scheduler.clone());
             let ctx = connect(&r.engine, scheduler.as_deref(), q.parallelism).await?;
             crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
-            crate::cli::sql::run(&ctx, &query, q.format, q.out.as_deref()).await
+            crate::cli::sql::run(&ctx, &query, q.format, q.out.as_deref(), q.allow_writes).await
+        }
+        Command::Serve(sv) => {
+            let r = resolve(cli.config.as_ref(), &sv.store, &sv.engine.resources())?;
+            let settings = sv.settings(&r.file)?;
+            preflight(&r.engine, &r.warehouse, "warehouse").await?;
+            let scheduler = sv.scheduler.clone().or(r.file.scheduler.clone());
+            let ctx = connect(&r.engine, scheduler.as_deref(), sv.parallelism).await?;
+            crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
+            crate::serve::run(ctx, settings).await
+        }
+        Command::Users(u) => {
+            config::check_env()?;
+            serve::users(&u)
         }
         Command::Tables(t) => {
             let r = resolve(cli.config.as_ref(), &t.store, &Resources::default())?;

@@ -43,12 +43,9 @@ pub async fn run(
     query: &str,
     format: OutputFormat,
     out: Option<&Path>,
+    allow_writes: bool,
 ) -> Result<String> {
-    let df = ctx.sql(query).await.map_err(|e| {
-        Error::config(format!(
-            "query rejected: {e}; `tauc-job tables` lists the tables"
-        ))
-    })?;
+    let df = crate::warehouse::query::plan(ctx, query, allow_writes).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     if format == OutputFormat::Table {
         let batches = df.collect().await?;

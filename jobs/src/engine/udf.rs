@@ -24,9 +24,8 @@ use datafusion::logical_expr::{
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use crate::derive::{self, geo, user_agent};
+use crate::derive::{self, geo, measures, user_agent};
 use crate::ingest::event_time;
-use crate::jobs::reports::{anomaly, funnels, settlement};
 
 type Eval = fn(&[ArrayRef]) -> Result<ArrayRef>;
 
@@ -345,7 +344,7 @@ fn eval_hour_start(a: &[ArrayRef]) -> Result<ArrayRef> {
     let out = (0..ts.len())
         .map(|i| {
             Ok(match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
-                (Some(t), Some(z)) => Some(anomaly::hour_start(t, z)),
+                (Some(t), Some(z)) => Some(measures::hour_start(t, z)),
                 _ => None,
             })
         })
@@ -423,7 +422,7 @@ fn eval_funnel_reach(a: &[ArrayRef]) -> Result<ArrayRef> {
         .map(|(i, mut events)| {
             let window = scalar_i64(&a[1], i, "window_ms")?;
             let steps = scalar_i64(&a[2], i, "steps")? as usize;
-            Ok(Some(funnels::reach(&mut events, steps, window) as i64))
+            Ok(Some(measures::reach(&mut events, steps, window) as i64))
         })
         .collect::<Result<Int64Array>>()?;
     Ok(Arc::new(out))
@@ -435,7 +434,7 @@ fn eval_dup_clicks(a: &[ArrayRef]) -> Result<ArrayRef> {
         .map(|events| {
             let mut clicks: Vec<(i64, String)> =
                 events.into_iter().map(|(t, id, _)| (t, id)).collect();
-            Some(settlement::dup_clicks(&mut clicks))
+            Some(measures::dup_clicks(&mut clicks))
         })
         .collect();
     Ok(Arc::new(out))

@@ -5,6 +5,7 @@
 
 pub mod commit;
 pub mod lease;
+pub mod query;
 pub mod table;
 pub mod tables;
 pub mod writer;

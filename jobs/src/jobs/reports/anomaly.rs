@@ -7,67 +7,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, NaiveDate, Offset, TimeZone};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-/// One hour in milliseconds.
-pub const HOUR_MS: i64 = 3_600_000;
+use crate::derive::measures::{buckets_of_day, local_date, local_ms, previous_bucket};
+
 /// Buckets in a baseline.
 pub const BASELINE_BUCKETS: usize = 24;
 /// Fewest baseline buckets for a z-score.
 pub const MIN_BASELINE: usize = 12;
-
-/// The zone's UTC offset at an instant, in ms.
-fn offset_ms(ts: i64, tz: Tz) -> i64 {
-    let utc = DateTime::from_timestamp_millis(ts)
-        .unwrap_or_default()
-        .naive_utc();
-    tz.offset_from_utc_datetime(&utc).fix().local_minus_utc() as i64 * 1000
-}
-
-/// The start of the hour bucket holding `ts` (ms since the epoch, UTC).
-pub fn hour_start(ts: i64, tz: Tz) -> i64 {
-    ts - (ts + offset_ms(ts, tz)).rem_euclid(HOUR_MS)
-}
-
-/// The local date of an instant.
-pub fn local_date(ts: i64, tz: Tz) -> NaiveDate {
-    DateTime::from_timestamp_millis(ts)
-        .unwrap_or_default()
-        .with_timezone(&tz)
-        .date_naive()
-}
-
-/// The local wall-clock time of an instant, as ms since the epoch.
-pub fn local_ms(ts: i64, tz: Tz) -> i64 {
-    ts + offset_ms(ts, tz)
-}
-
-/// Every bucket start whose local date is `dt`, in order.
-pub fn buckets_of_day(dt: NaiveDate, tz: Tz) -> Vec<i64> {
-    let midnight = dt
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_millis();
-    // every quarter hour from 15 h before UTC midnight to 15 h after the
-    // next: wider than any zone offset
-    let mut out = BTreeSet::new();
-    let mut t = midnight - 15 * HOUR_MS;
-    while t < midnight + 39 * HOUR_MS {
-        let b = hour_start(t, tz);
-        if local_date(b, tz) == dt {
-            out.insert(b);
-        }
-        t += HOUR_MS / 4;
-    }
-    out.into_iter().collect()
-}
-
-/// The bucket before the one starting at `b`.
-pub fn previous_bucket(b: i64, tz: Tz) -> i64 {
-    hour_start(b - 1, tz)
-}
 
 /// Median of values (mean of the middle two when even); `None` when empty.
 pub fn median(values: &mut [f64]) -> Option<f64> {
@@ -171,7 +119,10 @@ pub fn partition_rows(
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
     use super::*;
+    use crate::derive::measures::hour_start;
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()

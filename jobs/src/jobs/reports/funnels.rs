@@ -225,41 +225,10 @@ impl Funnel {
     }
 }
 
-/// How many steps one user reaches: the largest `k` such that events
-/// `e1 < … < ek` (in `(event_ts, event_id)` order) match steps `1..=k` and
-/// `ek.ts - e1.ts <= window_ms`. `events` are `(ts, event_id, mask)`.
-///
-/// For each candidate first event the steps are matched greedily at the
-/// earliest later event, which makes every `e_k` as early as it can be,
-/// so no other choice passes the window where the greedy one fails.
-pub fn reach(events: &mut [(i64, String, i64)], steps: usize, window_ms: i64) -> usize {
-    events.sort();
-    let mut best = 0;
-    for s in 0..events.len() {
-        if events[s].2 & 1 == 0 {
-            continue;
-        }
-        let start = events[s].0;
-        let mut k = 1;
-        for e in &events[s + 1..] {
-            if k >= steps || e.0 - start > window_ms {
-                break;
-            }
-            if e.2 & (1 << k) != 0 {
-                k += 1;
-            }
-        }
-        best = best.max(k);
-        if best >= steps {
-            break;
-        }
-    }
-    best
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::derive::measures::reach;
 
     fn ev(ts: i64, id: &str, mask: i64) -> (i64, String, i64) {
         (ts, id.to_string(), mask)

@@ -16,9 +16,6 @@ pub const MONEY_SCALE: u32 = 6;
 /// Largest magnitude `Decimal128(18, 6)` holds.
 const MONEY_MAX: i128 = 999_999_999_999_999_999;
 
-/// Clicks closer than this to the previous counted click are duplicates.
-pub const DUP_CLICK_MS: i64 = 30_000;
-
 /// How a contract bills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pricing {
@@ -239,25 +236,10 @@ pub fn parse_contracts_csv(source: &str, text: &[u8]) -> Result<Vec<Contract>> {
     Ok(out)
 }
 
-/// How many of one user's clicks on one target are duplicates: in
-/// `(ts, event_id)` order, a click less than [`DUP_CLICK_MS`] after the
-/// previous non-duplicate click is one.
-pub fn dup_clicks(clicks: &mut [(i64, String)]) -> i64 {
-    clicks.sort();
-    let mut last: Option<i64> = None;
-    let mut dups = 0;
-    for (ts, _) in clicks.iter() {
-        match last {
-            Some(l) if ts - l < DUP_CLICK_MS => dups += 1,
-            _ => last = Some(*ts),
-        }
-    }
-    dups
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::derive::measures::dup_clicks;
 
     fn c(ts: &[i64]) -> i64 {
         let mut v: Vec<(i64, String)> = ts

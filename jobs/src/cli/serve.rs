@@ -1,0 +1,222 @@
+//! `tauc-job serve` and `tauc-job users`: the Flight SQL server's flags
+//! and the users file's editor.
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::cli::{EngineArgs, StoreArgs};
+use crate::config::{FileConfig, parse_duration};
+use crate::error::{Error, Result};
+use crate::serve::users::Users;
+use crate::serve::{ServeSettings, flight::Limits};
+
+/// Default listen address: loopback, so nothing is exposed until an
+/// operator says where.
+pub const DEFAULT_BIND: &str = "127.0.0.1:50060";
+
+/// `serve` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeCmd {
+    /// Listen address [default: 127.0.0.1:50060; use the master's private
+    /// address to let the Superset host in].
+    #[arg(long, env = "TAUC_SERVE_BIND")]
+    pub bind: Option<String>,
+    /// The users file (`tauc-job users add NAME --users FILE` makes it).
+    #[arg(long, env = "TAUC_USERS_FILE")]
+    pub users: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key.
+    #[arg(long, env = "TAUC_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, env = "TAUC_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// How long a login lasts, e.g. 8h [default: 8h].
+    #[arg(long, env = "TAUC_TOKEN_TTL", value_parser = parse_duration)]
+    pub token_ttl: Option<Duration>,
+    /// Longest a query may run, e.g. 300s [default: 300s].
+    #[arg(long, env = "TAUC_QUERY_TIMEOUT", value_parser = parse_duration)]
+    pub query_timeout: Option<Duration>,
+    /// Most rows one result may have [default: 1000000].
+    #[arg(long, env = "TAUC_MAX_ROWS")]
+    pub max_rows: Option<u64>,
+    /// Ballista scheduler, df://host:port; without it queries run in-process.
+    #[arg(long, env = "TAUC_SCHEDULER")]
+    pub scheduler: Option<String>,
+    /// Task slots of the in-process executor [default: CPU count].
+    #[arg(long, env = "TAUC_PARALLELISM")]
+    pub parallelism: Option<usize>,
+    /// Memory and scratch space.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl ServeCmd {
+    /// Flags > environment (clap) > the `[serve]` section > defaults.
+    pub fn settings(&self, file: &FileConfig) -> Result<ServeSettings> {
+        let f = &file.serve;
+        let bind_text = self
+            .bind
+            .clone()
+            .or(f.bind.clone())
+            .unwrap_or_else(|| DEFAULT_BIND.into());
+        let bind: SocketAddr = bind_text.parse().map_err(|_| {
+            Error::config(format!(
+                "invalid --bind '{bind_text}' (expected host:port, e.g. 127.0.0.1:50060)"
+            ))
+        })?;
+        let users = self.users.clone().or(f.users.clone()).ok_or_else(|| {
+            Error::config(
+                "--users FILE is required: who may log in (create it with `tauc-job users add NAME --users FILE`)",
+            )
+        })?;
+        let cert = self.tls_cert.clone().or(f.tls_cert.clone());
+        let key = self.tls_key.clone().or(f.tls_key.clone());
+        let tls = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::config(
+                    "--tls-cert and --tls-key go together: give both, or neither",
+                ));
+            }
+        };
+        let duration = |flag: &str, v: Option<Duration>, file: &Option<String>, default: u64| match (
+            v, file,
+        ) {
+            (Some(d), _) => Ok(d),
+            (None, Some(t)) => {
+                parse_duration(t).map_err(|e| Error::config(format!("[serve] {flag}: {e}")))
+            }
+            (None, None) => Ok(Duration::from_secs(default)),
+        };
+        let token_ttl = duration("token-ttl", self.token_ttl, &f.token_ttl, 8 * 3600)?;
+        let query_timeout = duration("query-timeout", self.query_timeout, &f.query_timeout, 300)?;
+        let max_rows = self.max_rows.or(f.max_rows).unwrap_or(1_000_000);
+        if max_rows == 0 || query_timeout.is_zero() || token_ttl.is_zero() {
+            return Err(Error::config(
+                "--max-rows, --query-timeout and --token-ttl must be above zero",
+            ));
+        }
+        Ok(ServeSettings {
+            bind,
+            users,
+            tls,
+            token_ttl,
+            limits: Limits {
+                query_timeout,
+                max_rows,
+            },
+        })
+    }
+}
+
+/// `users` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UsersCmd {
+    /// Add a user or set their password, read from standard input (a
+    /// prompt without echo on a terminal). Creates the file if missing.
+    Add(UserArgs),
+    /// Make a static token for a service (printed once; the file keeps
+    /// only its SHA-256).
+    Token(UserArgs),
+    /// Remove a user or token.
+    Remove(UserArgs),
+    /// List users and tokens (names only).
+    List {
+        /// The users file.
+        #[arg(long, env = "TAUC_USERS_FILE")]
+        users: PathBuf,
+    },
+}
+
+/// A name and the users file.
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// User or token name.
+    pub name: String,
+    /// The users file.
+    #[arg(long, env = "TAUC_USERS_FILE")]
+    pub users: PathBuf,
+}
+
+/// Runs a `users` subcommand.
+pub fn users(cmd: &UsersCmd) -> Result<String> {
+    match cmd {
+        UsersCmd::Add(a) => {
+            let mut u = Users::load_or_new(&a.users)?;
+            let password = read_password(&a.name)?;
+            u.set_password(&a.name, &password)?;
+            u.save(&a.users)?;
+            Ok(format!(
+                "set the password of '{}' in {}\n",
+                a.name,
+                a.users.display()
+            ))
+        }
+        UsersCmd::Token(a) => {
+            let mut u = Users::load_or_new(&a.users)?;
+            let token = u.new_token(&a.name)?;
+            u.save(&a.users)?;
+            eprintln!(
+                "token '{}' stored as its SHA-256 in {}; this is the only time it is shown:",
+                a.name,
+                a.users.display()
+            );
+            Ok(format!("{token}\n"))
+        }
+        UsersCmd::Remove(a) => {
+            let mut u = Users::load(&a.users)?;
+            if !u.remove(&a.name) {
+                return Err(Error::config(format!(
+                    "no user or token '{}' in {}",
+                    a.name,
+                    a.users.display()
+                )));
+            }
+            u.save(&a.users)?;
+            Ok(format!("removed '{}'\n", a.name))
+        }
+        UsersCmd::List { users } => {
+            let u = Users::load(users)?;
+            let mut out = String::new();
+            for n in u.users.keys() {
+                out.push_str(&format!("user  {n}\n"));
+            }
+            for n in u.tokens.keys() {
+                out.push_str(&format!("token {n}\n"));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The password: prompted without echo on a terminal, else the first
+/// line of standard input.
+fn read_password(name: &str) -> Result<String> {
+    use std::io::IsTerminal as _;
+    let line = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("password for {name}: "))
+            .map_err(|e| Error::config(format!("cannot read the password: {e}")))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::config(format!("cannot read the password from stdin: {e}")))?;
+        line
+    };
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err(Error::config(
+            "no password given (type it at the prompt, or pipe it: `printf '%s\\n' \"$PW\" | tauc-job users add NAME --users FILE`)",
+        ));
+    }
+    Ok(password)
+}

@@ -1,0 +1,749 @@
+//! The Flight SQL service over the committed warehouse.
+//!
+//! Statements and prepared statements are planned by
+//! [`crate::warehouse::query::plan`], so the same read-only rule holds as
+//! for `tauc-job sql`. A ticket carries the statement (not a result held
+//! on the server): `DoGet` plans it again and streams the batches as they
+//! come, with string and binary view columns cast to plain `Utf8` /
+//! `Binary`, which every client reads. Each query has a deadline and a row
+//! limit, and can be cancelled with `CancelQuery`.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::serve::auth::Auth;
+
+/// The catalog and schema every table is in (DataFusion's defaults).
+const CATALOG: &str = "datafusion";
+const SCHEMA: &str = "public";
+
+/// `ActionCancelQueryResult.result` values (the enum is not re-exported).
+const CANCEL_CANCELLED: i32 = 1;
+const CANCEL_NOT_CANCELLABLE: i32 = 3;
+
+/// Per-query limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest a query may run, planning included.
+    pub query_timeout: Duration,
+    /// Most rows one result may have.
+    pub max_rows: u64,
+}
+
+/// What a statement ticket carries.
+#[derive(Serialize, Deserialize)]
+struct StatementHandle {
+    id: String,
+    sql: String,
+}
+
+/// A prepared statement: its SQL and the parameters bound last.
+struct Prepared {
+    sql: String,
+    params: Vec<ScalarValue>,
+}
+
+/// The service: one warehouse session shared by every client.
+pub struct Service {
+    ctx: SessionContext,
+    auth: Arc<Auth>,
+    limits: Limits,
+    sql_info: SqlInfoData,
+    prepared: Mutex<HashMap<String, Prepared>>,
+    /// Cancellation switches of queries handed out and not yet finished.
+    queries: Queries,
+}
+
+type DoGetStream = <Service as FlightService>::DoGetStream;
+
+/// Cancellation switches by query id, with when each was handed out.
+type Queries = Arc<Mutex<HashMap<String, (Instant, watch::Sender<bool>)>>>;
+
+impl Service {
+    /// A service over the tables registered on `ctx`.
+    pub fn new(ctx: SessionContext, auth: Arc<Auth>, limits: Limits) -> Result<Service, Error> {
+        let mut b = SqlInfoDataBuilder::new();
+        b.append(SqlInfo::FlightSqlServerName, "tauc");
+        b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        b.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+        b.append(SqlInfo::FlightSqlServerReadOnly, true);
+        b.append(SqlInfo::FlightSqlServerSql, true);
+        b.append(SqlInfo::FlightSqlServerSubstrait, false);
+        b.append(SqlInfo::FlightSqlServerCancel, true);
+        b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        b.append(SqlInfo::SqlDdlCatalog, false);
+        b.append(SqlInfo::SqlDdlSchema, false);
+        b.append(SqlInfo::SqlDdlTable, false);
+        let info = b
+            .build()
+            .map_err(|e| Error::Server(format!("sql info: {e}")))?;
+        Ok(Service {
+            ctx,
+            auth,
+            limits,
+            sql_info: info,
+            prepared: Mutex::new(HashMap::new()),
+            queries: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.auth.check(req.metadata()).map(|_| ())
+    }
+
+    /// Plans `sql` with `params` bound; errors say what is wrong.
+    async fn plan(&self, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, Status> {
+        let df = crate::warehouse::query::plan(&self.ctx, sql, false)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let wanted = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if wanted.is_empty() && params.is_empty() {
+            return Ok(df);
+        }
+        if wanted.len() != params.len() {
+            return Err(Status::invalid_argument(format!(
+                "the statement has {} parameter(s) but {} were bound",
+                wanted.len(),
+                params.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(params.len());
+        for (i, v) in params.iter().enumerate() {
+            let ty = wanted.get(&format!("${}", i + 1)).cloned().flatten();
+            values.push(match ty {
+                Some(t) if t != v.data_type() => v
+                    .cast_to(&t)
+                    .map_err(|e| Status::invalid_argument(format!("parameter ${}: {e}", i + 1)))?,
+                _ => v.clone(),
+            });
+        }
+        df.with_param_values(values)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// Registers a query that can be cancelled; forgets stale ones.
+    fn register(&self, id: &str) {
+        let mut q = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        let horizon = 2 * self.limits.query_timeout;
+        q.retain(|_, (t, _)| t.elapsed() < horizon);
+        q.entry(id.to_string())
+            .or_insert_with(|| (Instant::now(), watch::channel(false).0));
+    }
+
+    /// Runs a planned query as a stream of Flight data.
+    async fn run(&self, id: &str, df: DataFrame, started: Instant) -> Result<DoGetStream, Status> {
+        self.register(id);
+        let cancel = {
+            let q = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+            q.get(id).map(|(_, tx)| tx.subscribe())
+        }
+        .ok_or_else(|| Status::not_found("query not found"))?;
+        if *cancel.borrow() {
+            return Err(Status::cancelled("the query was cancelled"));
+        }
+        let schema = plain_schema(df.schema().as_arrow());
+        let deadline = tokio::time::Instant::from_std(started + self.limits.query_timeout);
+        let inner = tokio::time::timeout_at(deadline, df.execute_stream())
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| Status::internal(format!("query failed: {e}")))?;
+        let run = Run {
+            inner,
+            schema: schema.clone(),
+            rows: 0,
+            limits: self.limits,
+            deadline,
+            cancel,
+            done: false,
+            _registration: Registration {
+                queries: self.queries.clone(),
+                id: id.to_string(),
+            },
+        };
+        let batches = futures::stream::unfold(run, Run::step);
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Box::pin(data))
+    }
+
+    fn timed_out(&self) -> Status {
+        Status::deadline_exceeded(format!(
+            "the query ran longer than the server's limit of {} s (--query-timeout); narrow it with WHERE dt = … or aggregate",
+            self.limits.query_timeout.as_secs()
+        ))
+    }
+
+    /// A FlightInfo whose one endpoint is `ticket`.
+    fn info(
+        &self,
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Every table: name and plain schema, in name order.
+    async fn tables(&self) -> Result<Vec<(String, SchemaRef)>, Status> {
+        let catalog = self
+            .ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| Status::internal("no catalog"))?;
+        let schema = catalog
+            .schema(SCHEMA)
+            .ok_or_else(|| Status::internal("no schema"))?;
+        let mut names = schema.table_names();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            if let Ok(Some(t)) = schema.table(&n).await {
+                out.push((n, plain_schema(&t.schema())));
+            }
+        }
+        Ok(out)
+    }
+
+    fn batch_stream(batch: RecordBatch) -> DoGetStream {
+        let schema = batch.schema();
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async { Ok(batch) }))
+            .map_err(Status::from);
+        Box::pin(data)
+    }
+}
+
+/// Removes a query's cancellation switch when its stream ends or is
+/// dropped.
+struct Registration {
+    queries: Queries,
+    id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut q = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        q.remove(&self.id);
+    }
+}
+
+/// A running query: batches until the end, the deadline, the row limit or
+/// a cancellation, whichever comes first.
+struct Run {
+    inner: SendableRecordBatchStream,
+    schema: SchemaRef,
+    rows: u64,
+    limits: Limits,
+    deadline: tokio::time::Instant,
+    cancel: watch::Receiver<bool>,
+    done: bool,
+    _registration: Registration,
+}
+
+impl Run {
+    async fn step(mut self) -> Option<(Result<RecordBatch, FlightError>, Run)> {
+        if self.done {
+            return None;
+        }
+        let next = tokio::select! {
+            biased;
+            _ = self.cancel.wait_for(|c| *c) => Err(Status::cancelled("the query was cancelled")),
+            _ = tokio::time::sleep_until(self.deadline) => Err(Status::deadline_exceeded(format!(
+                "the query ran longer than the server's limit of {} s (--query-timeout); narrow it with WHERE dt = … or aggregate",
+                self.limits.query_timeout.as_secs()
+            ))),
+            b = self.inner.next() => Ok(b),
+        };
+        let item = match next {
+            Ok(None) => return None,
+            Ok(Some(Ok(b))) => {
+                self.rows += b.num_rows() as u64;
+                if self.rows > self.limits.max_rows {
+                    Err(Status::resource_exhausted(format!(
+                        "the result has more than {} rows, the server's limit (--max-rows); add LIMIT, a WHERE clause or an aggregate",
+                        self.limits.max_rows
+                    )))
+                } else {
+                    plain_batch(&b, &self.schema).map_err(|e| Status::internal(e.to_string()))
+                }
+            }
+            Ok(Some(Err(e))) => Err(Status::internal(format!("query failed: {e}"))),
+            Err(status) => Err(status),
+        };
+        if item.is_err() {
+            self.done = true;
+        }
+        Some((item.map_err(|s| FlightError::Tonic(Box::new(s))), self))
+    }
+}
+
+/// The type a client gets for `t`: view types as their plain forms.
+fn plain_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(Arc::new(plain_field(f))),
+        DataType::LargeList(f) => DataType::LargeList(Arc::new(plain_field(f))),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| plain_field(f)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn plain_field(f: &Field) -> Field {
+    f.clone().with_data_type(plain_type(f.data_type()))
+}
+
+/// A schema with view types replaced by their plain forms.
+pub fn plain_schema(s: &Schema) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        s.fields()
+            .iter()
+            .map(|f| plain_field(f))
+            .collect::<Vec<_>>(),
+        s.metadata().clone(),
+    ))
+}
+
+fn plain_batch(
+    b: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let columns = b
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                datafusion::arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn handle_of(ticket: &TicketStatementQuery) -> Result<StatementHandle, Status> {
+    serde_json::from_slice(&ticket.statement_handle)
+        .map_err(|_| Status::invalid_argument("not a ticket of this server"))
+}
+
+fn prepared_id(handle: &[u8]) -> Result<String, Status> {
+    String::from_utf8(handle.to_vec())
+        .map_err(|_| Status::invalid_argument("not a prepared statement of this server"))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for Service {
+    type FlightService = Service;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let (token, _) = self.auth.login(request.metadata()).await?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token header"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let df = self.plan(&query.query, &[]).await?;
+        let schema = plain_schema(df.schema().as_arrow());
+        let handle = StatementHandle {
+            id: uuid::Uuid::new_v4().to_string(),
+            sql: query.query,
+        };
+        self.register(&handle.id);
+        let ticket = TicketStatementQuery {
+            statement_handle: serde_json::to_vec(&handle)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into(),
+        };
+        self.info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let started = Instant::now();
+        let handle = handle_of(&ticket)?;
+        let df = self.plan(&handle.sql, &[]).await?;
+        Ok(Response::new(self.run(&handle.id, df, started).await?))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        self.check(&request)?;
+        let df = crate::warehouse::query::plan(&self.ctx, &query.query, false)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let types = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let params: Vec<Field> = (1..=types.len())
+            .map(|i| {
+                let t = types.get(&format!("${i}")).cloned().flatten();
+                Field::new(format!("${i}"), t.unwrap_or(DataType::Utf8), true)
+            })
+            .collect();
+        let id = uuid::Uuid::new_v4().to_string();
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id.clone(),
+                Prepared {
+                    sql: query.query,
+                    params: Vec::new(),
+                },
+            );
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: id.into_bytes().into(),
+            dataset_schema: ipc_schema(&plain_schema(df.schema().as_arrow()))?,
+            parameter_schema: ipc_schema(&Schema::new(params))?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        self.check(&request)?;
+        let id = prepared_id(&query.prepared_statement_handle)?;
+        // `into_peekable` keeps the first message, which carries the schema
+        let stream = request
+            .into_inner()
+            .into_peekable()
+            .map_err(FlightError::from);
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+                .try_collect()
+                .await
+                .map_err(|e| {
+                    Status::invalid_argument(format!("cannot read the parameters: {e}"))
+                })?;
+        let params = match batches.iter().find(|b| b.num_rows() > 0) {
+            None => Vec::new(),
+            Some(b) if b.num_rows() > 1 => {
+                return Err(Status::invalid_argument(
+                    "one set of parameters at a time: bind a single row",
+                ));
+            }
+            Some(b) => b
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, 0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        let p = prepared
+            .get_mut(&id)
+            .ok_or_else(|| Status::not_found("no such prepared statement (closed?)"))?;
+        p.params = params;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(id.into_bytes().into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let id = prepared_id(&cmd.prepared_statement_handle)?;
+        let (sql, params) = self.prepared_statement(&id)?;
+        let df = self.plan(&sql, &params).await?;
+        self.register(&id);
+        let schema = plain_schema(df.schema().as_arrow());
+        self.info(&schema, cmd.as_any().encode_to_vec(), request.into_inner())
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let started = Instant::now();
+        let id = prepared_id(&cmd.prepared_statement_handle)?;
+        let (sql, params) = self.prepared_statement(&id)?;
+        let df = self.plan(&sql, &params).await?;
+        Ok(Response::new(self.run(&id, df, started).await?))
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        self.check(&request)?;
+        let id = prepared_id(&query.prepared_statement_handle)?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        Ok(())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        self.check(&request)?;
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("not a FlightInfo: {e}")))?;
+        let ticket = info
+            .endpoint
+            .first()
+            .and_then(|e| e.ticket.clone())
+            .ok_or_else(|| Status::invalid_argument("the FlightInfo has no ticket"))?;
+        let any = Any::decode(ticket.ticket)
+            .map_err(|e| Status::invalid_argument(format!("not a ticket of this server: {e}")))?;
+        let id = if let Ok(Some(t)) = any.unpack::<TicketStatementQuery>() {
+            handle_of(&t)?.id
+        } else if let Ok(Some(p)) = any.unpack::<CommandPreparedStatementQuery>() {
+            prepared_id(&p.prepared_statement_handle)?
+        } else {
+            return Err(Status::invalid_argument("not a ticket of this server"));
+        };
+        let q = self.queries.lock().unwrap_or_else(|e| e.into_inner());
+        let result = match q.get(&id) {
+            Some((_, tx)) => {
+                tx.send_replace(true);
+                tracing::info!(query = %id, "query cancelled");
+                CANCEL_CANCELLED
+            }
+            None => CANCEL_NOT_CANCELLABLE,
+        };
+        Ok(ActionCancelQueryResult { result })
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let schema = query.into_builder().schema();
+        self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let mut b = query.into_builder();
+        b.append(CATALOG);
+        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Self::batch_stream(batch)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let schema = query.clone().into_builder().schema();
+        self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let mut b = query.into_builder();
+        b.append(CATALOG, SCHEMA);
+        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Self::batch_stream(batch)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let schema = query.clone().into_builder().schema();
+        self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let mut b = query.into_builder();
+        for (name, schema) in self.tables().await? {
+            b.append(CATALOG, SCHEMA, name, "TABLE", &schema)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Self::batch_stream(batch)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let schema = query.into_builder().schema();
+        self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let mut b = query.into_builder();
+        b.append("TABLE");
+        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Self::batch_stream(batch)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.check(&request)?;
+        let batch = query
+            .into_builder(&self.sql_info)
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Self::batch_stream(batch)))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+impl Service {
+    fn prepared_statement(&self, id: &str) -> Result<(String, Vec<ScalarValue>), Status> {
+        let prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        let p = prepared
+            .get(id)
+            .ok_or_else(|| Status::not_found("no such prepared statement (closed?)"))?;
+        Ok((p.sql.clone(), p.params.clone()))
+    }
+}

@@ -1,0 +1,80 @@
+//! `tauc-job serve`: the warehouse over Arrow Flight SQL, for Superset and
+//! other BI tools.
+//!
+//! Meant to run on the master node next to the scheduler, reachable only
+//! from the BI host: every call needs a login ([`auth`]) against the users
+//! file ([`users`]), every statement is read-only, and each query has a
+//! deadline and a row limit ([`flight`]). Queries run in-process by
+//! default, or on the cluster with `--scheduler`.
+
+pub mod auth;
+pub mod flight;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion::prelude::SessionContext;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::error::{Error, Result};
+
+/// What `serve` needs, resolved from flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// The users file.
+    pub users: PathBuf,
+    /// TLS certificate and key (PEM), both or neither.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a login lasts.
+    pub token_ttl: Duration,
+    /// Per-query limits.
+    pub limits: flight::Limits,
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub async fn run(ctx: SessionContext, settings: ServeSettings) -> Result<String> {
+    let users = users::Users::load(&settings.users)?;
+    if users.users.is_empty() && users.tokens.is_empty() {
+        return Err(Error::config(format!(
+            "the users file {} has no user and no token: nobody could log in (add one with `tauc-job users add NAME --users {}`)",
+            settings.users.display(),
+            settings.users.display()
+        )));
+    }
+    let auth = Arc::new(auth::Auth::new(users, settings.token_ttl));
+    let service = flight::Service::new(ctx, auth, settings.limits)?;
+    let mut server = Server::builder();
+    if let Some((cert, key)) = &settings.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| Error::config(format!("cannot read {}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::config(format!("invalid --tls-cert/--tls-key: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on {}: {e}", settings.bind)))?;
+    let addr = listener.local_addr()?;
+    let scheme = if settings.tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    tracing::info!(%addr, tls = settings.tls.is_some(), "Flight SQL server listening");
+    eprintln!("serving the warehouse over Flight SQL at {scheme}://{addr}");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    server
+        .add_service(FlightServiceServer::new(service))
+        .serve_with_incoming_shutdown(incoming, crate::engine::cluster::shutdown_signal())
+        .await
+        .map_err(|e| Error::Server(format!("Flight SQL server failed: {e}")))?;
+    Ok("stopped\n".into())
+}

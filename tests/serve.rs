@@ -1,0 +1,289 @@
+//! The read-only SQL surface and the Flight SQL server (`tauc-job serve`)
+//! through two real client libraries from PyPI (flightsql-dbapi, the
+//! SQLAlchemy dialect Superset uses, and adbc-driver-flightsql).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use tauc_jobs::warehouse::tables::Table;
+
+use crate::harness::*;
+
+fn assert_refused(r: &Run, needle: &str) {
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr.contains(needle),
+        "stderr should say {needle:?}\n{r}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{r}");
+}
+
+fn sample(w: &World, events: &str) {
+    w.tauc_job(
+        &[
+            "sample",
+            "--date",
+            "2024-06-18",
+            "--events-per-day",
+            events,
+            "--regions",
+            "aps1",
+        ],
+        true,
+    )
+    .ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_refuses_writes_unless_allowed() {
+    let w = World::new("readonly");
+    sample(&w, "300");
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let dir = "wh/ods/ods_fe_event_di/dt=2024-06-18/region=aps1/";
+    let file = w
+        .keys(dir)
+        .await
+        .into_iter()
+        .find(|k| k.ends_with(".parquet"))
+        .expect("a committed ODS file");
+    let before = w.get(&file).await;
+
+    // the user's report: COPY over a committed data file
+    let copy = format!(
+        "COPY (SELECT 'evil' AS event_id) TO 's3://{}/{file}' STORED AS PARQUET",
+        w.bucket
+    );
+    assert_refused(&w.tauc_job(&["sql", &copy], true), "query refused");
+    assert_eq!(w.get(&file).await, before, "the committed file changed");
+    for sql in [
+        "INSERT INTO ods_fe_event_di SELECT * FROM ods_fe_event_di",
+        "DELETE FROM ods_fe_event_di",
+        "CREATE EXTERNAL TABLE p (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+        "DROP TABLE ods_fe_event_di",
+    ] {
+        assert_refused(&w.tauc_job(&["sql", sql], true), "query refused");
+    }
+    // the manifest and the data still agree
+    let (manifest, rows) = w.read(Table::OdsEvent, "2024-06-18", "aps1").await.unwrap();
+    assert_eq!(rows.num_rows() as u64, manifest.rows);
+
+    // --allow-writes lifts the rule for scratch work
+    let out = w.dir.path().join("scratch.csv");
+    let sql = format!(
+        "COPY (SELECT 42 AS answer) TO '{}' STORED AS CSV",
+        out.display()
+    );
+    w.tauc_job(&["sql", &sql, "--allow-writes"], true).ok();
+    let text = std::fs::read_to_string(&out).expect("the COPY wrote its file");
+    assert!(text.contains("42"), "{text}");
+}
+
+/// The Python of the test tools' virtualenv.
+fn python() -> std::path::PathBuf {
+    let p = crate::chain::tools_dir().join("py/bin/python");
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/install-test-tools",
+        p.display()
+    );
+    p
+}
+
+fn users_cmd(w: &World, args: &[&str], stdin: &str) -> Run {
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.arg("users")
+        .args(args)
+        .current_dir(w.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("tauc-job users");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        cmd: format!("{cmd:?}"),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `(count, sum(pv))` of `ads_trk_page_1d` per region, read from the
+/// committed Parquet files.
+async fn page_totals(w: &World) -> BTreeMap<String, (i64, i64)> {
+    let mut out = BTreeMap::new();
+    for dt in [
+        "2024-06-16",
+        "2024-06-17",
+        "2024-06-18",
+        "2024-06-19",
+        "2024-06-20",
+    ] {
+        if let Some((_, b)) = w.read(Table::AdsPage, dt, "aps1").await {
+            let e = out.entry("aps1".to_string()).or_insert((0, 0));
+            e.0 += b.num_rows() as i64;
+            e.1 += i64s(&b, "pv").iter().map(|v| v.unwrap()).sum::<i64>();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flight_sql_serves_the_warehouse_to_real_clients() {
+    let w = World::new("serve");
+    let _logs = crate::chain::LogsOnFailure(w.dir.path().to_path_buf());
+    sample(&w, "1500");
+    w.tauc_job(
+        &[
+            "submit",
+            "daily",
+            "--date",
+            "2024-06-18",
+            "--region",
+            "aps1",
+        ],
+        true,
+    )
+    .ok();
+    let users = w.dir.path().join("users.toml");
+    let users_s = users.to_str().unwrap();
+    let password = "correct horse battery";
+    users_cmd(
+        &w,
+        &["add", "alice", "--users", users_s],
+        &format!("{password}\n"),
+    )
+    .ok();
+    let token = users_cmd(&w, &["token", "superset", "--users", users_s], "")
+        .ok()
+        .trim()
+        .to_string();
+    assert!(token.len() > 40, "{token}");
+    let file = std::fs::read_to_string(&users).unwrap();
+    assert!(!file.contains(password) && !file.contains(&token), "{file}");
+    // a password that is too short is refused, naming the rule
+    let r = users_cmd(&w, &["add", "bob", "--users", users_s], "short\n");
+    assert_refused(&r, "at least 8 characters");
+
+    let port = free_port();
+    let log = w.dir.path().join("serve.log");
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--users", users_s, "--max-rows", "1000"])
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .env("RUST_LOG", "info");
+    let _server = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-job serve", &log);
+
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/flightsql_clients.py"))
+        .args([&port.to_string(), "alice", password, &token])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "client script failed:\n{}\n--- server log\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from the script");
+
+    // an aggregate over an ADS table: both clients see what the files hold
+    let totals = page_totals(&w).await;
+    assert!(!totals.is_empty());
+    let want: Vec<serde_json::Value> = totals
+        .iter()
+        .map(|(r, (n, pv))| serde_json::json!([r, n, pv]))
+        .collect();
+    assert_eq!(got["dbapi_aggregate"], serde_json::json!(want));
+    assert_eq!(got["adbc_aggregate"], serde_json::json!(want));
+    // a prepared statement with a parameter
+    assert_eq!(
+        got["adbc_prepared"],
+        serde_json::json!([[totals["aps1"].0]])
+    );
+    // a static service token works like a login
+    assert_eq!(got["dbapi_token"], serde_json::json!([[totals["aps1"].0]]));
+
+    // tables listed, with their columns as plain strings
+    for key in ["dbapi_tables", "adbc_tables"] {
+        let listed: Vec<&str> = got[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for t in Table::all() {
+            assert!(
+                listed.contains(&t.name()),
+                "{key} lacks {}: {listed:?}",
+                t.name()
+            );
+        }
+    }
+    assert_eq!(got["dbapi_schemas"], serde_json::json!(["public"]));
+    let cols: Vec<&str> = got["dbapi_columns"]["ads_trk_page_1d"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    // the data columns, then the partition columns
+    let want_cols: Vec<String> = Table::AdsPage
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .chain(["dt".to_string(), "region".to_string()])
+        .collect();
+    assert_eq!(cols, want_cols);
+    assert_eq!(
+        got["adbc_page_schema"],
+        serde_json::json!(want_cols),
+        "ADBC's schema of ads_trk_page_1d"
+    );
+    // string columns arrive as Python strings (flightsql-dbapi breaks on
+    // Utf8View); the date comes through pandas as a Timestamp
+    assert_eq!(
+        got["dbapi_types"],
+        serde_json::json!(["str", "str", "Timestamp"])
+    );
+
+    // refusals, each naming the problem
+    for key in [
+        "dbapi_wrong_password",
+        "dbapi_anonymous",
+        "adbc_wrong_password",
+    ] {
+        let e = got[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: not refused"));
+        assert!(e.to_lowercase().contains("unauthenticated"), "{key}: {e}");
+    }
+    for key in ["dbapi_ddl", "dbapi_copy"] {
+        let e = got[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: not refused"));
+        assert!(e.contains("query refused"), "{key}: {e}");
+    }
+    assert!(!Path::new("/tmp/tauc-evil.csv").exists());
+    let e = got["dbapi_too_many_rows"].as_str().expect("row limit");
+    assert!(e.contains("more than 1000 rows"), "{e}");
+
+    // the server logged the refusals, and no secret
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("authentication refused"), "{text}");
+    assert!(
+        !text.contains(password) && !text.contains(&token),
+        "a secret in the log:\n{text}"
+    );
+}
