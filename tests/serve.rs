@@ -287,3 +287,141 @@ async fn flight_sql_serves_the_warehouse_to_real_clients() {
         "a secret in the log:\n{text}"
     );
 }
+
+/// Column `name` of `b` as f64s (decimals and integers alike).
+fn f64_col(b: &datafusion::arrow::array::RecordBatch, name: &str) -> Vec<f64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Float64Type};
+    let c = datafusion::arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Float64)
+        .unwrap();
+    c.as_primitive::<Float64Type>()
+        .iter()
+        .map(|v| v.unwrap_or(0.0))
+        .collect()
+}
+
+/// The largest `n` of `v`, largest first.
+fn top(mut v: Vec<f64>, n: usize) -> Vec<f64> {
+    v.sort_by(|a, b| b.total_cmp(a));
+    v.truncate(n);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_page_shows_every_table_in_a_real_browser() {
+    let w = World::new("report");
+    sample(&w, "3000");
+    w.tauc_job(
+        &[
+            "submit",
+            "daily",
+            "--date",
+            "2024-06-18",
+            "--region",
+            "aps1",
+        ],
+        true,
+    )
+    .ok();
+    let html = w.dir.path().join("report.html");
+    let html_s = html.to_str().unwrap();
+    let r = w.tauc_job(&["report", "--date", "2024-06-18", "--out", html_s], true);
+    assert!(r.ok().contains("aps1"), "{r}");
+    // a date without reports says which job to run
+    let r = w.tauc_job(&["report", "--date", "2023-01-01", "--out", html_s], true);
+    assert_refused(&r, "tauc-job submit reports --date 2023-01-01");
+    let r = w.tauc_job(&["report", "--date", "2024-06-18", "--out", html_s], true);
+    r.ok();
+
+    let tools = crate::chain::tools_dir();
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let png = artefacts.join("report-2024-06-18.png");
+    let out = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/report.mjs"))
+        .args([tools.to_str().unwrap(), html_s, png.to_str().unwrap()])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(got["errors"], serde_json::json!([]), "console errors");
+    assert_eq!(
+        got["requests"],
+        serde_json::json!([]),
+        "the page fetched something"
+    );
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 10_000,
+        "no screenshot"
+    );
+    let chart = |id: &str| -> (usize, usize, Vec<f64>) {
+        let c = &got["charts"][format!("{id}-aps1")];
+        assert_eq!(c["visible"], serde_json::json!(true), "{id} not drawn");
+        assert_eq!(c["declared"], c["points"], "{id}: marks differ from rows");
+        let values = c["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no chart {id}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        (
+            c["points"].as_u64().unwrap() as usize,
+            c["alerts"].as_u64().unwrap() as usize,
+            values,
+        )
+    };
+    let dt = "2024-06-18";
+    // hourly CORS errors: every series × hour, the alert hours ringed
+    let an = w.rows(Table::AdsCorsAnomaly, dt, "aps1").await;
+    let (points, alerts, values) = chart("cors-hourly");
+    assert_eq!(points, an.num_rows());
+    assert_eq!(
+        alerts,
+        bools(&an, "is_alert")
+            .iter()
+            .filter(|a| **a == Some(true))
+            .count()
+    );
+    assert_eq!(
+        values.iter().sum::<f64>(),
+        f64_col(&an, "errors").iter().sum::<f64>()
+    );
+    // the bar charts: the largest rows of each table, their values
+    for (id, table, col) in [
+        ("cors-top", Table::AdsCorsTopN, "errors"),
+        ("targets", Table::AdsTargetClick, "clicks"),
+        ("pages", Table::AdsPage, "pv"),
+        ("funnels", Table::AdsFunnel, "users"),
+    ] {
+        let b = w.rows(table, dt, "aps1").await;
+        assert!(
+            b.num_rows() > 0,
+            "{table:?} is empty: the check would prove nothing"
+        );
+        let want = top(f64_col(&b, col), tauc_jobs::show::TOP);
+        let (_, _, values) = chart(id);
+        assert_eq!(top(values, usize::MAX), want, "{id}");
+    }
+    // settlement: one bar per partner and currency, amounts summed
+    let st = w.rows(Table::AdsSettlement, dt, "aps1").await;
+    let mut by_partner: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let amounts = f64_col(&st, "amount");
+    for (i, (p, c)) in strs(&st, "partner_id")
+        .into_iter()
+        .zip(strs(&st, "currency"))
+        .enumerate()
+    {
+        *by_partner.entry((p.unwrap(), c.unwrap())).or_default() += amounts[i];
+    }
+    let (_, _, values) = chart("settlement");
+    let want = top(by_partner.values().cloned().collect(), tauc_jobs::show::TOP);
+    let got_values = top(values, usize::MAX);
+    assert_eq!(got_values.len(), want.len());
+    for (a, b) in got_values.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "settlement {a} vs {b}");
+    }
+}

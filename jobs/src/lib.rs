@@ -19,8 +19,8 @@
 // files come in (`ingest`), how DWD columns are derived (`derive`), the
 // warehouse's tables and commit protocol (`warehouse`), the engine that
 // runs plans (`engine`), the jobs built on all of them (`jobs`), the
-// Flight SQL server over the warehouse (`serve`), and the command line
-// (`cli`). Imports point down that list, never up.
+// Flight SQL server over the warehouse (`serve`), the daily report page
+// (`show`), and the command line (`cli`). Imports point down that list, never up.
 pub mod cli;
 pub mod config;
 pub mod derive;
@@ -30,6 +30,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod logging;
 pub mod serve;
+pub mod show;
 pub mod store;
 pub mod warehouse;
 

@@ -21,6 +21,7 @@ use crate::store::{Location, S3Options};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
 
+pub mod report;
 pub mod serve;
 pub mod sql;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Sql(SqlCmd),
     /// List the warehouse tables with their committed partitions and rows.
     Tables(TablesCmd),
+    /// Write one self-contained HTML page of a date's committed ADS tables.
+    Report(report::ReportCmd),
     /// Serve the committed warehouse over Arrow Flight SQL (for Superset),
     /// read-only, to the users of a users file.
     Serve(serve::ServeCmd),
@@ -442,6 +445,34 @@ pub async fn run(cli: Cli) -> Result<String> {
             let ctx = connect(&r.engine, scheduler.as_deref(), q.parallelism).await?;
             crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
             crate::cli::sql::run(&ctx, &query, q.format, q.out.as_deref(), q.allow_writes).await
+        }
+        Command::Report(rp) => {
+            let r = resolve(cli.config.as_ref(), &rp.store, &rp.engine.resources())?;
+            preflight(&r.engine, &r.warehouse, "warehouse").await?;
+            let scheduler = rp.scheduler.clone().or(r.file.scheduler.clone());
+            let ctx = connect(&r.engine, scheduler.as_deref(), None).await?;
+            crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
+            let regions = if rp.regions.is_empty() {
+                crate::show::regions_of(&ctx, rp.date).await?
+            } else {
+                rp.regions.clone()
+            };
+            if regions.is_empty() {
+                return Err(Error::MissingInput(format!(
+                    "no committed report for {} in {}: run `tauc-job submit reports --date {}` first",
+                    rp.date, r.warehouse, rp.date
+                )));
+            }
+            let html = crate::show::render(&ctx, rp.date, &regions).await?;
+            std::fs::write(&rp.out, html).map_err(|e| {
+                Error::config(format!("cannot write --out {}: {e}", rp.out.display()))
+            })?;
+            Ok(format!(
+                "wrote the report of {} ({}) to {}\n",
+                rp.date,
+                regions.join(", "),
+                rp.out.display()
+            ))
         }
         Command::Serve(sv) => {
             let r = resolve(cli.config.as_ref(), &sv.store, &sv.engine.resources())?;
