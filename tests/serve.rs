@@ -116,6 +116,14 @@ fn users_cmd(w: &World, args: &[&str], stdin: &str) -> Run {
     }
 }
 
+/// Makes the world's users file with one user; returns its path.
+fn add_user(w: &World, name: &str, password: &str) -> std::path::PathBuf {
+    let users = w.dir.path().join("users.toml");
+    let args = ["add", name, "--users", users.to_str().unwrap()];
+    users_cmd(w, &args, &format!("{password}\n")).ok();
+    users
+}
+
 /// `(count, sum(pv))` of `ads_trk_page_1d` per region, read from the
 /// committed Parquet files.
 async fn page_totals(w: &World) -> BTreeMap<String, (i64, i64)> {
@@ -153,15 +161,9 @@ async fn flight_sql_serves_the_warehouse_to_real_clients() {
         true,
     )
     .ok();
-    let users = w.dir.path().join("users.toml");
-    let users_s = users.to_str().unwrap();
     let password = "correct horse battery";
-    users_cmd(
-        &w,
-        &["add", "alice", "--users", users_s],
-        &format!("{password}\n"),
-    )
-    .ok();
+    let users = add_user(&w, "alice", password);
+    let users_s = users.to_str().unwrap();
     let token = users_cmd(&w, &["token", "superset", "--users", users_s], "")
         .ok()
         .trim()
@@ -424,4 +426,151 @@ async fn the_report_page_shows_every_table_in_a_real_browser() {
     for (a, b) in got_values.iter().zip(&want) {
         assert!((a - b).abs() < 1e-6, "settlement {a} vs {b}");
     }
+}
+
+/// A Flight SQL client over TLS, trusting `ca_pem` for `localhost`.
+async fn tls_client(
+    port: u16,
+    ca_pem: &str,
+) -> arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connection");
+    arrow_flight::sql::client::FlightSqlServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flight_sql_over_tls_with_cancellation() {
+    use arrow_flight::sql::{
+        ActionCancelQueryRequest, ActionCancelQueryResult, Any, ProstMessageExt,
+    };
+    use futures::TryStreamExt;
+    use prost::Message;
+
+    let w = World::new("serve-tls");
+    sample(&w, "300");
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let password = "a long enough secret";
+    let users = add_user(&w, "alice", password);
+    let users_s = users.to_str().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let (cert, key) = (w.dir.path().join("cert.pem"), w.dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+
+    // one of --tls-cert / --tls-key alone is a usage error
+    let r = w.tauc_job(
+        &[
+            "serve",
+            "--users",
+            users_s,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_refused(&r, "--tls-cert and --tls-key go together");
+
+    let port = free_port();
+    let log = w.dir.path().join("serve-tls.log");
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args([
+        "serve",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--users",
+        users_s,
+    ])
+    .args([
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .args(w.store_flags())
+    .current_dir(w.dir.path());
+    let _server = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-job serve", &log);
+
+    // plain gRPC to the TLS port does not get through
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let mut c = arrow_flight::sql::client::FlightSqlServiceClient::new(ch);
+        assert!(
+            c.handshake("alice", password).await.is_err(),
+            "plain gRPC answered"
+        );
+    }
+
+    let mut client = tls_client(port, &cert_pem).await;
+    assert!(client.handshake("alice", "wrong password").await.is_err());
+    client
+        .handshake("alice", password)
+        .await
+        .expect("login over TLS");
+    let info = client
+        .execute("SELECT count(*) AS n FROM ods_fe_event_di".into(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let n = i64s(&batches[0], "n")[0].unwrap();
+    let (manifest, _) = w.read(Table::OdsEvent, "2024-06-18", "aps1").await.unwrap();
+    let mut want = manifest.rows as i64;
+    for dt in ["2024-06-16", "2024-06-17", "2024-06-19", "2024-06-20"] {
+        if let Some((m, _)) = w.read(Table::OdsEvent, dt, "aps1").await {
+            want += m.rows as i64;
+        }
+    }
+    assert_eq!(n, want);
+
+    // a cancelled query is not run
+    let info = client
+        .execute("SELECT * FROM ods_fe_event_di".into(), None)
+        .await
+        .unwrap();
+    let body = ActionCancelQueryRequest {
+        info: info.encode_to_vec().into(),
+    }
+    .as_any()
+    .encode_to_vec();
+    let mut results = client
+        .do_action(arrow_flight::Action::new("CancelQuery", body))
+        .await
+        .unwrap();
+    let first = results.try_next().await.unwrap().expect("a cancel result");
+    let result = Any::decode(first.body)
+        .unwrap()
+        .unpack::<ActionCancelQueryResult>()
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.result, 1, "CANCEL_RESULT_CANCELLED");
+    let err = match client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err().to_string(),
+    };
+    assert!(err.contains("cancelled"), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(password), "the password in the log");
 }
