@@ -772,6 +772,7 @@ fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
         "{stdout}"
     );
     assert!(stdout.contains("page clicks: 1"), "{stdout}");
+    assert!(stdout.contains("page location: /spa/checkout"), "{stdout}");
     assert!(stdout.contains("page xhr: error status 0"), "{stdout}");
 
     let _u = Uploader::start_s3(&world, "browser", &broker.addr());
@@ -821,14 +822,26 @@ fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
         "an impression row for the banner: {types:?} {targets:?}"
     );
     assert!(!row("click", "summer-sale"), "the banner was not clicked");
-    let leave = (0..trk.num_rows())
-        .find(|&i| types[i].as_deref() == Some("page_leave"))
-        .expect("page_leave row");
-    assert_eq!(
-        paths[leave].as_deref(),
-        Some("/"),
-        "page_leave of the shop page"
+    let paths_of = |t: &str| -> Vec<&str> {
+        (0..trk.num_rows())
+            .filter(|&i| types[i].as_deref() == Some(t))
+            .filter_map(|i| paths[i].as_deref())
+            .collect()
+    };
+    let leaves = paths_of("page_leave");
+    assert!(
+        leaves.contains(&"/"),
+        "page_leave of the shop page: {leaves:?}"
     );
+    // the route change left the shop and entered the app's new route
+    assert!(
+        leaves.contains(&"/spa/checkout"),
+        "page_leave of the route: {leaves:?}"
+    );
+    let enters = paths_of("page_enter");
+    for p in ["/", "/spa/checkout"] {
+        assert!(enters.contains(&p), "page_enter of {p}: {enters:?}");
+    }
     let cors = rt.block_on(world.rows(
         tauc_jobs::warehouse::tables::Table::DwdCorsError,
         &local,

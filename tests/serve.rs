@@ -233,6 +233,7 @@ async fn flight_sql_serves_the_warehouse_to_real_clients() {
         }
     }
     assert_eq!(got["dbapi_schemas"], serde_json::json!(["public"]));
+    assert_eq!(got["dbapi_table_types"], serde_json::json!(["TABLE"]));
     let cols: Vec<&str> = got["dbapi_columns"]["ads_trk_page_1d"]
         .as_array()
         .unwrap()

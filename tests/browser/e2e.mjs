@@ -2,6 +2,7 @@
 // a page that includes the tracker: a click on a marked button, a banner
 // scrolled into view, a cross-origin fetch the API refuses (no CORS
 // headers) and a cross-origin XMLHttpRequest POST it refuses too, then a
+// route change of a single-page app (history.pushState), then a
 // navigation away (pagehide sends the beacon).
 // Usage: node e2e.mjs TOOLS_DIR PAGE_URL API_URL
 import { createRequire } from "node:module";
@@ -54,7 +55,10 @@ try {
   console.log("page xhr: " + xhr);
   const clicks = await page.evaluate(() => window.buyClicks);
   console.log("page clicks: " + clicks);
+  // a single-page app's route change: a page_leave and a page_enter
+  await page.evaluate(() => history.pushState({}, "", "/spa/checkout"));
   await page.waitForTimeout(300);
+  console.log("page location: " + (await page.evaluate(() => location.pathname)));
   await page.goto(new URL("/next", pageUrl).href);
   await page.waitForTimeout(1500);
 } finally {

@@ -55,6 +55,9 @@ def dbapi_query(sql, **auth):
     return cur.fetchall()
 
 
+types = FlightSQLClient(host="127.0.0.1", port=int(port), insecure=True, user=user, password=password)
+info = types.get_table_types()
+out["dbapi_table_types"] = types.do_get(info.endpoints[0].ticket).read_all().column(0).to_pylist()
 out["dbapi_token"] = plain(dbapi_query("SELECT count(*) FROM ads_trk_page_1d", token=token))
 out["dbapi_wrong_password"] = error_of(lambda: dbapi_query("SELECT 1", user=user, password=password + "x"))
 out["dbapi_anonymous"] = error_of(lambda: dbapi_query("SELECT 1"))
