@@ -449,7 +449,7 @@ async fn tls_client(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn flight_sql_over_tls_with_cancellation() {
+async fn flight_sql_over_tls_with_cancellation_and_a_deadline() {
     use arrow_flight::sql::{
         ActionCancelQueryRequest, ActionCancelQueryResult, Any, ProstMessageExt,
     };
@@ -574,4 +574,40 @@ async fn flight_sql_over_tls_with_cancellation() {
     assert!(err.contains("cancelled"), "{err}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(password), "the password in the log");
+
+    // a query over its deadline fails naming the limit
+    let port = free_port();
+    let log = w.dir.path().join("serve-timeout.log");
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args([
+        "serve",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--users",
+        users_s,
+    ])
+    .args(["--query-timeout", "1s"])
+    .args(w.store_flags())
+    .current_dir(w.dir.path());
+    let _slow = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-job serve", &log);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client.handshake("alice", password).await.unwrap();
+    // a three-way cross join of the day's events: millions of rows
+    let slow = "SELECT count(*) AS n FROM ods_fe_event_di a CROSS JOIN ods_fe_event_di b \
+                CROSS JOIN ods_fe_event_di c WHERE a.line_no + b.line_no + c.line_no > 0";
+    let info = client.execute(slow.into(), None).await.unwrap();
+    let err = match client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err().to_string(),
+    };
+    assert!(err.contains("--query-timeout"), "{err}");
 }
