@@ -99,7 +99,9 @@ fn intake_accepts_each_form_rejects_the_rest_and_answers_cors() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let cases: Vec<(u16, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    // (status, headers, body, what the answer must name)
+    type Case<'a> = (u16, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             400,
             json_ct.to_vec(),
