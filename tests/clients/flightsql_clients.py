@@ -44,7 +44,7 @@ with engine.connect() as c:
     }
     out["dbapi_aggregate"] = plain(c.execute(sqlalchemy.text(AGG)).fetchall())
     out["dbapi_types"] = [
-        type(v).__name__ for v in c.execute(sqlalchemy.text("SELECT region, page_path, dt FROM ads_trk_page_1d LIMIT 1")).fetchone()
+        type(v).__name__ for v in c.execute(sqlalchemy.text("SELECT region, page_path FROM ads_trk_page_1d LIMIT 1")).fetchone()
     ]
 
 
@@ -82,7 +82,6 @@ with adbc.connect(uri, db_kwargs={"username": user, "password": password}) as co
         t["table_name"] for c in objects for s in c["catalog_db_schemas"] or [] for t in s["db_schema_tables"] or []
     )
     out["adbc_page_schema"] = conn.adbc_get_table_schema("ads_trk_page_1d").names
-    out["adbc_server"] = conn.adbc_get_info().get("vendor_name")
 out["adbc_wrong_password"] = error_of(
     lambda: adbc.connect(uri, db_kwargs={"username": user, "password": "nope-nope"}).cursor().execute("SELECT 1")
 )

@@ -246,13 +246,16 @@ impl Service {
         Ok(out)
     }
 
-    fn batch_stream(batch: RecordBatch) -> DoGetStream {
-        let schema = batch.schema();
+    /// A metadata answer: one batch, or the error that built none.
+    fn reply<E: std::fmt::Display>(
+        batch: Result<RecordBatch, E>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
         let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
+            .with_schema(batch.schema())
             .build(futures::stream::once(async { Ok(batch) }))
             .map_err(Status::from);
-        Box::pin(data)
+        Ok(Response::new(Box::pin(data)))
     }
 }
 
@@ -623,8 +626,7 @@ impl FlightSqlService for Service {
         self.check(&request)?;
         let mut b = query.into_builder();
         b.append(CATALOG);
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(Self::batch_stream(batch)))
+        Self::reply(b.build())
     }
 
     async fn get_flight_info_schemas(
@@ -649,8 +651,7 @@ impl FlightSqlService for Service {
         self.check(&request)?;
         let mut b = query.into_builder();
         b.append(CATALOG, SCHEMA);
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(Self::batch_stream(batch)))
+        Self::reply(b.build())
     }
 
     async fn get_flight_info_tables(
@@ -678,8 +679,7 @@ impl FlightSqlService for Service {
             b.append(CATALOG, SCHEMA, name, "TABLE", &schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(Self::batch_stream(batch)))
+        Self::reply(b.build())
     }
 
     async fn get_flight_info_table_types(
@@ -704,8 +704,7 @@ impl FlightSqlService for Service {
         self.check(&request)?;
         let mut b = query.into_builder();
         b.append("TABLE");
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(Self::batch_stream(batch)))
+        Self::reply(b.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -728,11 +727,7 @@ impl FlightSqlService for Service {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.check(&request)?;
-        let batch = query
-            .into_builder(&self.sql_info)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(Self::batch_stream(batch)))
+        Self::reply(query.into_builder(&self.sql_info).build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
