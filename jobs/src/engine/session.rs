@@ -105,7 +105,14 @@ impl Engine {
         scheduler: Option<&str>,
         parallelism: usize,
     ) -> Result<SessionContext> {
-        let config = session_config().with_ballista_standalone_parallelism(parallelism.max(1));
+        let mut config = session_config().with_ballista_standalone_parallelism(parallelism.max(1));
+        if scheduler.is_none() {
+            // One executor with `parallelism` task slots: Ballista's 16
+            // partitions a stage would be 16 tasks of fixed overhead each
+            // (plan decode, shuffle files) for two cores; two per slot keep
+            // the slots busy when partitions are uneven.
+            config = config.with_target_partitions(in_process_partitions(parallelism));
+        }
         let state = self.state(config)?;
         let ctx = match scheduler {
             None => {
@@ -131,6 +138,11 @@ impl Engine {
         }
         Ok(ctx)
     }
+}
+
+/// Shuffle partitions of a stage on the in-process engine.
+pub fn in_process_partitions(parallelism: usize) -> usize {
+    (parallelism * 2).max(2)
 }
 
 /// The session config every tauc process starts from: Ballista's, with

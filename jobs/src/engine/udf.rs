@@ -6,11 +6,12 @@
 //! cast to the declared input types first, so `Utf8View` or `LargeUtf8`
 //! columns work the same as `Utf8`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, ListArray,
-    StringArray, StructArray, TimestampMillisecondArray,
+    StringArray, StringBuilder, StructArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::Int64Type;
@@ -128,13 +129,30 @@ fn opt_i64<A: Array + 'static>(a: &A, i: usize, v: impl Fn(usize) -> i64) -> Opt
     a.is_valid(i).then(|| v(i))
 }
 
-fn zone(tz: &StringArray, i: usize) -> Result<Option<Tz>> {
-    match opt_str(tz, i) {
-        None => Ok(None),
-        Some(name) => match name.parse::<Tz>() {
-            Ok(tz) => Ok(Some(tz)),
+/// The time zones of a batch's rows, parsed once per distinct name: the
+/// zone argument is one region's zone for long runs of rows.
+#[derive(Default)]
+struct Zones<'a> {
+    last: Option<(&'a str, Tz)>,
+}
+
+impl<'a> Zones<'a> {
+    fn get(&mut self, tz: &'a StringArray, i: usize) -> Result<Option<Tz>> {
+        let Some(name) = opt_str(tz, i) else {
+            return Ok(None);
+        };
+        if let Some((last, zone)) = self.last
+            && last == name
+        {
+            return Ok(Some(zone));
+        }
+        match name.parse::<Tz>() {
+            Ok(zone) => {
+                self.last = Some((name, zone));
+                Ok(Some(zone))
+            }
             Err(_) => exec_err!("unknown time zone '{name}'"),
-        },
+        }
     }
 }
 
@@ -170,9 +188,10 @@ fn eval_ts_clamped(a: &[ArrayRef]) -> Result<ArrayRef> {
 
 fn eval_local_ts(a: &[ArrayRef]) -> Result<ArrayRef> {
     let (ts, tz) = (timestamps(&a[0])?, strings(&a[1])?);
+    let mut zones = Zones::default();
     let mut out = Vec::with_capacity(ts.len());
     for i in 0..ts.len() {
-        let v = match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
+        let v = match (opt_i64(ts, i, |i| ts.value(i)), zones.get(tz, i)?) {
             (Some(t), Some(z)) => {
                 event_time::local_datetime(t, z).map(|d| d.and_utc().timestamp_millis())
             }
@@ -186,9 +205,10 @@ fn eval_local_ts(a: &[ArrayRef]) -> Result<ArrayRef> {
 fn eval_local_date(a: &[ArrayRef]) -> Result<ArrayRef> {
     let (ts, tz) = (timestamps(&a[0])?, strings(&a[1])?);
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    let mut zones = Zones::default();
     let mut out = Vec::with_capacity(ts.len());
     for i in 0..ts.len() {
-        let v = match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
+        let v = match (opt_i64(ts, i, |i| ts.value(i)), zones.get(tz, i)?) {
             (Some(t), Some(z)) => {
                 event_time::local_date(t, z).map(|d| (d - epoch).num_days() as i32)
             }
@@ -237,8 +257,14 @@ fn eval_gender(a: &[ArrayRef]) -> Result<ArrayRef> {
 
 fn eval_is_bot(a: &[ArrayRef]) -> Result<ArrayRef> {
     let s = strings(&a[0])?;
+    let mut seen: HashMap<&str, bool> = HashMap::new();
     let out: BooleanArray = (0..s.len())
-        .map(|i| Some(derive::is_bot(opt_str(s, i))))
+        .map(|i| {
+            Some(
+                opt_str(s, i)
+                    .is_some_and(|ua| *seen.entry(ua).or_insert_with(|| derive::is_bot(Some(ua)))),
+            )
+        })
         .collect();
     Ok(Arc::new(out))
 }
@@ -251,24 +277,37 @@ fn ua_fields() -> Fields {
     ])
 }
 
+/// Browser and OS of each row. Traffic repeats a few thousand distinct
+/// User-Agents, and one parse runs hundreds of regexes: each distinct
+/// string of the batch is parsed once.
 fn eval_user_agent(a: &[ArrayRef]) -> Result<ArrayRef> {
     let s = strings(&a[0])?;
-    let parsed: Vec<Option<user_agent::UserAgent>> = (0..s.len())
-        .map(|i| opt_str(s, i).map(user_agent::parse))
-        .collect();
-    let family: StringArray = parsed
-        .iter()
-        .map(|p| p.as_ref().map(|u| u.browser_family.clone()))
-        .collect();
-    let major: StringArray = parsed
-        .iter()
-        .map(|p| p.as_ref().and_then(|u| u.browser_major.clone()))
-        .collect();
-    let os: StringArray = parsed
-        .iter()
-        .map(|p| p.as_ref().map(|u| u.os_family.clone()))
-        .collect();
-    let arrays: Vec<ArrayRef> = vec![Arc::new(family), Arc::new(major), Arc::new(os)];
+    let mut seen: HashMap<&str, user_agent::UserAgent> = HashMap::new();
+    let (mut family, mut major, mut os) = (
+        StringBuilder::with_capacity(s.len(), s.len() * 8),
+        StringBuilder::with_capacity(s.len(), s.len() * 3),
+        StringBuilder::with_capacity(s.len(), s.len() * 8),
+    );
+    for i in 0..s.len() {
+        match opt_str(s, i) {
+            None => {
+                family.append_null();
+                major.append_null();
+                os.append_null();
+            }
+            Some(ua) => {
+                let u = seen.entry(ua).or_insert_with(|| user_agent::parse(ua));
+                family.append_value(&u.browser_family);
+                major.append_option(u.browser_major.as_deref());
+                os.append_value(&u.os_family);
+            }
+        }
+    }
+    let arrays: Vec<ArrayRef> = vec![
+        Arc::new(family.finish()),
+        Arc::new(major.finish()),
+        Arc::new(os.finish()),
+    ];
     Ok(Arc::new(StructArray::try_new(ua_fields(), arrays, None)?))
 }
 
@@ -341,9 +380,10 @@ fn eval_fingerprint(a: &[ArrayRef]) -> Result<ArrayRef> {
 
 fn eval_hour_start(a: &[ArrayRef]) -> Result<ArrayRef> {
     let (ts, tz) = (timestamps(&a[0])?, strings(&a[1])?);
+    let mut zones = Zones::default();
     let out = (0..ts.len())
         .map(|i| {
-            Ok(match (opt_i64(ts, i, |i| ts.value(i)), zone(tz, i)?) {
+            Ok(match (opt_i64(ts, i, |i| ts.value(i)), zones.get(tz, i)?) {
                 (Some(t), Some(z)) => Some(measures::hour_start(t, z)),
                 _ => None,
             })

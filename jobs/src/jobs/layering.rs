@@ -584,20 +584,59 @@ fn dwd_sql(
         Table::DwdTrkEvent.path(),
         TABLE_COLUMN,
     );
+    let zones = targets
+        .iter()
+        .map(|(p, tz)| (p.region.as_str(), tz.as_str()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(region, tz)| format!("('{}', '{tz}')", region.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Each ODS row is read once: its event time and local date first, then
+    // how many rows of the read set share its event id. A row alone with
+    // its id (nearly all) is its own kept row, on its own local date, when
+    // its collection date lies in that date's window. Only rows with copies
+    // go through the per-target-date dedupe of layers.md, whose window —
+    // and so whose winner — depends on the DWD date being built.
     format!(
         r#"
-WITH ods AS (
-    SELECT * FROM ods_src WHERE {ods_filter}
+WITH zones AS (
+    SELECT * FROM (VALUES {zones}) AS z(z_region, tz)
 ),
 targets AS (
-    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt, tz)
+    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt, t_tz)
+),
+timed AS (
+    SELECT o.*, z.tz, tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
+    FROM ods_src o JOIN zones z ON o.region = z.z_region
+    WHERE {ods_filter}
+),
+ods AS (
+    SELECT *, tauc_local_date(event_ts, tz) AS local_dt FROM timed
+),
+counts AS (
+    SELECT region AS c_region, event_id AS c_event, count(*) AS n
+    FROM ods GROUP BY region, event_id
+),
+counted AS (
+    SELECT o.*, c.n FROM ods o JOIN counts c
+      ON o.region = c.c_region AND o.event_id = c.c_event
+),
+singles AS (
+    SELECT o.*, o.local_dt AS target_dt, CAST(1 AS BIGINT) AS copies
+    FROM counted o JOIN targets t
+      ON o.region = t.t_region AND o.local_dt = t.target_dt
+    WHERE o.n = 1
+      AND o.dt >= o.local_dt - INTERVAL '1' DAY
+      AND o.dt <= o.local_dt + INTERVAL '{after}' DAY
 ),
 tagged AS (
-    SELECT o.*, t.target_dt, t.tz
-    FROM ods o JOIN targets t
+    SELECT o.*, t.target_dt
+    FROM counted o JOIN targets t
       ON o.region = t.t_region
      AND o.dt >= t.target_dt - INTERVAL '1' DAY
      AND o.dt <= t.target_dt + INTERVAL '{after}' DAY
+    WHERE o.n > 1
 ),
 ranked AS (
     SELECT region AS k_region, target_dt AS k_target, event_id AS k_event,
@@ -607,15 +646,19 @@ ranked AS (
     FROM tagged
     GROUP BY region, target_dt, event_id
 ),
-kept AS (
-    SELECT t.*, r.copies, tauc_event_ts(t.client_ts, t.sent_ts, t.collector_ts) AS event_ts
+winners AS (
+    SELECT t.*, r.copies
     FROM tagged t JOIN ranked r
       ON t.region = r.k_region AND t.target_dt = r.k_target
      AND t.src_file = r.k_file AND t.line_no = r.k_line
+    WHERE t.local_dt = t.target_dt
 ),
 dated AS (
-    SELECT *, tauc_local_ts(event_ts, tz) AS local_ts, tauc_local_date(event_ts, tz) AS local_dt
-    FROM kept
+    SELECT *, tauc_local_ts(event_ts, tz) AS local_ts FROM (
+        SELECT * FROM singles
+        UNION ALL
+        SELECT * FROM winners
+    ) AS kept
 ),
 users AS (
     SELECT user_id AS u_user_id, min(gender) AS u_gender, min(birth_date) AS u_birth_date
