@@ -70,7 +70,7 @@ pub async fn run(ctx: SessionContext, settings: ServeSettings) -> Result<String>
     };
     tracing::info!(%addr, tls = settings.tls.is_some(), "Flight SQL server listening");
     eprintln!("serving the warehouse over Flight SQL at {scheme}://{addr}");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::engine::local::no_delay(listener);
     server
         .add_service(FlightServiceServer::new(service))
         .serve_with_incoming_shutdown(incoming, crate::engine::cluster::shutdown_signal())
