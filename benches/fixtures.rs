@@ -2,9 +2,10 @@
 //! data written by `tauc-job sample` into a temporary directory, the jobs
 //! run through the same command line a user types, and a local S3 server.
 //!
-//! Sizes come from the environment so that one bench binary serves a quick
-//! look and a real measurement: `TAUC_BENCH_EVENTS` (events per region and
-//! day, default 100 000) and `TAUC_BENCH_LARGE=1` (adds the 200 000-file
+//! Sizes come from the environment (not `TAUC_*`: tauc refuses unknown
+//! `TAUC_` variables) so that one bench binary serves a quick
+//! look and a real measurement: `BENCH_EVENTS` (events per region and
+//! day, default 100 000) and `BENCH_LARGE=1` (adds the 200 000-file
 //! listing case). See `benches/README.md`.
 
 use std::path::{Path, PathBuf};
@@ -18,17 +19,17 @@ use tauc_jobs::cli::{self, Cli};
 /// The collection date every bench starts from.
 pub const DATE: &str = "2024-06-18";
 
-/// Events per region and day: `TAUC_BENCH_EVENTS`, default 100 000.
+/// Events per region and day: `BENCH_EVENTS`, default 100 000.
 pub fn events_per_day() -> u32 {
-    std::env::var("TAUC_BENCH_EVENTS")
+    std::env::var("BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000)
 }
 
-/// Whether the slow, large cases run (`TAUC_BENCH_LARGE=1`).
+/// Whether the slow, large cases run (`BENCH_LARGE=1`).
 pub fn large() -> bool {
-    std::env::var("TAUC_BENCH_LARGE").is_ok_and(|v| v == "1")
+    std::env::var("BENCH_LARGE").is_ok_and(|v| v == "1")
 }
 
 /// The async runtime the tauc binaries use.

@@ -4,7 +4,7 @@
 //! on a plain DataFusion context with the engine's runtime: what the ODS
 //! stage costs before the Parquet writer. Then the listing cost: the same
 //! scan over a folder of 10 000 one-line files (and 200 000 with
-//! `TAUC_BENCH_LARGE=1`), where the per-object work dominates.
+//! `BENCH_LARGE=1`), where the per-object work dominates.
 
 use std::sync::Arc;
 
