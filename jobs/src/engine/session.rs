@@ -141,7 +141,7 @@ impl Engine {
 }
 
 /// Shuffle partitions of a stage on the in-process engine.
-pub fn in_process_partitions(parallelism: usize) -> usize {
+fn in_process_partitions(parallelism: usize) -> usize {
     (parallelism * 2).max(2)
 }
 

@@ -575,7 +575,7 @@ fn dwd_sql(
         .join(" OR ");
     let values = targets
         .iter()
-        .map(|(p, tz)| format!("('{}', DATE '{}', '{tz}')", p.region, p.dt))
+        .map(|(p, _)| format!("('{}', DATE '{}')", p.region, p.dt))
         .collect::<Vec<_>>()
         .join(", ");
     let after = 1 + lateness_days;
@@ -604,7 +604,7 @@ WITH zones AS (
     SELECT * FROM (VALUES {zones}) AS z(z_region, tz)
 ),
 targets AS (
-    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt, t_tz)
+    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt)
 ),
 timed AS (
     SELECT o.*, z.tz, tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
@@ -651,7 +651,6 @@ winners AS (
     FROM tagged t JOIN ranked r
       ON t.region = r.k_region AND t.target_dt = r.k_target
      AND t.src_file = r.k_file AND t.line_no = r.k_line
-    WHERE t.local_dt = t.target_dt
 ),
 dated AS (
     SELECT *, tauc_local_ts(event_ts, tz) AS local_ts FROM (
