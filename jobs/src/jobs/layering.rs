@@ -19,9 +19,9 @@
 //!    tagged with every target date whose window holds them, deduplicated
 //!    per `(region, target date, event_id)`, kept when their local date is
 //!    the target, and derived with the tauc UDFs. The winner of each
-//!    `event_id` is picked by an aggregate (`first_value` ordered by
-//!    `collector_ts, src_file, line_no`) joined back on its unique
-//!    `(src_file, line_no)`, not by a `row_number()` window: the window
+//!    `event_id` is picked by an aggregate (`first_value` of a struct of
+//!    the row's columns, ordered by `collector_ts, src_file, line_no`),
+//!    not by a `row_number()` window: the window
 //!    plan failed under Ballista ("Expects PARTITION BY expression to be
 //!    ordered") on some inputs. Because each target date
 //!    reads only its own window, the result equals a rebuild from scratch
@@ -550,32 +550,77 @@ async fn register_dim_user(
     Ok(())
 }
 
-fn dwd_sql(
-    ods_parts: &BTreeSet<PartitionRef>,
-    targets: &[(PartitionRef, String)],
-    lateness_days: i64,
-) -> String {
+/// The ODS columns a kept DWD row carries on to the derivations, plus the
+/// three computed per row (`tz`, `event_ts`, `local_dt`); the per-date
+/// dedupe packs them into one struct per winner.
+const KEPT: &[&str] = &[
+    "event_id",
+    "event_type",
+    "client_ts",
+    "sent_ts",
+    "collector_ts",
+    "device_id",
+    "device_id_type",
+    "user_id",
+    "app_version",
+    "ua",
+    "geo_lat",
+    "geo_lon",
+    "page_url",
+    "from_url",
+    "to_url",
+    "target_type",
+    "target_id",
+    "page_enter_ts",
+    "page_leave_ts",
+    "cors_url",
+    "cors_method",
+    "cors_origin",
+    "cors_status",
+    "cors_error",
+    "cors_duration_ms",
+    "extra",
+    "dt",
+    "tz",
+    "event_ts",
+    "local_dt",
+];
+
+/// `(region = 'r' AND column IN (DATE …)) OR …` over `dates` per region.
+fn per_region_dates<'a>(column: &str, dates: impl Iterator<Item = (&'a str, NaiveDate)>) -> String {
     let mut by_region: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for p in ods_parts {
+    for (region, d) in dates {
         by_region
-            .entry(p.region.as_str())
+            .entry(region)
             .or_default()
-            .push(format!("DATE '{}'", p.dt));
+            .push(format!("DATE '{d}'"));
     }
-    let ods_filter = by_region
+    by_region
         .iter()
         .map(|(region, dates)| {
             format!(
-                "(region = '{}' AND dt IN ({}))",
+                "(region = '{}' AND {column} IN ({}))",
                 region.replace('\'', "''"),
                 dates.join(", ")
             )
         })
         .collect::<Vec<_>>()
-        .join(" OR ");
+        .join(" OR ")
+}
+
+fn dwd_sql(
+    ods_parts: &BTreeSet<PartitionRef>,
+    targets: &[(PartitionRef, String)],
+    lateness_days: i64,
+) -> String {
+    let ods_filter = per_region_dates("dt", ods_parts.iter().map(|p| (p.region.as_str(), p.dt)));
+    let target_filter = per_region_dates(
+        "local_dt",
+        targets.iter().map(|(p, _)| (p.region.as_str(), p.dt)),
+    );
     let values = targets
         .iter()
-        .map(|(p, _)| format!("('{}', DATE '{}')", p.region, p.dt))
+        .map(|(p, _)| format!("('{}', DATE '{}')", p.region.replace('\'', "''"), p.dt))
         .collect::<Vec<_>>()
         .join(", ");
     let after = 1 + lateness_days;
@@ -589,7 +634,18 @@ fn dwd_sql(
         .map(|(p, tz)| (p.region.as_str(), tz.as_str()))
         .collect::<BTreeMap<_, _>>()
         .into_iter()
-        .map(|(region, tz)| format!("('{}', '{tz}')", region.replace('\'', "''")))
+        .map(|(region, tz)| format!("WHEN '{}' THEN '{tz}'", region.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let kept = KEPT.join(", ");
+    let packed = KEPT
+        .iter()
+        .map(|c| format!("'{c}', {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let unpacked = KEPT
+        .iter()
+        .map(|c| format!("get_field(w, '{c}') AS {c}"))
         .collect::<Vec<_>>()
         .join(", ");
     // Each ODS row is read once: its event time and local date first, then
@@ -597,18 +653,22 @@ fn dwd_sql(
     // its id (nearly all) is its own kept row, on its own local date, when
     // its collection date lies in that date's window. Only rows with copies
     // go through the per-target-date dedupe of layers.md, whose window —
-    // and so whose winner — depends on the DWD date being built.
+    // and so whose winner — depends on the DWD date being built; the
+    // winner's columns come out of the dedupe aggregate itself.
+    //
+    // The zones and the target dates are expressions, not joins with small
+    // tables: a join on `region` alone (or `region, local_dt`) hash-shuffles
+    // every row of a region into one partition, so a one-region day ran
+    // its DWD stage on one task (one core, one executor). The same for the
+    // user dimension: anonymous rows get a key of their own per event
+    // (`n…`), which no user key (`u…`) equals, instead of all meeting in
+    // the NULL key's partition.
     format!(
         r#"
-WITH zones AS (
-    SELECT * FROM (VALUES {zones}) AS z(z_region, tz)
-),
-targets AS (
-    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt)
-),
-timed AS (
-    SELECT o.*, z.tz, tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
-    FROM ods_src o JOIN zones z ON o.region = z.z_region
+WITH timed AS (
+    SELECT o.*, CASE o.region {zones} END AS tz,
+        tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
+    FROM ods_src o
     WHERE {ods_filter}
 ),
 ods AS (
@@ -623,12 +683,15 @@ counted AS (
       ON o.region = c.c_region AND o.event_id = c.c_event
 ),
 singles AS (
-    SELECT o.*, o.local_dt AS target_dt, CAST(1 AS BIGINT) AS copies
-    FROM counted o JOIN targets t
-      ON o.region = t.t_region AND o.local_dt = t.target_dt
-    WHERE o.n = 1
-      AND o.dt >= o.local_dt - INTERVAL '1' DAY
-      AND o.dt <= o.local_dt + INTERVAL '{after}' DAY
+    SELECT region, local_dt AS target_dt, CAST(1 AS BIGINT) AS copies, {kept}
+    FROM counted
+    WHERE n = 1
+      AND ({target_filter})
+      AND dt >= local_dt - INTERVAL '1' DAY
+      AND dt <= local_dt + INTERVAL '{after}' DAY
+),
+targets AS (
+    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt)
 ),
 tagged AS (
     SELECT o.*, t.target_dt
@@ -638,19 +701,15 @@ tagged AS (
      AND o.dt <= t.target_dt + INTERVAL '{after}' DAY
     WHERE o.n > 1
 ),
-ranked AS (
-    SELECT region AS k_region, target_dt AS k_target, event_id AS k_event,
-        count(*) AS copies,
-        first_value(src_file ORDER BY collector_ts, src_file, line_no) AS k_file,
-        first_value(line_no ORDER BY collector_ts, src_file, line_no) AS k_line
+picked AS (
+    SELECT region AS p_region, target_dt AS p_target, count(*) AS copies,
+        first_value(named_struct({packed}) ORDER BY collector_ts, src_file, line_no) AS w
     FROM tagged
     GROUP BY region, target_dt, event_id
 ),
 winners AS (
-    SELECT t.*, r.copies
-    FROM tagged t JOIN ranked r
-      ON t.region = r.k_region AND t.target_dt = r.k_target
-     AND t.src_file = r.k_file AND t.line_no = r.k_line
+    SELECT p_region AS region, p_target AS target_dt, copies, {unpacked}
+    FROM picked
 ),
 dated AS (
     SELECT *, tauc_local_ts(event_ts, tz) AS local_ts FROM (
@@ -660,7 +719,7 @@ dated AS (
     ) AS kept
 ),
 users AS (
-    SELECT user_id AS u_user_id, min(gender) AS u_gender, min(birth_date) AS u_birth_date
+    SELECT 'u' || user_id AS u_key, min(gender) AS u_gender, min(birth_date) AS u_birth_date
     FROM dim_user_raw WHERE user_id IS NOT NULL AND user_id <> ''
     GROUP BY user_id
 ),
@@ -697,7 +756,8 @@ derived AS (
         tauc_err_class(k.cors_error, k.cors_status) AS err_class,
         k.cors_error AS error,
         k.cors_duration_ms
-    FROM dated k LEFT JOIN users u ON k.user_id = u.u_user_id
+    FROM dated k LEFT JOIN users u
+      ON CASE WHEN k.user_id IS NULL THEN 'n' || k.event_id ELSE 'u' || k.user_id END = u.u_key
     WHERE k.local_dt = k.target_dt
 )
 SELECT
