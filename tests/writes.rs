@@ -323,3 +323,52 @@ async fn a_small_memory_limit_completes_and_scratch_is_removed() {
     let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
     assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
+
+/// The bytes of the summary's `spilled:` line (0 for "nothing").
+fn spilled_bytes(stdout: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("spilled: "))
+        .unwrap_or_else(|| panic!("no spilled line in:\n{stdout}"));
+    if line.contains("nothing") {
+        return 0;
+    }
+    line["spilled: ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable spilled line: {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_day_over_the_memory_limit_spills_to_disk_and_gives_the_same_rows() {
+    let w = World::new("spill-day");
+    w.tauc_job(
+        &[
+            "sample",
+            "--date",
+            "2024-06-18",
+            "--events-per-day",
+            "20000",
+            "--regions",
+            "aps1",
+        ],
+        true,
+    )
+    .ok();
+    let roomy = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
+    assert_eq!(spilled_bytes(roomy.ok()), 0, "{roomy}");
+    let reference = snapshot(&w).await;
+    // the DWD stage's sorts hold far more than 16 MiB of this day
+    let tight = w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--memory-limit",
+        "16M",
+    ]);
+    assert!(spilled_bytes(tight.ok()) > 0, "nothing spilled: {tight}");
+    assert_eq!(snapshot(&w).await, reference);
+    assert_clean(&w).await;
+}

@@ -608,7 +608,20 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         progress.finish();
         out.push_str(&reports_summary(&report?, &r.warehouse));
     }
+    if scheduler.is_none() {
+        out.push_str(&spill_line(crate::engine::spill::spilled()));
+    }
     Ok(out)
+}
+
+/// What the in-process tasks spilled under `--memory-limit` (a cluster's
+/// executors log their own).
+fn spill_line(s: crate::engine::spill::Spilled) -> String {
+    if s.files == 0 {
+        "spilled: nothing (every task fit in --memory-limit)\n".to_string()
+    } else {
+        format!("spilled: {s} (tasks over --memory-limit went to disk)\n")
+    }
 }
 
 /// The reports' closing summary: one line per partition.

@@ -28,6 +28,7 @@ use ballista_core::serde::scheduler::{
 };
 use ballista_core::utils::{GrpcServerConfig, create_grpc_server};
 use ballista_core::{BALLISTA_PROTOCOL_VERSION, ConfigProducer, RuntimeProducer};
+use ballista_executor::execution_engine::DefaultExecutionEngine;
 use ballista_executor::executor::Executor;
 use ballista_executor::executor_process::ExecutorProcessConfig;
 use ballista_executor::executor_server;
@@ -42,6 +43,7 @@ use datafusion::execution::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
+use crate::engine::spill::MeteredEngine;
 use crate::error::{Error, Result};
 
 /// Starts the in-process scheduler and executor for `state`; returns the
@@ -158,7 +160,7 @@ async fn start_executor(
             os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
             ballista_protocol_version: BALLISTA_PROTOCOL_VERSION,
         };
-        let executor = Arc::new(Executor::with_default_execution_engine(
+        let executor = Arc::new(Executor::new(
             metadata,
             shuffle_dir,
             runtime_producer.clone(),
@@ -166,6 +168,7 @@ async fn start_executor(
             Arc::new(state.into()),
             Arc::new(LoggingMetricsCollector::default()),
             vcores,
+            Arc::new(MeteredEngine::new(Arc::new(DefaultExecutionEngine::new()))),
         ));
         let process = Arc::new(ExecutorProcessConfig {
             bind_host: "127.0.0.1".into(),

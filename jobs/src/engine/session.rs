@@ -10,6 +10,7 @@ use ballista_core::extension::{
     ballista_window_functions,
 };
 use ballista_core::registry::BallistaFunctionRegistry;
+use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -79,6 +80,13 @@ impl Engine {
         // 10 MiB per sort does not fit a small pool split over 16 partitions.
         config.options_mut().execution.sort_spill_reservation_bytes =
             (self.memory_limit / 64).clamp(256 << 10, 10 << 20);
+        // A sort must take one whole input batch into its share of the
+        // pool before it can spill anything: 8192 full DWD rows are ~6 MiB,
+        // more than a 24 MiB pool's share for each of a task's sorts, and
+        // such a run failed instead of spilling. Smaller pools get smaller
+        // batches (a 256 MiB pool or more keeps DataFusion's 8192).
+        config.options_mut().execution.batch_size =
+            ConfigNonZeroUsize::try_new((self.memory_limit / (32 << 10)).clamp(256, 8192))?;
         let mut state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
