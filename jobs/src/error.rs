@@ -32,6 +32,11 @@ pub enum Error {
     #[error("{0}")]
     Busy(String),
 
+    /// A stop signal (Ctrl-C, SIGTERM) ended the run: its Ballista job was
+    /// cancelled and nothing was committed.
+    #[error("stopped by {}: the running Ballista job was cancelled and nothing of the run was committed; run the same command again to do the work", .0.name())]
+    Interrupted(crate::engine::submitted::Signal),
+
     /// A server this process runs (`tauc-job serve`) failed.
     #[error("{0}")]
     Server(String),
@@ -68,6 +73,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::MissingInput(_) => 2,
             Error::DataFusion(DataFusionError::Configuration(_)) => 2,
+            Error::Interrupted(s) => s.exit_code(),
             _ => 1,
         }
     }

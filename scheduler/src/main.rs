@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tauc_jobs::engine::cluster::{SchedulerOptions, run_scheduler};
+use tauc_jobs::engine::cluster::{SchedulerOptions, TaskSpread, run_scheduler};
 use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
 
@@ -24,6 +24,11 @@ struct Args {
     /// dead and its tasks (and lost shuffle outputs) are run elsewhere.
     #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(4..))]
     executor_timeout_secs: u64,
+    /// How a stage's tasks are spread over executors with free slots:
+    /// `round-robin` (one task per executor in turn) or Ballista's `bias`
+    /// (fill one executor first).
+    #[arg(long, env = "TAUC_TASK_SPREAD", value_enum, default_value_t = TaskSpread::RoundRobin)]
+    task_spread: TaskSpread,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
                 bind: args.bind,
                 external_host: args.external_host,
                 executor_timeout_secs: args.executor_timeout_secs,
+                task_spread: args.task_spread,
             },
         )
         .await

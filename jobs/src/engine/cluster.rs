@@ -10,10 +10,11 @@ use ballista_core::RuntimeProducer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::health::spawn_health_server;
 use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::create_scheduler;
 
 use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::engine::job_view;
 use crate::engine::session::{Engine, session_config, with_codecs};
 use crate::error::{Error, Result};
 
@@ -26,6 +27,33 @@ pub struct SchedulerOptions {
     pub external_host: String,
     /// Seconds without a heartbeat before an executor is taken for dead.
     pub executor_timeout_secs: u64,
+    /// How a stage's tasks are spread over the executors.
+    pub task_spread: TaskSpread,
+}
+
+/// How the scheduler hands a stage's tasks to executors with free slots.
+///
+/// Ballista's default, `bias`, fills the executor with the most free slots
+/// before it looks at the next, so a stage with fewer tasks than the
+/// cluster has slots runs on one executor while the other idles (on a
+/// two-executor cluster one executor did 1.9 times the DWD CPU of the
+/// other). `round-robin` gives each executor one task in turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskSpread {
+    /// One task per executor in turn (tauc's default).
+    #[default]
+    RoundRobin,
+    /// Fill the executor with the most free slots first (Ballista's default).
+    Bias,
+}
+
+impl TaskSpread {
+    fn policy(self) -> TaskDistributionPolicy {
+        match self {
+            TaskSpread::RoundRobin => TaskDistributionPolicy::RoundRobin,
+            TaskSpread::Bias => TaskDistributionPolicy::Bias,
+        }
+    }
 }
 
 /// Executor settings.
@@ -60,6 +88,7 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
     let mut config = SchedulerConfig::default()
         .with_hostname(opts.external_host.clone())
         .with_port(opts.bind.port())
+        .with_task_distribution(opts.task_spread.policy())
         .with_override_config_producer(Arc::new(session_config))
         .with_override_session_builder(Arc::new(move |config| {
             builder_engine
@@ -75,11 +104,19 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(|e| Error::config(format!("cannot set up the scheduler: {e}")))?;
-    tracing::info!(bind = %opts.bind, "scheduler starting");
+    let config = Arc::new(config);
+    config
+        .validate()
+        .map_err(|e| Error::config(format!("invalid scheduler settings: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(opts.bind)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on {}: {e} (is it free?)", opts.bind)))?;
+    let scheduler = create_scheduler(cluster, config)
+        .await
+        .map_err(|e| Error::config(format!("cannot start the scheduler: {e}")))?;
+    tracing::info!(bind = %opts.bind, "scheduler listening (gRPC, /healthz, /readyz, {})", job_view::JOBS_PATH);
     tokio::select! {
-        r = start_server(cluster, opts.bind, Arc::new(config)) => {
-            r.map_err(|e| Error::config(format!("scheduler stopped: {e} (is {} free?)", opts.bind)))
-        }
+        r = job_view::serve(listener, scheduler) => r,
         _ = shutdown_signal() => {
             tracing::info!("scheduler received a stop signal, shutting down");
             Ok(())

@@ -4,9 +4,13 @@
 
 pub mod cluster;
 pub mod codec;
+pub mod job_view;
 pub mod local;
+pub mod remote;
 pub mod scratch;
 pub mod session;
+pub mod spill;
+pub mod submitted;
 pub mod udf;
 
 pub use session::Engine;

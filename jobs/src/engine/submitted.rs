@@ -1,0 +1,206 @@
+//! Queries run as Ballista jobs the user can see and stop: each job's id
+//! is logged when the scheduler accepts it, its progress (stages and tasks
+//! done, from the scheduler's job view) is shown while it runs, and on
+//! Ctrl-C or SIGTERM the job is cancelled on the scheduler — not left to
+//! run to the end for no one — and the query fails with
+//! [`Error::Interrupted`] before anything is committed.
+//!
+//! Signals are a process's, so the state here is too: which scheduler the
+//! process talks to, where progress goes, and whether a stop was asked.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use ballista_core::execution_plans::DistributedQueryExec;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::protobuf::LogicalPlanNode;
+use tokio::sync::watch;
+
+use crate::engine::remote::SchedulerClient;
+use crate::error::{Error, Result};
+
+/// The stop signals a run answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C): exit 130.
+    Interrupt,
+    /// SIGTERM: exit 143.
+    Terminate,
+}
+
+impl Signal {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell's exit code for a process ended by it: 128 + its number.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
+        }
+    }
+}
+
+static STOP: LazyLock<watch::Sender<Option<Signal>>> = LazyLock::new(|| watch::channel(None).0);
+static SCHEDULER: Mutex<Option<SchedulerClient>> = Mutex::new(None);
+static DISPLAY: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// The scheduler the process's cluster jobs run on (progress comes from
+/// its job view); the in-process engine has none.
+pub fn set_scheduler(client: Option<SchedulerClient>) {
+    *SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()) = client;
+}
+
+/// Where cluster progress is drawn: a terminal's spinner (its prefix), or
+/// `None` for log lines.
+pub fn set_display(bar: Option<indicatif::ProgressBar>) {
+    *DISPLAY.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+/// Starts answering SIGINT and SIGTERM: the first asks the running query
+/// to stop (it cancels its Ballista job, the run releases its leases and
+/// commits nothing); a second exits at once.
+pub fn install() {
+    tokio::spawn(async {
+        let first = next_signal().await;
+        tracing::warn!(
+            signal = first.name(),
+            "stopping: cancelling the running Ballista job; nothing of this run will be committed (a second signal exits at once)"
+        );
+        STOP.send_replace(Some(first));
+        let second = next_signal().await;
+        eprintln!("tauc-job: {} again: exiting at once", second.name());
+        std::process::exit(i32::from(second.exit_code()));
+    });
+}
+
+async fn next_signal() -> Signal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => Signal::Interrupt,
+                _ = term.recv() => Signal::Terminate,
+            },
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
+    }
+}
+
+/// Fails with [`Error::Interrupted`] once a stop was asked: called before
+/// each query and before each commit.
+pub fn check() -> Result<()> {
+    match *STOP.borrow() {
+        Some(s) => Err(Error::Interrupted(s)),
+        None => Ok(()),
+    }
+}
+
+async fn stopped() -> Signal {
+    let mut rx = STOP.subscribe();
+    match rx.wait_for(Option::is_some).await {
+        Ok(s) => s.unwrap_or(Signal::Interrupt),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Runs `df` as one job named `name` and gathers its batches; a stop
+/// signal cancels the job on the scheduler.
+pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
+    check()?;
+    let (state, plan) = df.into_parts();
+    let mut config = state.config().clone();
+    config.options_mut().set("ballista.job.name", name)?;
+    let task_ctx = Arc::new(TaskContext::from(&state).with_session_config(config));
+    let plan = state.create_physical_plan(&plan).await?;
+    let watcher = tokio::spawn(watch_job(plan.clone(), name.to_string()));
+    let result = tokio::select! {
+        r = datafusion::physical_plan::collect(plan.clone(), task_ctx) => r.map_err(Error::from),
+        s = stopped() => Err(Error::Interrupted(s)),
+    };
+    watcher.abort();
+    if let (Err(Error::Interrupted(_)), Some(id)) = (&result, job_id(&plan)) {
+        cancel(&id).await;
+    }
+    clear_display();
+    result
+}
+
+fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
+        .and_then(|q| q.job_id())
+        .map(|id| id.to_string())
+}
+
+async fn cancel(job_id: &str) {
+    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match client {
+        Some(c) => match c.cancel(job_id).await {
+            Ok(()) => tracing::warn!(job_id, scheduler = c.url(), "cancelled the Ballista job"),
+            Err(e) => {
+                tracing::error!(job_id, error = %e, "could not cancel the Ballista job: cancel it with `tauc-job cancel {job_id}`")
+            }
+        },
+        // the in-process scheduler ends with this process
+        None => tracing::warn!(job_id, "stopped the in-process job"),
+    }
+}
+
+/// Logs the job id once the scheduler has accepted the job, then shows
+/// its progress until aborted.
+async fn watch_job(plan: Arc<dyn ExecutionPlan>, name: String) {
+    let id = loop {
+        if let Some(id) = job_id(&plan) {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tracing::info!(job_id = %id, job_name = %name, "Ballista job submitted");
+    let Some(client) = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
+    let mut last_log = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(Some(v)) = client.job(&id).await else {
+            continue;
+        };
+        let line = format!(
+            "job {}: stages {}/{}, tasks {}/{}",
+            v.job_id, v.stages_done, v.stages, v.tasks_done, v.tasks
+        );
+        let bar = DISPLAY.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.set_prefix(line),
+            None if last_log.elapsed() > Duration::from_secs(5) => {
+                last_log = Instant::now();
+                tracing::info!(job_id = %v.job_id, stages_done = v.stages_done, stages = v.stages,
+                    tasks_done = v.tasks_done, tasks = v.tasks, "cluster progress");
+            }
+            None => {}
+        }
+    }
+}
+
+fn clear_display() {
+    if let Some(bar) = DISPLAY.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        bar.set_prefix("");
+    }
+}
