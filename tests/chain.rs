@@ -285,6 +285,14 @@ impl Collector {
     /// Starts a collector for region aps1 of env uat, producing to
     /// `brokers`, with `extra` flags.
     pub fn start(dir: &Path, brokers: &str, extra: &[&str]) -> Collector {
+        let mut c = Collector::prepare(dir, brokers, extra);
+        c.resume();
+        c
+    }
+
+    /// A collector with its port and flags chosen but not started
+    /// (`resume` starts it): a collector that is down.
+    pub fn prepare(dir: &Path, brokers: &str, extra: &[&str]) -> Collector {
         let mut c = Collector {
             port: free_port(),
             spool: dir.join("spool"),
@@ -299,7 +307,6 @@ impl Collector {
         // one record per batch sidesteps it. Real Kafka needs no such flag.
         c.args
             .extend(["--kafka-option".into(), "batch.num.messages=1".into()]);
-        c.resume();
         c
     }
 

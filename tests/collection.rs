@@ -709,13 +709,8 @@ fn the_chains_count_holds_from_collector_to_ods() {
     );
 }
 
-#[test]
-fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU16, Ordering};
-    let world = World::new("browser");
-    let dir = world.dir.path();
-    let _logs = LogsOnFailure(dir.to_path_buf());
+/// The tools directory (playwright-core) and the Chromium binary.
+fn browser_tools() -> (std::path::PathBuf, String) {
     let tools = crate::chain::tools_dir();
     assert!(
         tools.join("node_modules/playwright-core").exists(),
@@ -727,6 +722,17 @@ fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
         Path::new(&chromium).exists(),
         "{chromium} not found: scripts/install-test-tools installs Debian's chromium"
     );
+    (tools, chromium)
+}
+
+#[test]
+fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let world = World::new("browser");
+    let dir = world.dir.path();
+    let _logs = LogsOnFailure(dir.to_path_buf());
+    let (tools, chromium) = browser_tools();
     // the API on another origin answers without CORS headers
     let api = crate::chain::serve(|_| (200, vec![], "application/json", "{\"items\":[]}".into()));
     let collector_port = Arc::new(AtomicU16::new(0));
@@ -869,4 +875,106 @@ fn a_real_browser_click_impression_and_cors_failure_reach_dwd() {
         assert_eq!(col("req_path_tpl").as_deref(), Some(tpl), "{method}");
         assert_eq!(col("req_origin"), Some(origin.clone()), "{method}");
     }
+}
+
+#[test]
+fn the_tracker_keeps_what_a_down_collector_missed_for_the_next_page() {
+    use std::io::BufRead;
+    let world = World::new("outage");
+    let dir = world.dir.path();
+    let _logs = LogsOnFailure(dir.to_path_buf());
+    let (tools, chromium) = browser_tools();
+    let broker = Broker::start(dir);
+    // the page and the tracker come from the site (the collector is down);
+    // the tracker sends to the collector's origin
+    let tracker = include_str!("../collector/tracker/tauc-tracker.js");
+    let collector_port = crate::harness::free_port();
+    let page = crate::chain::serve(move |path| {
+        let head = format!(
+            "<script src=\"/tracker.js\" data-tauc-endpoint=\"http://127.0.0.1:{collector_port}/v1/events\" \
+             data-tauc-app-version=\"web-outage\"></script>"
+        );
+        match path {
+            "/tracker.js" => (200, vec![], "text/javascript", tracker.to_string()),
+            p if p.starts_with("/next") => (
+                200,
+                vec![],
+                "text/html; charset=utf-8",
+                format!("<!doctype html><title>next</title>{head}<p>next</p>"),
+            ),
+            _ => (
+                200,
+                vec![],
+                "text/html; charset=utf-8",
+                format!(
+                    "<!doctype html><title>shop</title>{head}\
+                     <button id=\"buy\" data-tauc-target-type=\"button\" data-tauc-target-id=\"buy-now\">Buy</button>"
+                ),
+            ),
+        }
+    });
+    let origin = format!("http://127.0.0.1:{page}");
+    let mut c = Collector::prepare(dir, &broker.addr(), &["--allowed-origin", &origin]);
+    c.port = collector_port;
+    let mut node = std::process::Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/outage.mjs"))
+        .arg(&tools)
+        .arg(format!("{origin}/"))
+        .arg(format!("http://127.0.0.1:{collector_port}"))
+        .env("CHROMIUM", &chromium)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut said = Vec::new();
+    let mut lines = std::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push(line.clone());
+        if line == "on next page" {
+            break;
+        }
+    }
+    // the collector comes up only once the first page is gone
+    c.resume();
+    said.extend(lines.map_while(|l| l.ok()));
+    let status = node.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err).unwrap();
+    let said = said.join("\n");
+    assert!(status.success(), "browser script failed:\n{said}\n{err}");
+    // page_enter, the button's impression (it is in view) and its click,
+    // then also page_leave of the first page and page_enter of the next,
+    // were held unsent; nothing is left once the collector answered
+    assert!(said.contains("stored on the first page: 3"), "{said}");
+    assert!(said.contains("stored on the next page: 5"), "{said}");
+    assert!(
+        said.contains("stored after the collector came up: 0"),
+        "{said}"
+    );
+
+    let records = broker.records(TOPIC, 5, Duration::from_secs(60));
+    let events: Vec<Value> = records
+        .iter()
+        .map(|r| serde_json::from_str(&r.value).unwrap())
+        .collect();
+    let ids = |t: &str, path: &str| -> HashSet<String> {
+        events
+            .iter()
+            .filter(|e| e["event_type"] == t)
+            .filter(|e| e["page"]["url"].as_str().is_some_and(|u| u.ends_with(path)))
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (t, path) in [
+        ("page_enter", "/"),
+        ("impression", "/"),
+        ("click", "/"),
+        ("page_leave", "/"),
+        ("page_enter", "/next"),
+    ] {
+        assert_eq!(ids(t, path).len(), 1, "one {t} of {path}: {events:?}");
+    }
+    let click = events.iter().find(|e| e["event_type"] == "click").unwrap();
+    assert_eq!(click["target"]["id"], "buy-now");
 }

@@ -42,14 +42,15 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
             tracing::warn!(error = %e, "could not check the topic; spooling until Kafka answers");
         }
     });
-    let shipper = Shipper::new(
+    let (stop_tx, stop) = watch::channel(false);
+    let shipping = Shipper::spawn(
         spool.clone(),
         s.kafka.clone(),
         s.topic.clone(),
         metrics.clone(),
+        stop,
+        DRAIN,
     )?;
-    let (stop_tx, stop) = watch::channel(false);
-    let shipping = tokio::spawn(shipper.run(stop, DRAIN));
     let app = intake::router(Intake {
         spool,
         origins: Arc::new(s.origins.iter().cloned().collect::<HashSet<_>>()),
@@ -62,13 +63,13 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
         .await?;
     tracing::info!("stopped accepting; shipping what the spool holds");
     let _ = stop_tx.send(true);
-    let shipped = shipping.await;
+    let shipped = tokio::task::spawn_blocking(move || shipping.join()).await;
     // The router (and with it the last spool handle) is gone: the writer
     // thread has synced and ends.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     match shipped {
-        Ok(r) => r,
-        Err(e) => Err(Error::Task(format!("the shipper task failed: {e}"))),
+        Ok(Ok(r)) => r,
+        _ => Err(Error::Task("the shipper thread failed".into())),
     }
 }
 

@@ -23,6 +23,23 @@ use crate::error::{Error, Result};
 use crate::metrics::CollectorMetrics;
 use crate::spool::{CURSOR_SUFFIX, Durable, Spool, segments};
 
+/// The calling thread's nice value goes up by 10 (Linux: per thread, and
+/// inherited by threads it starts). Best effort: a refusal only logs.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on this thread's own id.
+        let r = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (now + 10).min(19))
+        };
+        if r != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the shipper's priority");
+        }
+    }
+}
+
 /// Most bytes handed to the producer before waiting for their acks.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -64,6 +81,55 @@ impl Shipper {
             metrics,
             cursors: HashMap::new(),
         })
+    }
+
+    /// Starts a shipper on a thread of its own, at a lower CPU priority
+    /// than the intake (nice +10, inherited by the Kafka client's threads,
+    /// which it starts): when the collector's core is busy, answering a
+    /// request — the only thing a browser waits for — comes first, and the
+    /// shipper catches up from the spool when the core is free. Fails
+    /// as [`Shipper::new`] does; the thread's result is [`Shipper::run`]'s.
+    pub fn spawn(
+        spool: Spool,
+        kafka: crate::kafka::KafkaConn,
+        topic: String,
+        metrics: Arc<CollectorMetrics>,
+        stop: watch::Receiver<bool>,
+        drain: Duration,
+    ) -> Result<std::thread::JoinHandle<Result<()>>> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("tauc-shipper".into())
+            .spawn(move || {
+                lower_priority();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Task(format!("cannot start the shipper's runtime: {e}")));
+                let started = runtime.and_then(|rt| {
+                    let shipper =
+                        rt.block_on(async { Shipper::new(spool, kafka, topic, metrics) })?;
+                    Ok((rt, shipper))
+                });
+                match started {
+                    Ok((rt, shipper)) => {
+                        let _ = ready_tx.send(Ok(()));
+                        rt.block_on(shipper.run(stop, drain))
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        Ok(())
+                    }
+                }
+            })
+            .map_err(|e| Error::Task(format!("cannot start the shipper thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Task(
+                "the shipper thread ended while starting".into(),
+            )),
+        }
     }
 
     /// Ships until `stop` turns true, then for up to `drain` more while

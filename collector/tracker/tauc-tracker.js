@@ -14,7 +14,8 @@
  * XMLHttpRequest calls. Events are batched (50 or 5 s) and sent as
  * text/plain (no preflight) with fetch keepalive, or sendBeacon when the
  * page is hidden; a failed send keeps its events (same event_id) for the
- * next try. It has no dependencies and never throws into the page: the
+ * next try, in this page or, through localStorage, the next page of the
+ * site. It has no dependencies and never throws into the page: the
  * wrapped calls return and throw exactly what they did before.
  */
 (function () {
@@ -85,14 +86,52 @@
   }
 
   // ---- queue and sending ----------------------------------------------
+  // Unsent events live in memory and, for the next page of this site, in
+  // localStorage under this page view's own key (tabs do not overwrite
+  // each other): the queue and the batches sent but not yet answered. A
+  // page that loads takes over every stored key. An event is dropped from
+  // storage only once the collector answered its batch (or a beacon was
+  // queued while the collector answers), so a failed send, a collector
+  // that is down, or a page left mid-send loses nothing; the price is a
+  // rare second copy with the same event_id, which DWD dedupe removes.
   var queue = [];
+  var inflight = [];
+  var saveKey = QUEUE_KEY + "." + randomId();
   try {
-    var saved = store && JSON.parse(store.getItem(QUEUE_KEY) || "[]");
-    if (saved && saved.length) queue = saved.slice(-500);
-    if (store) store.removeItem(QUEUE_KEY);
+    if (store) {
+      var keys = [];
+      for (var k = 0; k < store.length; k++) {
+        var name = store.key(k);
+        if (name === QUEUE_KEY || (name && name.indexOf(QUEUE_KEY + ".") === 0)) keys.push(name);
+      }
+      for (var j = 0; j < keys.length; j++) {
+        var saved = JSON.parse(store.getItem(keys[j]) || "[]");
+        if (saved && saved.length) queue = queue.concat(saved);
+        store.removeItem(keys[j]);
+      }
+      queue = queue.slice(-500);
+    }
   } catch (e) {}
   var timer = null;
   var sending = false;
+  // the last send failed: on leaving, keep the events for the next page
+  // instead of a beacon that would most likely be lost too
+  var failing = false;
+
+  function save() {
+    if (!store) return;
+    try {
+      var all = [];
+      for (var i = 0; i < inflight.length; i++) all = all.concat(inflight[i]);
+      all = all.concat(queue).slice(-500);
+      if (all.length) store.setItem(saveKey, JSON.stringify(all));
+      else store.removeItem(saveKey);
+    } catch (e) {}
+  }
+
+  function schedule() {
+    if (!timer) timer = setTimeout(safe(function () { timer = null; flush(false); }), FLUSH_MS);
+  }
 
   function enqueue(ev) {
     ev.event_id = randomId();
@@ -102,8 +141,9 @@
     if (userId) ev.user_id = userId;
     if (appVersion) ev.app_version = appVersion;
     queue.push(ev);
+    save();
     if (queue.length >= MAX_BATCH) flush(false);
-    else if (!timer) timer = setTimeout(safe(function () { timer = null; flush(false); }), FLUSH_MS);
+    else schedule();
   }
 
   function body(batch) {
@@ -116,57 +156,82 @@
     queue = batch.concat(queue).slice(-500);
   }
 
+  function answered(batch) {
+    var i = inflight.indexOf(batch);
+    if (i >= 0) inflight.splice(i, 1);
+  }
+
+  function beacon(text) {
+    try {
+      return !!navigator.sendBeacon(endpoint, new Blob([text], { type: "text/plain" }));
+    } catch (e) {
+      return false;
+    }
+  }
+
   var flush = safe(function (leaving) {
     if (timer) {
       clearTimeout(timer);
       timer = null;
     }
+    if (leaving && failing) {
+      save();
+      schedule(); // in case the page comes back (a hidden tab shown again)
+      return;
+    }
     while (queue.length) {
       if (sending && !leaving) return;
       var batch = queue.splice(0, MAX_BATCH);
       var text = body(batch);
-      if (leaving && navigator.sendBeacon) {
-        var queued = false;
-        try {
-          queued = navigator.sendBeacon(endpoint, new Blob([text], { type: "text/plain" }));
-        } catch (e) {}
-        if (queued) continue;
-      }
+      if (leaving && navigator.sendBeacon && beacon(text)) continue;
       if (!origFetch) {
         keep(batch);
         break;
       }
       sending = !leaving;
-      origFetch(endpoint, {
-        method: "POST",
-        body: text,
-        keepalive: true,
-        credentials: "omit",
-        headers: { "Content-Type": "text/plain" },
-      }).then(
-        safe(function (r) {
-          sending = false;
-          // 4xx other than 429: the events are bad and a retry will not help
-          if (r.status >= 500 || r.status === 429) retryLater(batch);
-          else if (queue.length) flush(false);
-        }),
-        safe(function () {
-          sending = false;
-          retryLater(batch);
-        })
-      );
-      if (!leaving) return;
+      inflight.push(batch);
+      send(batch, text);
+      if (!leaving) break;
     }
-    if (leaving && queue.length && store) {
-      try {
-        store.setItem(QUEUE_KEY, JSON.stringify(queue));
-      } catch (e) {}
-    }
+    save();
   });
+
+  function send(batch, text) {
+    origFetch(endpoint, {
+      method: "POST",
+      body: text,
+      keepalive: true,
+      credentials: "omit",
+      headers: { "Content-Type": "text/plain" },
+    }).then(
+      safe(function (r) {
+        sending = false;
+        answered(batch);
+        // 4xx other than 429: the events are bad and a retry will not help
+        failing = r.status >= 500 || r.status === 429;
+        if (failing) retryLater(batch);
+        else if (queue.length) flush(false);
+        save();
+      }),
+      safe(function () {
+        sending = false;
+        failing = true;
+        answered(batch);
+        retryLater(batch);
+        save();
+      })
+    );
+  }
 
   function retryLater(batch) {
     keep(batch);
-    if (!timer) timer = setTimeout(safe(function () { timer = null; flush(false); }), FLUSH_MS);
+    schedule();
+  }
+
+  // events taken over from an earlier page go out soon
+  if (queue.length) {
+    save();
+    schedule();
   }
 
   // ---- page views ---------------------------------------------------------
