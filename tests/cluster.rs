@@ -158,3 +158,193 @@ async fn daily_on_cluster_matches_in_process() {
     assert!(local_sql.stdout.lines().count() > 10, "{local_sql}");
     drop(cluster);
 }
+
+/// One day of sample data for aps1: `events` clean events in ~50-line files.
+fn sample_day(w: &World, events: &str) {
+    w.tauc_job(
+        &[
+            "sample",
+            "--date",
+            "2024-06-18",
+            "--events-per-day",
+            events,
+            "--regions",
+            "aps1",
+        ],
+        true,
+    )
+    .ok();
+}
+
+/// The Ballista job ids a cluster run printed, in order.
+fn job_ids(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("submitted Ballista job ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_names_its_ballista_jobs_and_status_shows_them() {
+    let w = World::new("status");
+    sample_day(&w, "1000");
+    let cluster = Cluster::start(&w, 2);
+    let sched = ["--scheduler", cluster.url.as_str()];
+    let run = w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        sched[0],
+        sched[1],
+    ]);
+    run.ok();
+    let ids = job_ids(&run.stderr);
+    assert_eq!(ids.len(), 2, "an ODS and a DWD job: {run}");
+
+    let all = w.tauc_job(&["status", sched[0], sched[1]], false);
+    for (id, name) in ids.iter().zip(["tauc layering: ods", "tauc layering: dwd"]) {
+        let line = all
+            .ok()
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} not listed: {all}"));
+        assert!(line.contains("successful"), "{line}");
+        assert!(line.contains(name), "{line}");
+    }
+    let one = w.tauc_job(&["status", &ids[0], sched[0], sched[1]], false);
+    assert_eq!(one.ok().lines().count(), 1, "{one}");
+    // every stage of a finished job is done
+    let stages = one.stdout.split("stages ").nth(1).unwrap();
+    let (done, all_stages) = stages
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    assert_eq!(done, all_stages, "{one}");
+
+    let late = w.tauc_job(&["cancel", &ids[0], sched[0], sched[1]], false);
+    assert_eq!(late.code, Some(2), "{late}");
+    assert!(late.stderr.contains("has already ended"), "{late}");
+    let unknown = w.tauc_job(&["status", "no-such-job", sched[0], sched[1]], false);
+    assert_eq!(unknown.code, Some(2), "{unknown}");
+    assert!(unknown.stderr.contains("no job 'no-such-job'"), "{unknown}");
+    let none = w.tauc_job(&["status"], false);
+    assert_eq!(none.code, Some(2), "{none}");
+    assert!(none.stderr.contains("--scheduler"), "{none}");
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_cancels_the_cluster_job_and_commits_nothing() {
+    let w = World::new("cancel");
+    sample_day(&w, "20000");
+    let cluster = Cluster::start(&w, 2);
+    let err_path = w.dir.path().join("submit.err");
+    // the stop comes while the DWD job (the second) of 20 000 events runs;
+    // the ODS stage before it was committed whole
+    let mut child = std::process::Command::new(bin("tauc-job"))
+        .args([
+            "submit",
+            "layering",
+            "--date",
+            "2024-06-18",
+            "--region",
+            "aps1",
+        ])
+        .args(["--scheduler", &cluster.url])
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let id = loop {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        if let Some(id) = job_ids(&err).into_iter().nth(1) {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job id logged: {err}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "submit ended early: {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let running = w.tauc_job(&["status", &id, "--scheduler", &cluster.url], false);
+    let state = running.ok();
+    assert!(
+        state.contains("running") || state.contains("queued"),
+        "{running}"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    assert!(err.contains("cancelled the Ballista job"), "{err}");
+    // the scheduler ended the job as cancelled; no DWD partition was
+    // committed, the ODS ones committed before the stop are whole
+    let after = w.tauc_job(&["status", &id, "--scheduler", &cluster.url], false);
+    assert!(after.ok().contains("failed"), "{after}");
+    assert!(
+        w.read(Table::OdsEvent, "2024-06-18", "aps1")
+            .await
+            .is_some()
+    );
+    for table in [Table::DwdTrkEvent, Table::DwdCorsError] {
+        assert!(
+            w.read(table, "2024-06-18", "aps1").await.is_none(),
+            "{table:?} was committed: {err}"
+        );
+    }
+    assert_eq!(w.keys("wh/_leases").await, Vec::<String>::new());
+    // the same command again does the work
+    w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--scheduler",
+        &cluster.url,
+    ])
+    .ok();
+    assert!(
+        w.read(Table::DwdTrkEvent, "2024-06-18", "aps1")
+            .await
+            .is_some()
+    );
+    drop(cluster);
+}
+
+#[test]
+fn an_unreachable_scheduler_is_a_configuration_error_before_any_work() {
+    let w = World::new("unreachable");
+    sample_day(&w, "1000");
+    let url = format!("df://127.0.0.1:{}", free_port());
+    let run = w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--scheduler",
+        &url,
+    ]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach the scheduler at {url}")),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("stage started stage=ods"), "{run}");
+    let status = w.tauc_job(&["status", "--scheduler", &url], false);
+    assert_eq!(status.code, Some(2), "{status}");
+}

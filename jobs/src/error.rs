@@ -33,8 +33,8 @@ pub enum Error {
     Busy(String),
 
     /// A stop signal (Ctrl-C, SIGTERM) ended the run: its Ballista job was
-    /// cancelled and nothing was committed.
-    #[error("stopped by {}: the running Ballista job was cancelled and nothing of the run was committed; run the same command again to do the work", .0.name())]
+    /// cancelled and the stage it belonged to committed nothing.
+    #[error("stopped by {}: the running Ballista job was cancelled and none of its partitions was committed (those committed before it are complete); run the same command again to finish the work", .0.name())]
     Interrupted(crate::engine::submitted::Signal),
 
     /// A server this process runs (`tauc-job serve`) failed.

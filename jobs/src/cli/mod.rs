@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, FileConfig};
 use crate::derive::regions::Regions;
+use crate::engine::remote::SchedulerClient;
 use crate::engine::scratch::{Resources, parse_size};
 use crate::engine::session::Engine;
+use crate::engine::submitted;
 use crate::error::{Error, Result};
 use crate::jobs::layering::{self, LayeringArgs, LayeringReport};
 use crate::jobs::progress::Progress;
@@ -21,6 +23,7 @@ use crate::store::{Location, S3Options};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
 
+pub mod cluster_jobs;
 pub mod report;
 pub mod serve;
 pub mod sql;
@@ -68,6 +71,10 @@ pub enum Command {
     /// Edit the users file of `serve`.
     #[command(subcommand)]
     Users(serve::UsersCmd),
+    /// Show the jobs of a running scheduler (stages and tasks done).
+    Status(cluster_jobs::StatusCmd),
+    /// Cancel a job running on a scheduler.
+    Cancel(cluster_jobs::CancelCmd),
 }
 
 /// The registered jobs.
@@ -487,6 +494,8 @@ pub async fn run(cli: Cli) -> Result<String> {
             config::check_env()?;
             serve::users(&u)
         }
+        Command::Status(c) => cluster_jobs::status(cli.config.as_ref(), &c).await,
+        Command::Cancel(c) => cluster_jobs::cancel(cli.config.as_ref(), &c).await,
         Command::Tables(t) => {
             let r = resolve(cli.config.as_ref(), &t.store, &Resources::default())?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
@@ -503,6 +512,12 @@ async fn connect(
 ) -> Result<datafusion::prelude::SessionContext> {
     let parallelism =
         parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    // an unreachable scheduler is a configuration error, found before any work
+    let client = match scheduler {
+        Some(url) => Some(SchedulerClient::connect(url).await?),
+        None => None,
+    };
+    submitted::set_scheduler(client);
     engine
         .connect(scheduler, parallelism)
         .await
@@ -514,6 +529,8 @@ async fn connect(
 
 async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> {
     let r = resolve(config_path, &s.store, &s.engine.resources())?;
+    // Ctrl-C / SIGTERM cancel the running Ballista job; nothing more commits
+    submitted::install();
     let to = s.to.unwrap_or(s.date);
     if to < s.date {
         return Err(Error::config(format!(
@@ -587,6 +604,7 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
     };
     let ctx = connect(&r.engine, scheduler.as_deref(), s.parallelism).await?;
     let mut progress = Progress::auto();
+    submitted::set_display(progress.bar());
     let mut out = String::new();
     if s.job != JobName::Reports {
         let report = layering::run(&ctx, &r.engine, &layering_args, &zones, &mut progress).await;
@@ -596,6 +614,7 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
     }
     if s.job != JobName::Layering {
         let mut progress = Progress::auto();
+        submitted::set_display(progress.bar());
         let report = reports::run(
             &ctx,
             &r.engine,

@@ -8,6 +8,7 @@
 //! Signals are a process's, so the state here is too: which scheduler the
 //! process talks to, where progress goes, and whether a stop was asked.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -130,12 +131,17 @@ pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     config.options_mut().set("ballista.job.name", name)?;
     let task_ctx = Arc::new(TaskContext::from(&state).with_session_config(config));
     let plan = state.create_physical_plan(&plan).await?;
-    let watcher = tokio::spawn(watch_job(plan.clone(), name.to_string()));
+    let shown = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_job(plan.clone(), name.to_string(), shown.clone()));
     let result = tokio::select! {
         r = datafusion::physical_plan::collect(plan.clone(), task_ctx) => r.map_err(Error::from),
         s = stopped() => Err(Error::Interrupted(s)),
     };
     watcher.abort();
+    // a job quicker than the watcher's first look is announced all the same
+    if let Some(id) = job_id(&plan) {
+        announce(&id, name, &shown);
+    }
     if let (Err(Error::Interrupted(_)), Some(id)) = (&result, job_id(&plan)) {
         cancel(&id).await;
     }
@@ -163,17 +169,40 @@ async fn cancel(job_id: &str) {
     }
 }
 
-/// Logs the job id once the scheduler has accepted the job, then shows
-/// its progress until aborted.
-async fn watch_job(plan: Arc<dyn ExecutionPlan>, name: String) {
+/// Says which job `id` is, once: on stderr for a cluster's job (whatever
+/// the log level: the id is what `status` and `cancel` take), in the log
+/// for an in-process one. `shown` makes the second call a no-op.
+fn announce(id: &str, name: &str, shown: &AtomicBool) -> Option<SchedulerClient> {
+    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if shown.swap(true, Ordering::SeqCst) {
+        return client;
+    }
+    let Some(c) = &client else {
+        tracing::info!(job_id = %id, job_name = %name, "in-process Ballista job submitted");
+        return None;
+    };
+    let url = c.url();
+    let line = format!(
+        "submitted Ballista job {id} ({name}) to {url}: `tauc-job status {id} --scheduler {url}` \
+         shows it, Ctrl-C cancels it"
+    );
+    match DISPLAY.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    }
+    client
+}
+
+/// Announces the job once the scheduler has accepted it, then shows its
+/// progress until aborted.
+async fn watch_job(plan: Arc<dyn ExecutionPlan>, name: String, shown: Arc<AtomicBool>) {
     let id = loop {
         if let Some(id) = job_id(&plan) {
             break id;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    tracing::info!(job_id = %id, job_name = %name, "Ballista job submitted");
-    let Some(client) = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+    let Some(client) = announce(&id, &name, &shown) else {
         return;
     };
     let mut last_log = Instant::now();

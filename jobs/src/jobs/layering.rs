@@ -41,6 +41,7 @@ use object_store::ObjectStore;
 
 use crate::derive::regions::Regions;
 use crate::engine::session::Engine;
+use crate::engine::submitted;
 use crate::error::{Error, Result};
 use crate::ingest::raw_scan::{
     Folder, KIND_REJECTED, KIND_VALID, RangeStats, RawEventsTable, RawSource, STAT_COLUMNS,
@@ -321,18 +322,15 @@ async fn stages(
     Ok(())
 }
 
-/// Runs `df` through the warehouse writer and gathers what it reports.
-pub async fn write(df: DataFrame, spec: WriteSpec) -> Result<WriteOutcome> {
+/// Runs `df` through the warehouse writer as the Ballista job `name` and
+/// gathers what it reports.
+pub async fn write(df: DataFrame, spec: WriteSpec, name: &str) -> Result<WriteOutcome> {
     let (state, plan) = df.into_parts();
     let node = WriteNode::new(plan, spec)?;
     let plan = LogicalPlan::Extension(Extension {
         node: Arc::new(node),
     });
-    let batches: Vec<RecordBatch> = DataFrame::new(state, plan)
-        .execute_stream()
-        .await?
-        .try_collect()
-        .await?;
+    let batches = submitted::collect(DataFrame::new(state, plan), name).await?;
     WriteOutcome::from_batches(&batches)
 }
 
@@ -391,7 +389,7 @@ async fn load_ods(
         value_counts: vec!["reason".into()],
         limits: args.file_limits,
     };
-    let outcome = write(df, spec).await?;
+    let outcome = write(df, spec, "tauc layering: ods").await?;
     let mut summaries = BTreeMap::new();
     for p in &partitions {
         let s = ods_summary(&outcome, p)?;
@@ -399,6 +397,8 @@ async fn load_ods(
         summaries.insert(p.clone(), s);
     }
     only_into(&outcome, &summaries, "the scan")?;
+    // a stop asked while the job ran: nothing of this stage commits
+    crate::engine::submitted::check()?;
     progress.stage("ods: committing");
     let finished_at = Utc::now().timestamp_millis();
     for (p, summary) in &summaries {
@@ -833,7 +833,7 @@ async fn build_dwd(
             value_counts: vec![],
             limits: args.file_limits,
         };
-        let result = write(ctx.sql(&sql).await?, spec).await;
+        let result = write(ctx.sql(&sql).await?, spec, "tauc layering: dwd").await;
         ctx.deregister_table("ods_src")?;
         ctx.deregister_table("dim_user_raw")?;
         outcome = result?;
@@ -863,6 +863,8 @@ async fn build_dwd(
         summaries.insert(p.clone(), s);
     }
     only_into(&outcome, &summaries, "the DWD query")?;
+    // a stop asked while the job ran: nothing of this stage commits
+    crate::engine::submitted::check()?;
     progress.stage("dwd: committing");
     for (p, s) in &summaries {
         commit_written(

@@ -23,7 +23,7 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg} {prefix}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -31,6 +31,12 @@ impl Progress {
         } else {
             Progress::with(None, true)
         }
+    }
+
+    /// The terminal's spinner, if any (a cluster job's progress from the
+    /// scheduler is drawn on it too).
+    pub fn bar(&self) -> Option<ProgressBar> {
+        self.bar.clone()
     }
 
     /// Shows nothing (library callers, tests).
