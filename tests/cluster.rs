@@ -159,23 +159,6 @@ async fn daily_on_cluster_matches_in_process() {
     drop(cluster);
 }
 
-/// One day of sample data for aps1: `events` clean events in ~50-line files.
-fn sample_day(w: &World, events: &str) {
-    w.tauc_job(
-        &[
-            "sample",
-            "--date",
-            "2024-06-18",
-            "--events-per-day",
-            events,
-            "--regions",
-            "aps1",
-        ],
-        true,
-    )
-    .ok();
-}
-
 /// The Ballista job ids a cluster run printed, in order.
 fn job_ids(stderr: &str) -> Vec<String> {
     stderr
@@ -188,7 +171,7 @@ fn job_ids(stderr: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let w = World::new("status");
-    sample_day(&w, "1000");
+    w.sample_day("1000");
     let cluster = Cluster::start(&w, 2);
     let sched = ["--scheduler", cluster.url.as_str()];
     let run = w.submit(&[
@@ -240,7 +223,7 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigterm_cancels_the_cluster_job_and_commits_nothing() {
     let w = World::new("cancel");
-    sample_day(&w, "20000");
+    w.sample_day("20000");
     let cluster = Cluster::start(&w, 2);
     let err_path = w.dir.path().join("submit.err");
     // the stop comes while the DWD job (the second) of 20 000 events runs;
@@ -328,7 +311,7 @@ async fn a_sigterm_cancels_the_cluster_job_and_commits_nothing() {
 #[test]
 fn an_unreachable_scheduler_is_a_configuration_error_before_any_work() {
     let w = World::new("unreachable");
-    sample_day(&w, "1000");
+    w.sample_day("1000");
     let url = format!("df://127.0.0.1:{}", free_port());
     let run = w.submit(&[
         "--date",

@@ -273,6 +273,24 @@ impl World {
         run(cmd, self.dir.path())
     }
 
+    /// `tauc-job sample` of 2024-06-18 for aps1: `events` clean events in
+    /// ~50-line files, plus the DIM tables.
+    pub fn sample_day(&self, events: &str) {
+        self.tauc_job(
+            &[
+                "sample",
+                "--date",
+                "2024-06-18",
+                "--events-per-day",
+                events,
+                "--regions",
+                "aps1",
+            ],
+            true,
+        )
+        .ok();
+    }
+
     /// Runs `tauc-job submit layering` with `args` and the store flags.
     pub fn submit(&self, args: &[&str]) -> Run {
         let mut all = vec!["submit", "layering"];

@@ -20,22 +20,6 @@ fn assert_refused(r: &Run, needle: &str) {
     assert!(!r.stderr.contains("panicked"), "{r}");
 }
 
-fn sample(w: &World, events: &str) {
-    w.tauc_job(
-        &[
-            "sample",
-            "--date",
-            "2024-06-18",
-            "--events-per-day",
-            events,
-            "--regions",
-            "aps1",
-        ],
-        true,
-    )
-    .ok();
-}
-
 /// The daily job (layering, then reports) for aps1 on 2024-06-18.
 fn daily(w: &World) {
     let args = [
@@ -52,7 +36,7 @@ fn daily(w: &World) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_refuses_writes_unless_allowed() {
     let w = World::new("readonly");
-    sample(&w, "300");
+    w.sample_day("300");
     w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
     let dir = "wh/ods/ods_fe_event_di/dt=2024-06-18/region=aps1/";
     let file = w
@@ -161,7 +145,7 @@ async fn page_totals(w: &World) -> BTreeMap<String, (i64, i64)> {
 async fn flight_sql_serves_the_warehouse_to_real_clients() {
     let w = World::new("serve");
     let _logs = crate::chain::LogsOnFailure(w.dir.path().to_path_buf());
-    sample(&w, "1500");
+    w.sample_day("1500");
     daily(&w);
     let password = "correct horse battery";
     let users = add_user(&w, "alice", password);
@@ -312,7 +296,7 @@ fn top(mut v: Vec<f64>, n: usize) -> Vec<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_report_page_shows_every_table_in_a_real_browser() {
     let w = World::new("report");
-    sample(&w, "3000");
+    w.sample_day("3000");
     daily(&w);
     let html = w.dir.path().join("report.html");
     let html_s = html.to_str().unwrap();
@@ -445,7 +429,7 @@ async fn flight_sql_over_tls_with_cancellation_and_a_deadline() {
     use prost::Message;
 
     let w = World::new("serve-tls");
-    sample(&w, "300");
+    w.sample_day("300");
     w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
     let password = "a long enough secret";
     let users = add_user(&w, "alice", password);

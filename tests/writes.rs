@@ -343,19 +343,7 @@ fn spilled_bytes(stdout: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_day_over_the_memory_limit_spills_to_disk_and_gives_the_same_rows() {
     let w = World::new("spill-day");
-    w.tauc_job(
-        &[
-            "sample",
-            "--date",
-            "2024-06-18",
-            "--events-per-day",
-            "20000",
-            "--regions",
-            "aps1",
-        ],
-        true,
-    )
-    .ok();
+    w.sample_day("20000");
     let roomy = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_eq!(spilled_bytes(roomy.ok()), 0, "{roomy}");
     let reference = snapshot(&w).await;
