@@ -4,7 +4,8 @@
 //! on a plain DataFusion context with the engine's runtime: what the ODS
 //! stage costs before the Parquet writer. Then the listing cost: the same
 //! scan over a folder of 10 000 one-line files (and 200 000 with
-//! `BENCH_LARGE=1`), where the per-object work dominates.
+//! `BENCH_LARGE=1`), where the per-object work dominates, and the planning
+//! of that scan alone (what the scheduler does before any task runs).
 
 use std::sync::Arc;
 
@@ -17,8 +18,8 @@ use tauc_jobs::engine::session::{Engine, session_config};
 use tauc_jobs::ingest::raw_scan::{Folder, RawEventsTable, RawSource};
 use tauc_jobs::store::{Location, S3Options};
 
-/// Rows the scan produced (valid + rejected lines, plus stats rows).
-async fn scan(engine: &Engine, folder: Location) -> usize {
+/// The count over the raw scan of one folder, as the ODS stage plans it.
+fn scan_frame(engine: &Engine, folder: Location) -> datafusion::prelude::DataFrame {
     let ctx = datafusion_ctx(engine);
     let table = RawEventsTable {
         source: RawSource {
@@ -32,13 +33,27 @@ async fn scan(engine: &Engine, folder: Location) -> usize {
             lateness_days: 2,
         },
     };
-    let df = ctx
-        .read_table(Arc::new(table))
+    ctx.read_table(Arc::new(table))
         .expect("raw table")
         .aggregate(vec![], vec![count_all()])
-        .expect("count");
-    let batches = df.collect().await.expect("scan");
+        .expect("count")
+}
+
+/// Rows the scan produced (valid + rejected lines, plus stats rows).
+async fn scan(engine: &Engine, folder: Location) -> usize {
+    let batches = scan_frame(engine, folder).collect().await.expect("scan");
     batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Plans the scan without running it: the folder's work items (its key
+/// ranges), not its objects, are what planning sees, so this should not
+/// grow with the number of files.
+async fn plan(engine: &Engine, folder: Location) -> usize {
+    let plan = scan_frame(engine, folder)
+        .create_physical_plan()
+        .await
+        .expect("plan");
+    plan.properties().output_partitioning().partition_count()
 }
 
 fn datafusion_ctx(engine: &Engine) -> SessionContext {
@@ -98,6 +113,9 @@ fn bench_listing(c: &mut Criterion) {
         let sample = SampleDir::new(&rt, "aps1", 1, n, 1).expect("sample data");
         let folder = Location::parse(&folder_of(&sample.raw())).expect("folder");
         g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("plan_{n}"), |b| {
+            b.iter(|| rt.block_on(plan(&local, folder.clone())))
+        });
         g.bench_function(format!("files_{n}"), |b| {
             b.iter(|| rt.block_on(scan(&local, folder.clone())))
         });
