@@ -35,7 +35,7 @@ pub enum Error {
     /// A stop signal (Ctrl-C, SIGTERM) ended the run: its Ballista job was
     /// cancelled and the stage it belonged to committed nothing.
     #[error("stopped by {}: the running Ballista job was cancelled and none of its partitions was committed (those committed before it are complete); run the same command again to finish the work", .0.name())]
-    Interrupted(crate::engine::submitted::Signal),
+    Interrupted(Signal),
 
     /// A server this process runs (`tauc-job serve`) failed.
     #[error("{0}")]
@@ -103,6 +103,33 @@ impl From<Error> for DataFusionError {
         match e {
             Error::DataFusion(e) => e,
             other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+/// The stop signals a run answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C): exit 130.
+    Interrupt,
+    /// SIGTERM: exit 143.
+    Terminate,
+}
+
+impl Signal {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The shell's exit code for a process ended by it: 128 + its number.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => 130,
+            Signal::Terminate => 143,
         }
     }
 }

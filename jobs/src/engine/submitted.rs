@@ -21,34 +21,7 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 use tokio::sync::watch;
 
 use crate::engine::remote::SchedulerClient;
-use crate::error::{Error, Result};
-
-/// The stop signals a run answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGINT (Ctrl-C): exit 130.
-    Interrupt,
-    /// SIGTERM: exit 143.
-    Terminate,
-}
-
-impl Signal {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Interrupt => "SIGINT",
-            Signal::Terminate => "SIGTERM",
-        }
-    }
-
-    /// The shell's exit code for a process ended by it: 128 + its number.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Signal::Interrupt => 130,
-            Signal::Terminate => 143,
-        }
-    }
-}
+use crate::error::{Error, Result, Signal};
 
 static STOP: LazyLock<watch::Sender<Option<Signal>>> = LazyLock::new(|| watch::channel(None).0);
 static SCHEDULER: Mutex<Option<SchedulerClient>> = Mutex::new(None);
