@@ -107,8 +107,11 @@ impl Shipper {
                     .build()
                     .map_err(|e| Error::Task(format!("cannot start the shipper's runtime: {e}")));
                 let started = runtime.and_then(|rt| {
-                    let shipper =
-                        rt.block_on(async { Shipper::new(spool, kafka, topic, metrics) })?;
+                    // made inside the runtime, as it was on the main one
+                    let shipper = {
+                        let _inside = rt.enter();
+                        Shipper::new(spool, kafka, topic, metrics)?
+                    };
                     Ok((rt, shipper))
                 });
                 match started {

@@ -633,13 +633,15 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
     Ok(out)
 }
 
-/// What the in-process tasks spilled under `--memory-limit` (a cluster's
-/// executors log their own).
+/// What the in-process tasks spilled: sorts, aggregates and joins whose
+/// share of `--memory-limit` was full, and shuffle writers past their
+/// buffer (Ballista's sort shuffle spills at 256 MiB a task whatever the
+/// pool). Only in-process: a cluster's tasks run in the executors.
 fn spill_line(s: crate::engine::spill::Spilled) -> String {
     if s.files == 0 {
-        "spilled: nothing (every task fit in --memory-limit)\n".to_string()
+        "spilled: nothing\n".to_string()
     } else {
-        format!("spilled: {s} (tasks over --memory-limit went to disk)\n")
+        format!("spilled: {s}\n")
     }
 }
 

@@ -398,7 +398,7 @@ async fn load_ods(
     }
     only_into(&outcome, &summaries, "the scan")?;
     // a stop asked while the job ran: nothing of this stage commits
-    crate::engine::submitted::check()?;
+    submitted::check()?;
     progress.stage("ods: committing");
     let finished_at = Utc::now().timestamp_millis();
     for (p, summary) in &summaries {
@@ -648,8 +648,12 @@ fn dwd_sql(
         .map(|c| format!("get_field(w, '{c}') AS {c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    // Each ODS row is read once: its event time and local date first, then
-    // how many rows of the read set share its event id. A row alone with
+    // Each ODS row gets its event time and local date, then the count of
+    // rows of the read set that share its event id. (The plan scans ODS
+    // twice in full — once for the rows alone with their id, once for the
+    // rest — and twice for the ids alone: DataFusion does not share a
+    // subquery between its uses, and a Parquet scan costs less than
+    // holding a day of rows to share it.) A row alone with
     // its id (nearly all) is its own kept row, on its own local date, when
     // its collection date lies in that date's window. Only rows with copies
     // go through the per-target-date dedupe of layers.md, whose window —
@@ -864,7 +868,7 @@ async fn build_dwd(
     }
     only_into(&outcome, &summaries, "the DWD query")?;
     // a stop asked while the job ran: nothing of this stage commits
-    crate::engine::submitted::check()?;
+    submitted::check()?;
     progress.stage("dwd: committing");
     for (p, s) in &summaries {
         commit_written(
