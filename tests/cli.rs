@@ -1,6 +1,8 @@
 //! Bad flags and configuration: exit 2 (usage/config) or 1 (job failed),
 //! with a message that names the problem, never a panic.
 
+use tauc_jobs::warehouse::tables::Table;
+
 use crate::harness::*;
 
 fn assert_fails(r: &Run, code: i32, needle: &str) {
@@ -123,6 +125,68 @@ async fn missing_dim_user_names_the_table() {
         2,
         "has no column 'user_id' (expected user_id,gender,birth_date)",
     );
+}
+
+/// `dim_user` is checked before any work: a short row stops the run (exit
+/// 2, file and line) with nothing committed; a gender or birth date outside
+/// the spec's forms is counted as `unknown` with a warning naming it, or
+/// stops the run under `--strict-dims`.
+#[tokio::test(flavor = "multi_thread")]
+async fn dim_user_rows_are_checked_before_any_work() {
+    let w = World::new("dimcheck");
+    w.put("raw/uat/aps1/2024/06/18/messages-1718668800000.txt",
+        r#"{"event_id":"a","event_type":"page_enter","client_ts":1718668800000,"collector_ts":1718668800000,"device_id":"d","user_id":"u2"}"#).await;
+    let args = ["--date", "2024-06-18", "--region", "aps1"];
+    w.put(
+        "wh/dim/dim_user/u.csv",
+        "user_id,gender,birth_date\nu1,M,1990-01-01\nu2,F\n",
+    )
+    .await;
+    let r = w.submit(&args);
+    assert_fails(
+        &r,
+        2,
+        "dim/dim_user/u.csv:3: 2 field(s) where the header has 3",
+    );
+    assert!(
+        w.keys("wh/ods").await.is_empty(),
+        "work started before the check"
+    );
+
+    w.put(
+        "wh/dim/dim_user/u.csv",
+        "user_id,gender,birth_date\nu1,M,1990-01-01\nu2,X,1990-02-30\nu3,,\n",
+    )
+    .await;
+    let strict: Vec<&str> = args.iter().copied().chain(["--strict-dims"]).collect();
+    let r = w.submit(&strict);
+    assert_fails(
+        &r,
+        2,
+        "1 row(s) with a gender outside M|F|other|empty (first: ",
+    );
+    assert!(r.stderr.contains("u.csv:3 'X'"), "{r}");
+    assert!(r.stderr.contains("u.csv:3 '1990-02-30'"), "{r}");
+    assert!(
+        w.keys("wh/ods").await.is_empty(),
+        "work started before the check"
+    );
+
+    let r = w.submit(&args);
+    r.ok();
+    assert!(
+        r.stderr.contains("u.csv:3 'X'") && r.stderr.contains("counted as unknown"),
+        "{r}"
+    );
+    assert!(
+        r.stdout
+            .contains("dim_user: rows=3 bad_gender=1 bad_birth_date=1"),
+        "{r}"
+    );
+    // as analyses.md maps them: the event of u2 has gender and age unknown
+    let d = w.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
+    assert_eq!(strs(&d, "gender"), vec![Some("unknown".into())]);
+    assert_eq!(strs(&d, "age_band"), vec![Some("unknown".into())]);
 }
 
 /// The SQL surface's flags and formats, and the reports' own inputs.

@@ -127,6 +127,28 @@ impl Drop for Proc {
     }
 }
 
+/// `s3s-fs` on 127.0.0.1:`port` over `{dir}/s3`, logging to
+/// `{dir}/s3s-fs.log` (appended: a restart keeps the first run's lines).
+fn s3_server(dir: &Path, port: u16) -> Proc {
+    let mut cmd = Command::new(s3s_bin());
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(dir.join("s3"));
+    let log = dir.join("s3s-fs.log");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
+    let err = out.try_clone().expect("log file");
+    cmd.stdout(out).stderr(err).stdin(Stdio::null());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    wait_for_port(port, "s3s-fs", &log);
+    Proc { child }
+}
+
 /// One test's world: a temp dir, an S3 server with a fresh bucket, and an
 /// engine to reach it.
 pub struct World {
@@ -138,7 +160,7 @@ pub struct World {
     pub bucket: String,
     /// Engine (object stores) pointed at the server.
     pub engine: Engine,
-    _server: Proc,
+    server: Proc,
 }
 
 impl World {
@@ -148,13 +170,7 @@ impl World {
         let root = dir.path().join("s3");
         std::fs::create_dir_all(root.join(bucket)).expect("bucket dir");
         let port = free_port();
-        let mut cmd = Command::new(s3s_bin());
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&root);
-        let log = dir.path().join("s3s-fs.log");
-        let server = Proc::spawn(cmd, log.clone());
-        wait_for_port(port, "s3s-fs", &log);
+        let server = s3_server(dir.path(), port);
         let endpoint = format!("http://127.0.0.1:{port}");
         // SAFETY of the env: object_store reads AWS_* from the environment;
         // every test uses the same credentials, so setting them is idempotent.
@@ -175,8 +191,21 @@ impl World {
             endpoint,
             bucket: bucket.to_string(),
             engine,
-            _server: server,
+            server,
         }
+    }
+
+    /// Stops the S3 server (SIGKILL): every request fails until
+    /// [`World::start_s3`].
+    pub fn stop_s3(&mut self) {
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+    }
+
+    /// Starts the S3 server again on the same port and data.
+    pub fn start_s3(&mut self) {
+        let port: u16 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        self.server = s3_server(self.dir.path(), port);
     }
 
     /// `s3://bucket/raw`.
@@ -423,6 +452,13 @@ impl Cluster {
     /// SIGKILLs executor `i` (no drain, no clean-up).
     pub fn kill_executor(&mut self, i: usize) {
         let p = &mut self._procs[1 + i];
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
+    /// SIGKILLs the scheduler.
+    pub fn kill_scheduler(&mut self) {
+        let p = &mut self._procs[0];
         let _ = p.child.kill();
         let _ = p.child.wait();
     }

@@ -499,3 +499,58 @@ async fn day_folder_with_more_than_1000_objects() {
     assert_eq!(i64s(&s, "files"), vec![Some(n)]);
     assert_eq!(i64s(&s, "lines"), vec![Some(n)]);
 }
+
+/// A local raw root is read without following symbolic links: a
+/// `messages-x.txt` link to a file outside the root is counted with the
+/// ignored files and named in a warning, and nothing of its target
+/// reaches a table (issue: it landed in the quarantine's `raw_line`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_raw_root_does_not_follow_symbolic_links() {
+    let w = World::new("symlinks");
+    let raw = w.dir.path().join("raw");
+    let day = raw.join("uat/aps1/2024/06/18");
+    std::fs::create_dir_all(&day).unwrap();
+    let events = [("s1", C0 + H), ("s2", C0 + 2 * H)].map(|(id, t)| {
+        json!({"event_id": id, "event_type": "page_enter", "client_ts": t, "collector_ts": t, "device_id": "d"})
+            .to_string()
+    });
+    std::fs::write(day.join("messages-1718668800000.txt"), events.join("\n")).unwrap();
+    let outside = w.dir.path().join("passwd");
+    std::fs::write(&outside, "root:x:0:0:tauc-secret-line\n").unwrap();
+    let link = day.join("messages-1718690400000.txt");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    w.put("wh/dim/dim_user/u.csv", "user_id,gender,birth_date\n")
+        .await;
+    let raw_root = raw.to_str().unwrap().to_string();
+    let wh = w.warehouse();
+    let run = w.tauc_job(
+        &[
+            "submit",
+            "layering",
+            "--date",
+            "2024-06-18",
+            "--region",
+            "aps1",
+            "--raw-root",
+            &raw_root,
+            "--warehouse",
+            &wh,
+            "--s3-endpoint",
+            &w.endpoint,
+            "--s3-allow-http",
+        ],
+        false,
+    );
+    run.ok();
+    assert!(
+        run.stderr.contains("symbolic link") && run.stderr.contains(link.to_str().unwrap()),
+        "no warning names the link:\n{run}"
+    );
+    let s = w.rows(Table::OdsLoadStats, "2024-06-18", "aps1").await;
+    assert_eq!(i64s(&s, "files"), vec![Some(1)]);
+    assert_eq!(i64s(&s, "files_ignored"), vec![Some(1)]);
+    assert_eq!(i64s(&s, "lines"), vec![Some(2)]);
+    assert_eq!(i64s(&s, "valid_rows"), vec![Some(2)]);
+    let q = w.rows(Table::OdsQuarantine, "2024-06-18", "aps1").await;
+    assert_eq!(q.num_rows(), 0, "{:?}", strs(&q, "raw_line"));
+}

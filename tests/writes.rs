@@ -20,6 +20,11 @@ const DATES: [&str; 5] = [
 ];
 
 fn sample(w: &World) {
+    sample_n(w, "1500");
+}
+
+/// Two collection days of aps1 (06-18, 06-19), `events` a day.
+fn sample_n(w: &World, events: &str) {
     w.tauc_job(
         &[
             "sample",
@@ -28,13 +33,84 @@ fn sample(w: &World) {
             "--days",
             "2",
             "--events-per-day",
-            "1500",
+            events,
             "--regions",
             "aps1",
         ],
         true,
     )
     .ok();
+}
+
+/// The rows of an undisturbed in-process run of the [`sample_n`] data.
+async fn reference_rows(bucket: &str, events: &str) -> Vec<Option<Vec<String>>> {
+    let w = World::new(bucket);
+    sample_n(&w, events);
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    snapshot(&w).await
+}
+
+/// After a run stopped in its DWD stage: no DWD partition committed, the
+/// committed ones clean, no lease left.
+async fn assert_dwd_uncommitted(w: &World) {
+    for table in [Table::DwdTrkEvent, Table::DwdCorsError] {
+        for dt in DATES {
+            assert!(
+                w.read(table, dt, "aps1").await.is_none(),
+                "{table:?} {dt} committed"
+            );
+        }
+    }
+    assert_clean(w).await;
+    assert_eq!(w.keys("wh/_leases").await, Vec::<String>::new());
+}
+
+/// Starts a fresh scheduler and two executors and runs the layering of
+/// 06-18 on them (the restart after a fault).
+fn rerun_on_a_new_cluster(w: &World) -> Cluster {
+    let cluster = Cluster::start(w, 2);
+    let url = cluster.url.clone();
+    w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--scheduler",
+        &url,
+    ])
+    .ok();
+    cluster
+}
+
+/// Waits until `name`'s stderr announces its `n`th Ballista job (1: the
+/// ODS job, 2: the DWD job) and returns its id.
+fn wait_for_job(w: &World, name: &str, child: &mut std::process::Child, n: usize) -> String {
+    let path = w.dir.path().join(format!("{name}.err"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let err = std::fs::read_to_string(&path).unwrap_or_default();
+        let ids: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.split("submitted Ballista job ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        if let Some(id) = ids.get(n - 1) {
+            return id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no job {n} announced: {err}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name} ended early: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asks the scheduler whether job `id` still runs.
+fn running(w: &World, cluster: &Cluster, id: &str) -> bool {
+    let s = w.tauc_job(&["status", id, "--scheduler", &cluster.url], false);
+    let out = s.ok();
+    out.contains("running") || out.contains("queued")
 }
 
 /// Every layering partition of aps1, rendered (`None` when not committed).
@@ -160,7 +236,18 @@ fn spawn_layering(
     extra: &[&str],
     delay_ms: Option<u64>,
 ) -> std::process::Child {
+    spawn_layering_env(w, name, extra, delay_ms, &[])
+}
+
+fn spawn_layering_env(
+    w: &World,
+    name: &str,
+    extra: &[&str],
+    delay_ms: Option<u64>,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let mut cmd = Command::new(bin("tauc-job"));
+    cmd.envs(env.iter().copied());
     cmd.args([
         "submit",
         "layering",
@@ -190,7 +277,15 @@ fn wait_ok(w: &World, name: &str, mut child: std::process::Child) -> String {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{name} hung");
+            let err = std::fs::read_to_string(w.dir.path().join(format!("{name}.err")))
+                .unwrap_or_default();
+            let log =
+                std::fs::read_to_string(w.dir.path().join("scheduler.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{name} hung:\n{err}\nscheduler log, last lines first:\n{}",
+                tail.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -357,6 +452,191 @@ async fn a_day_over_the_memory_limit_spills_to_disk_and_gives_the_same_rows() {
         "16M",
     ]);
     assert!(spilled_bytes(tight.ok()) > 0, "nothing spilled: {tight}");
+    assert_eq!(snapshot(&w).await, reference);
+    assert_clean(&w).await;
+}
+
+/// An executor SIGKILLed while the DWD job runs, with shuffle output the
+/// job still needs. Ballista 55 rolls the lost stages back; sometimes it
+/// runs them again on the other executor and the job completes, sometimes
+/// it then runs nothing more — `tauc-job` takes the job for stalled,
+/// cancels it and exits 1 saying so, with nothing of the stage committed
+/// and its leases released (never a hang), and after the cluster is
+/// restarted the same command completes. Either way the rows are those of
+/// a fault-free run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_killed_during_the_dwd_job_never_hangs_or_changes_rows() {
+    let reference = reference_rows("kill-dwd-local", "20000").await;
+
+    let w = World::new("kill-dwd-remote");
+    sample_n(&w, "20000");
+    let mut cluster = Cluster::start_with(
+        &w,
+        2,
+        &["--executor-timeout-secs", "8"],
+        &["--heartbeat-secs", "2"],
+    );
+    let mut job = spawn_layering_env(
+        &w,
+        "job",
+        &["--scheduler", &cluster.url],
+        None,
+        &[("TAUC_STALL_SECS", "10")],
+    );
+    let id = wait_for_job(&w, "job", &mut job, 2);
+    assert!(
+        running(&w, &cluster, &id),
+        "the DWD job {id} ended before the kill"
+    );
+    cluster.kill_executor(0);
+    let status = wait_exit(job, Duration::from_secs(180));
+    let err = std::fs::read_to_string(w.dir.path().join("job.err")).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    let log = std::fs::read_to_string(w.dir.path().join("scheduler.log")).unwrap();
+    assert!(
+        log.contains("Removing executor"),
+        "the scheduler never noticed:\n{log}"
+    );
+    match status.code() {
+        // Ballista ran the lost work again on executor 1
+        Some(0) => {}
+        Some(1) => {
+            assert!(
+                err.contains(&format!(
+                    "Ballista job {id} stalled after losing an executor"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("run the same command again"), "{err}");
+            assert_dwd_uncommitted(&w).await;
+            drop(cluster);
+            cluster = rerun_on_a_new_cluster(&w);
+        }
+        other => panic!("exit {other:?}: {err}"),
+    }
+    assert_eq!(snapshot(&w).await, reference);
+    assert_clean(&w).await;
+    drop(cluster);
+}
+
+/// Waits for `child` to exit; panics (killing it) after `limit`.
+fn wait_exit(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tauc-job hung");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The scheduler SIGKILLed while the DWD job runs: `tauc-job` exits 1
+/// saying what happened and how to resume, commits nothing of the stage and
+/// releases its leases; after a restart the same command gives the rows of
+/// a fault-free run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_scheduler_fails_the_run_cleanly_and_a_rerun_completes_it() {
+    let reference = reference_rows("kill-sched-local", "20000").await;
+
+    let w = World::new("kill-sched-remote");
+    sample_n(&w, "20000");
+    let mut cluster = Cluster::start(&w, 2);
+    let mut job = spawn_layering(&w, "job", &["--scheduler", &cluster.url], None);
+    let id = wait_for_job(&w, "job", &mut job, 2);
+    assert!(
+        running(&w, &cluster, &id),
+        "the DWD job {id} ended before the kill"
+    );
+    cluster.kill_scheduler();
+    let status = wait_exit(job, Duration::from_secs(120));
+    let err = std::fs::read_to_string(w.dir.path().join("job.err")).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "lost the scheduler at {} while Ballista job {id}",
+            cluster.url
+        )),
+        "{err}"
+    );
+    assert!(err.contains("run the same command again"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // the ODS stage before the kill is committed whole; no DWD partition is
+    assert_dwd_uncommitted(&w).await;
+    assert!(
+        w.read(Table::OdsEvent, "2024-06-18", "aps1")
+            .await
+            .is_some()
+    );
+    drop(cluster);
+
+    let cluster = rerun_on_a_new_cluster(&w);
+    assert_eq!(snapshot(&w).await, reference);
+    assert_clean(&w).await;
+    drop(cluster);
+}
+
+/// Waits until `name`'s stderr contains `needle`.
+fn wait_for_line(w: &World, name: &str, child: &mut std::process::Child, needle: &str) {
+    let path = w.dir.path().join(format!("{name}.err"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let err = std::fs::read_to_string(&path).unwrap_or_default();
+        if err.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no '{needle}' in: {err}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{name} ended early: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The S3 server down while the ODS manifests are written (each write held
+/// 1 s by the test hook, so the first one meets the outage): down for 4 s
+/// it is retried through (`TAUC_S3_RETRY_TIMEOUT_SECS`, 30 s by default)
+/// and the run commits the rows of an undisturbed run; down for longer than
+/// a 2 s retry budget, the run fails (exit 1) naming the store error, with
+/// nothing committed, and the same command afterwards completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_outage_is_retried_through_and_a_long_one_fails_cleanly() {
+    let reference = reference_rows("outage-ref", "1500").await;
+
+    let mut w = World::new("outage");
+    sample(&w);
+    let mut job = spawn_layering_env(&w, "short", &[], Some(1000), &[]);
+    wait_for_line(&w, "short", &mut job, "stage=ods: committing");
+    w.stop_s3();
+    std::thread::sleep(Duration::from_secs(4));
+    w.start_s3();
+    wait_ok(&w, "short", job);
+    assert_eq!(snapshot(&w).await, reference);
+    assert_clean(&w).await;
+
+    let mut w = World::new("outage-long");
+    sample(&w);
+    let mut job = spawn_layering_env(
+        &w,
+        "long",
+        &[],
+        Some(1000),
+        &[("TAUC_S3_RETRY_TIMEOUT_SECS", "2")],
+    );
+    wait_for_line(&w, "long", &mut job, "stage=ods: committing");
+    w.stop_s3();
+    let status = wait_exit(job, Duration::from_secs(60));
+    w.start_s3();
+    let err = std::fs::read_to_string(w.dir.path().join("long.err")).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("object store"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(snapshot(&w).await.iter().all(Option::is_none), "{err}");
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
     assert_eq!(snapshot(&w).await, reference);
     assert_clean(&w).await;
 }

@@ -20,8 +20,10 @@ struct Args {
     /// Scheduler port.
     #[arg(long, env = "TAUC_SCHEDULER_PORT", default_value_t = 50050)]
     scheduler_port: u16,
-    /// Host to bind.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address its Flight, gRPC and health ports listen on: this host only
+    /// by default; on a cluster the worker's private address (the
+    /// scheduler and the other executors fetch shuffle data from it).
+    #[arg(long, env = "TAUC_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
     /// Host name others use to reach this executor.
     #[arg(long)]

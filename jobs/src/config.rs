@@ -51,6 +51,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_FILE_MAX_MB",
     "TAUC_LEASE_WAIT_SECS",
     "TAUC_COMMIT_DELAY_MS",
+    "TAUC_STRICT_DIMS",
+    "TAUC_STALL_SECS",
+    "TAUC_BIND_HOST",
     // tauc-job serve
     "TAUC_SERVE_BIND",
     "TAUC_USERS_FILE",
@@ -95,6 +98,8 @@ pub struct FileConfig {
     pub regions: Option<Vec<String>>,
     /// Funnels file or URL for the reports.
     pub funnels: Option<String>,
+    /// `dim_user` values outside the spec's forms stop a run (exit 2).
+    pub strict_dims: Option<bool>,
     /// S3 client options.
     #[serde(default)]
     pub s3: S3Options,

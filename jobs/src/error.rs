@@ -57,6 +57,29 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 
+    /// A cluster job lost finished work with an executor and the scheduler
+    /// stopped running it (Ballista 55 rolled its stages back and left
+    /// them).
+    #[error(
+        "Ballista job {0} stalled after losing an executor (the scheduler rolled the lost stages back and ran nothing more) and was cancelled. Nothing of this stage was committed (partitions committed before it are complete). Restart tauc-scheduler and the executors, then run the same command again"
+    )]
+    Stalled(String),
+
+    /// The cluster's scheduler stopped answering while a job ran on it.
+    #[error(
+        "lost the scheduler at {url} while Ballista job {job_id} ({name}) ran: {cause}. Nothing of this stage was committed (partitions committed before it are complete). Restart tauc-scheduler (and the executors, if they stopped), then run the same command again"
+    )]
+    SchedulerLost {
+        /// `df://host:port`.
+        url: String,
+        /// The Ballista job that was running.
+        job_id: String,
+        /// Its name (`tauc layering: dwd`).
+        name: String,
+        /// What the client saw.
+        cause: String,
+    },
+
     /// A manifest or config could not be (de)serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -14,8 +14,9 @@ use tauc_jobs::store::S3Options;
 #[derive(Debug, Parser)]
 #[command(name = "tauc-scheduler", version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "TAUC_BIND", default_value = "0.0.0.0:50050")]
+    /// Address to listen on: this host only by default; on a cluster the
+    /// master's private address (executors and clients connect to it).
+    #[arg(long, env = "TAUC_BIND", default_value = "127.0.0.1:50050")]
     bind: SocketAddr,
     /// Host name executors and clients use to reach this scheduler.
     #[arg(long, default_value = "localhost")]

@@ -20,6 +20,7 @@ use crate::jobs::progress::Progress;
 use crate::jobs::reports::{self, ReportsArgs, ReportsInputs, ReportsReport};
 use crate::jobs::sample::{self, SampleArgs};
 use crate::store::{Location, S3Options};
+use crate::warehouse::dim_user::{self, DimUserCheck};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
 
@@ -224,6 +225,11 @@ pub struct SubmitArgs {
     /// before giving up (exit 1).
     #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
     pub lease_wait: u64,
+    /// Stop (exit 2) on a `dim_user` row whose gender or birth date is
+    /// outside the spec's forms, instead of counting it as `unknown` with a
+    /// warning.
+    #[arg(long, env = "TAUC_STRICT_DIMS")]
+    pub strict_dims: bool,
     /// Memory and scratch space.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -395,6 +401,25 @@ async fn preflight(engine: &Engine, loc: &Location, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks `dim_user` before any work: a short row is an error; values
+/// outside the spec's forms are warnings, or errors when `strict`.
+async fn check_dim_user(r: &Resolved, strict: bool) -> Result<DimUserCheck> {
+    let found = dim_user::check(&r.engine.registry, &r.warehouse).await?;
+    let problems = found.problems();
+    if strict && !problems.is_empty() {
+        return Err(Error::config(format!(
+            "{}; fix these rows, or run without --strict-dims to count them as unknown",
+            problems.join("; ")
+        )));
+    }
+    for p in problems {
+        tracing::warn!(
+            "{p}; counted as unknown, as analyses.md says (--strict-dims stops instead)"
+        );
+    }
+    Ok(found)
+}
+
 /// Runs a parsed command line; returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String> {
     match cli.command {
@@ -562,11 +587,16 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
     if s.job != JobName::Reports {
         preflight(&r.engine, &r.raw_root, "raw root").await?;
     }
-    // Region zones are checked before the engine starts.
+    // Region zones and dim_user are checked before the engine starts.
     let zones = layering::load_regions(&r.engine, &r.warehouse).await?;
     for region in &regions {
         zones.zone(region)?;
     }
+    let dims = if s.job == JobName::Reports {
+        None
+    } else {
+        Some(check_dim_user(&r, s.strict_dims || r.file.strict_dims.unwrap_or(false)).await?)
+    };
     let layering_args = LayeringArgs {
         dates: dates.clone(),
         regions: regions.clone(),
@@ -610,6 +640,9 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
         let report = layering::run(&ctx, &r.engine, &layering_args, &zones, &mut progress).await;
         progress.finish();
         out.push_str(&summary(&report?));
+        if let Some(dims) = dims.as_ref().filter(|d| !d.problems().is_empty()) {
+            out.push_str(&format!("{dims}\n"));
+        }
         reports_args.dates = layering_args.dwd_dates().into_iter().collect();
     }
     if s.job != JobName::Layering {

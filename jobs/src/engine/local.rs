@@ -43,6 +43,7 @@ use datafusion::execution::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
+use crate::engine::session::with_codecs;
 use crate::engine::spill::MeteredEngine;
 use crate::error::{Error, Result};
 
@@ -80,7 +81,13 @@ async fn start_scheduler(state: &SessionState) -> Result<String> {
     let config_producer: ConfigProducer = Arc::new(move || session_config.clone());
     let cluster = BallistaCluster::new_memory(
         endpoint.clone(),
-        Arc::new(move |_: SessionConfig| Ok(session.clone())),
+        // the job's own settings (a query's `prefer_hash_join`, say) over
+        // the engine's state, as a cluster scheduler builds its sessions
+        Arc::new(move |config: SessionConfig| {
+            let mut state = session.clone();
+            *state.config_mut() = with_codecs(config);
+            Ok(state)
+        }),
         config_producer,
     );
     let config = SchedulerConfig::default().with_scheduler_policy(TaskSchedulingPolicy::PushStaged);

@@ -39,7 +39,7 @@ pub fn host_port(url: &str) -> Result<&str> {
 
 /// An error's message with its causes (tonic's and hyper's top-level
 /// messages alone say only "transport error").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -91,6 +91,12 @@ impl SchedulerClient {
             http,
             grpc: SchedulerGrpcClient::new(channel),
         })
+    }
+
+    /// Does the scheduler answer its `/healthz` now?
+    pub async fn healthy(&self) -> bool {
+        let answer = self.http.get(format!("{}/healthz", self.base)).send().await;
+        answer.is_ok_and(|a| a.status().is_success())
     }
 
     /// The scheduler's URL, `df://host:port`.

@@ -20,7 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::protobuf::LogicalPlanNode;
 use tokio::sync::watch;
 
-use crate::engine::remote::SchedulerClient;
+use crate::engine::remote::{self, SchedulerClient};
 use crate::error::{Error, Result, Signal};
 
 static STOP: LazyLock<watch::Sender<Option<Signal>>> = LazyLock::new(|| watch::channel(None).0);
@@ -95,31 +95,112 @@ async fn stopped() -> Signal {
     }
 }
 
+/// How long a cluster job that lost finished tasks (an executor died with
+/// their shuffle output) may go without finishing another before it is
+/// taken for stalled: `TAUC_STALL_SECS`, default 120.
+fn stall_after() -> Duration {
+    let secs = std::env::var("TAUC_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
+}
+
 /// Runs `df` as one job named `name` and gathers its batches; a stop
-/// signal cancels the job on the scheduler.
+/// signal cancels the job on the scheduler, and so does a stall after an
+/// executor loss ([`Error::Stalled`]): Ballista 55 rolls the lost stages
+/// back, then in multi-stage jobs runs nothing more — not even a job
+/// submitted again — so the run fails instead of hanging.
 pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     check()?;
-    let (state, plan) = df.into_parts();
+    let (state, logical) = df.into_parts();
     let mut config = state.config().clone();
     config.options_mut().set("ballista.job.name", name)?;
     let task_ctx = Arc::new(TaskContext::from(&state).with_session_config(config));
-    let plan = state.create_physical_plan(&plan).await?;
+    let plan = state.create_physical_plan(&logical).await?;
+    run_once(&plan, task_ctx, name).await
+}
+
+/// Runs `plan` on the engine, watched.
+async fn run_once(
+    plan: &Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<TaskContext>,
+    name: &str,
+) -> Result<Vec<RecordBatch>> {
     let shown = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_job(plan.clone(), name.to_string(), shown.clone()));
     let result = tokio::select! {
         r = datafusion::physical_plan::collect(plan.clone(), task_ctx) => r.map_err(Error::from),
         s = stopped() => Err(Error::Interrupted(s)),
+        id = stalled(plan.clone(), stall_after()) => Err(Error::Stalled(id)),
     };
     watcher.abort();
     // a job quicker than the watcher's first look is announced all the same
-    if let Some(id) = job_id(&plan) {
+    if let Some(id) = job_id(plan) {
         announce(&id, name, &shown);
     }
-    if let (Err(Error::Interrupted(_)), Some(id)) = (&result, job_id(&plan)) {
+    if let (Err(Error::Interrupted(_) | Error::Stalled(_)), Some(id)) = (&result, job_id(plan)) {
         cancel(&id).await;
     }
     clear_display();
-    result
+    match result {
+        Err(e) if !matches!(e, Error::Interrupted(_) | Error::Stalled(_)) => {
+            Err(scheduler_lost(e, plan, name).await)
+        }
+        r => r,
+    }
+}
+
+/// Resolves, with the job id, once a cluster job has gone back (finished
+/// tasks reset: an executor was lost with their output) and then finished
+/// no task for `after`; never for an in-process job. Ballista 55 rolls the
+/// stages back but in some plans never runs them again.
+async fn stalled(plan: Arc<dyn ExecutionPlan>, after: Duration) -> String {
+    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(client) = client else {
+        return std::future::pending().await;
+    };
+    let id = loop {
+        if let Some(id) = job_id(&plan) {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (mut best, mut last, mut went_back, mut since) = (0, None, false, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(Some(v)) = client.job(&id).await else {
+            continue;
+        };
+        let done = v.tasks_done;
+        went_back |= done < best;
+        best = best.max(done);
+        if last != Some(done) {
+            last = Some(done);
+            since = Instant::now();
+        }
+        if went_back && since.elapsed() >= after {
+            return id;
+        }
+    }
+}
+
+/// A cluster job's error as [`Error::SchedulerLost`] when the scheduler no
+/// longer answers: the client's own error is a raw gRPC status.
+async fn scheduler_lost(e: Error, plan: &Arc<dyn ExecutionPlan>, name: &str) -> Error {
+    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(client) = client else {
+        return e;
+    };
+    if client.healthy().await {
+        return e;
+    }
+    Error::SchedulerLost {
+        url: client.url().to_string(),
+        job_id: job_id(plan).unwrap_or_else(|| "(not yet accepted)".into()),
+        name: name.to_string(),
+        cause: remote::chain(&e),
+    }
 }
 
 fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {

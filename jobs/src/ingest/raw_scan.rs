@@ -442,7 +442,8 @@ impl RangeJob {
             })
             .try_filter(|m| futures::future::ready(slice.contains(m.location.as_ref())))
             .try_filter(|m| {
-                let keep = is_message_file(&folder_prefix, m.location.as_ref());
+                let key = m.location.as_ref();
+                let keep = is_message_file(&folder_prefix, key) && (sorted || !is_symlink(key));
                 if !keep {
                     ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -480,6 +481,23 @@ impl RangeJob {
         send(stats_batch(&self.folder, stats)?).await;
         Ok(())
     }
+}
+
+/// Is the local file `key` a symbolic link? A local raw root is read
+/// without following links: a `messages-x.txt -> /etc/passwd` link would
+/// otherwise land a file from outside the root in the quarantine's
+/// `raw_line`. Links are counted with the ignored files and named in a
+/// warning.
+fn is_symlink(key: &str) -> bool {
+    let path = std::path::Path::new("/").join(key);
+    let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if link {
+        tracing::warn!(
+            file = %path.display(),
+            "skipped a symbolic link in the local raw root: tauc reads only regular files there (move the file in or remove the link)"
+        );
+    }
+    link
 }
 
 async fn read_file(

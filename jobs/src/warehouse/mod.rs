@@ -1,9 +1,11 @@
 //! The warehouse: its tables and schemas, the `_SUCCESS` commit protocol,
 //! the manifest-following table the SQL surface and the jobs read, the
-//! executor-side writer that puts rows into data files, and the leases
-//! that keep two runs on the same partitions apart.
+//! executor-side writer that puts rows into data files, the leases
+//! that keep two runs on the same partitions apart, and the check of the
+//! business's `dim_user` rows.
 
 pub mod commit;
+pub mod dim_user;
 pub mod lease;
 pub mod query;
 pub mod table;
