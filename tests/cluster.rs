@@ -168,11 +168,38 @@ fn job_ids(stderr: &str) -> Vec<String> {
         .collect()
 }
 
+/// `GET /metrics` of the cluster's scheduler (HTTP on its gRPC port).
+fn scrape(cluster: &Cluster) -> String {
+    use std::io::{Read, Write};
+    let port: u16 = cluster.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let w = World::new("status");
     w.sample_day("1000");
     let cluster = Cluster::start(&w, 2);
+    let before = scrape(&cluster);
+    for line in [
+        "tauc_scheduler_jobs{state=\"successful\"} 0",
+        "tauc_scheduler_executors 2",
+    ] {
+        assert!(before.lines().any(|l| l == line), "no '{line}':\n{before}");
+    }
     let sched = ["--scheduler", cluster.url.as_str()];
     let run = w.submit(&[
         "--date",
@@ -185,6 +212,25 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     run.ok();
     let ids = job_ids(&run.stderr);
     assert_eq!(ids.len(), 2, "an ODS and a DWD job: {run}");
+    // the scheduler's metrics count the run's two jobs, both successful
+    let after = scrape(&cluster);
+    for line in [
+        "tauc_scheduler_jobs{state=\"successful\"} 2",
+        "tauc_scheduler_jobs{state=\"failed\"} 0",
+        "tauc_scheduler_jobs{state=\"running\"} 0",
+        "tauc_scheduler_executors 2",
+    ] {
+        assert!(after.lines().any(|l| l == line), "no '{line}':\n{after}");
+    }
+    let peaks = after
+        .lines()
+        .filter(|l| l.starts_with("tauc_scheduler_executor_peak_memory_bytes{"))
+        .count();
+    assert_eq!(peaks, 2, "{after}");
+    assert!(
+        !after.contains(SECRET_KEY) && !after.contains(ACCESS_KEY),
+        "{after}"
+    );
 
     let all = w.tauc_job(&["status", sched[0], sched[1]], false);
     for (id, name) in ids.iter().zip(["tauc layering: ods", "tauc layering: dwd"]) {

@@ -140,13 +140,14 @@ pub async fn jobs(scheduler: &Scheduler) -> Result<Vec<JobView>> {
     Ok(views)
 }
 
-/// The job view routes plus `/healthz` and `/readyz`.
+/// The job view routes plus `/healthz`, `/readyz` and `/metrics`.
 pub fn routes(scheduler: Arc<Scheduler>) -> Router {
     Router::new()
         .route(JOBS_PATH, get(list))
         .route(&format!("{JOBS_PATH}/{{id}}"), get(one))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(crate::engine::scheduler_metrics::serve))
         .with_state(scheduler)
 }
 

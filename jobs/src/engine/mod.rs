@@ -7,6 +7,7 @@ pub mod codec;
 pub mod job_view;
 pub mod local;
 pub mod remote;
+pub mod scheduler_metrics;
 pub mod scratch;
 pub mod session;
 pub mod spill;
