@@ -308,3 +308,55 @@ async fn sql_formats_and_report_inputs() {
         .unwrap();
     assert_eq!(strs(&s, "contract_id"), vec![Some("k".into())]);
 }
+
+/// `--log-format json`: one JSON object per line, and every line of a run
+/// names its job and run id (the run's span), the id the summary prints;
+/// a log written to a file carries no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_job_and_run_id() {
+    let w = World::new("jsonlogs");
+    w.sample_day("200");
+    // the harness's runs log at warn; these log at the default, info
+    let submit = |extra: &[&str]| {
+        let out = std::process::Command::new(bin("tauc-job"))
+            .args([
+                "submit",
+                "layering",
+                "--date",
+                "2024-06-18",
+                "--region",
+                "aps1",
+            ])
+            .args(extra)
+            .args(w.store_flags())
+            .current_dir(w.dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let (stdout, stderr) = submit(&["--log-format", "json"]);
+    let summary = stdout.lines().find(|l| l.starts_with("run ")).unwrap();
+    let run_id = summary.split_whitespace().nth(1).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_run: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["span"]["run_id"] == run_id)
+        .collect();
+    for message in ["run started", "stage started", "run committed"] {
+        let line = of_run
+            .iter()
+            .find(|v| v["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no '{message}' line with run_id {run_id}: {stderr}"));
+        assert_eq!(line["span"]["job"], "layering", "{line}");
+    }
+    // text logs to a file (not a terminal): no colour codes
+    let (_, text) = submit(&[]);
+    assert!(text.contains("run committed"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text}");
+}

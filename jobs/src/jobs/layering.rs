@@ -38,6 +38,7 @@ use datafusion::logical_expr::{Extension, LogicalPlan, case};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
+use tracing::Instrument;
 
 use crate::derive::regions::Regions;
 use crate::engine::session::Engine;
@@ -270,28 +271,34 @@ pub async fn run(
     }
     let store = engine.registry.for_location(&args.warehouse)?;
     let run_id = new_run_id();
-    tracing::info!(job = JOB, run_id = %run_id, dates = ?args.dates, regions = ?args.regions, "run started");
-    let mut report = LayeringReport {
-        run_id: run_id.clone(),
-        ..Default::default()
-    };
-
-    progress.stage("taking the partitions' leases");
-    let lease = lease::acquire(
-        store.clone(),
-        &args.warehouse,
-        &run_id,
-        JOB,
-        &args.lease_set(),
-        args.lease_wait,
-    )
-    .await?;
-    let result = stages(ctx, engine, &store, args, &zones, &mut report, progress).await;
-    lease.release().await?;
-    result?;
-    progress.finish();
-    tracing::info!(job = JOB, run_id = %run_id, "run committed");
-    Ok(report)
+    // every log line of the run carries its job and run id (JSON logs: the
+    // span's fields)
+    let span = tracing::info_span!("run", job = JOB, run_id = %run_id);
+    async {
+        tracing::info!(dates = ?args.dates, regions = ?args.regions, "run started");
+        let mut report = LayeringReport {
+            run_id: run_id.clone(),
+            ..Default::default()
+        };
+        progress.stage("taking the partitions' leases");
+        let lease = lease::acquire(
+            store.clone(),
+            &args.warehouse,
+            &run_id,
+            JOB,
+            &args.lease_set(),
+            args.lease_wait,
+        )
+        .await?;
+        let result = stages(ctx, engine, &store, args, &zones, &mut report, progress).await;
+        lease.release().await?;
+        result?;
+        progress.finish();
+        tracing::info!("run committed");
+        Ok(report)
+    }
+    .instrument(span)
+    .await
 }
 
 async fn stages(

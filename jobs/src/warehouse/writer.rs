@@ -530,6 +530,8 @@ impl TaskWriter {
             rows.push(KIND_COUNT, table, *dt, region, name, *v, 0);
         }
         tracing::info!(
+            executor_id = worker_name(),
+            run_id = %self.spec.run_id,
             task = %self.task.0,
             files = self.written.len(),
             rows = self.written.iter().map(|w| w.2).sum::<u64>(),

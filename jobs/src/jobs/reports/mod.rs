@@ -31,6 +31,7 @@ use datafusion::prelude::SessionContext;
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
+use tracing::Instrument;
 
 use self::funnels::{Funnel, sql_str};
 use self::settlement::{CONTRACT_COLUMNS, Contract};
@@ -282,7 +283,11 @@ pub async fn run(
         args.lease_wait,
     )
     .await?;
-    let result = run_leased(ctx, engine, args, inputs, regions, &run_id, progress).await;
+    // every log line of the run carries its job and run id
+    let span = tracing::info_span!("run", job = JOB, run_id = %run_id);
+    let result = run_leased(ctx, engine, args, inputs, regions, &run_id, progress)
+        .instrument(span)
+        .await;
     lease.release().await?;
     result
 }
