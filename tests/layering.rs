@@ -117,7 +117,12 @@ pub fn load(w: &World, date: &str, extra: &[&str]) -> String {
 async fn ods_rows_reasons_and_accounting() {
     let w = World::new("ods-cases");
     write_dataset(&w).await;
-    load(&w, "2024-06-18", &[]);
+    let metrics = w.dir.path().join("layering.prom");
+    load(
+        &w,
+        "2024-06-18",
+        &["--metrics-file", metrics.to_str().unwrap()],
+    );
 
     let q = w.rows(Table::OdsQuarantine, "2024-06-18", "aps1").await;
     let got: Vec<(Option<i64>, Option<String>, Option<String>)> = (0..q.num_rows())
@@ -212,6 +217,25 @@ async fn ods_rows_reasons_and_accounting() {
     assert_eq!(i64s(&s, "quarantined_rows"), vec![Some(4)]);
     let bytes = (3 + file_a().len() + file_b().len()) as i64;
     assert_eq!(i64s(&s, "bytes"), vec![Some(bytes)]);
+
+    // the same counts in the run's metrics file (Prometheus text)
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let expected = [
+        "files_listed 2".to_string(),
+        "files_ignored 1".into(),
+        "lines_read 17".into(),
+        "blank_lines 2".into(),
+        "valid_rows 11".into(),
+        format!("bytes_read {bytes}"),
+        "quarantined_rows{reason=\"malformed_json\"} 1".into(),
+        "quarantined_rows{reason=\"missing_field:target\"} 1".into(),
+        "quarantined_rows{reason=\"invalid_field:client_ts\"} 1".into(),
+        "quarantined_rows{reason=\"late_beyond_window\"} 1".into(),
+    ];
+    for line in expected {
+        let line = format!("tauc_layering_last_run_{line}");
+        assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,6 +53,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_COMMIT_DELAY_MS",
     "TAUC_STRICT_DIMS",
     "TAUC_STALL_SECS",
+    "TAUC_METRICS_FILE",
     "TAUC_BIND_HOST",
     // tauc-job serve
     "TAUC_SERVE_BIND",

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::jobs::layering::{self, LayeringArgs, LayeringReport};
 use crate::jobs::progress::Progress;
 use crate::jobs::reports::{self, ReportsArgs, ReportsInputs, ReportsReport};
+use crate::jobs::run_metrics;
 use crate::jobs::sample::{self, SampleArgs};
 use crate::store::{Location, S3Options};
 use crate::warehouse::dim_user::{self, DimUserCheck};
@@ -230,6 +231,12 @@ pub struct SubmitArgs {
     /// warning.
     #[arg(long, env = "TAUC_STRICT_DIMS")]
     pub strict_dims: bool,
+    /// Write the layering run's counters (files, lines, bytes, rows by
+    /// outcome, quarantined rows by reason, stage times, spilled bytes) to
+    /// this file in the Prometheus text format, replacing it (for
+    /// node_exporter's textfile collector).
+    #[arg(long, env = "TAUC_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Memory and scratch space.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -639,7 +646,13 @@ async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> 
     if s.job != JobName::Reports {
         let report = layering::run(&ctx, &r.engine, &layering_args, &zones, &mut progress).await;
         progress.finish();
-        out.push_str(&summary(&report?));
+        let report = report?;
+        out.push_str(&summary(&report));
+        if let Some(path) = &s.metrics_file {
+            let spilled = scheduler.is_none().then(crate::engine::spill::spilled);
+            let text = run_metrics::render(&report, spilled, chrono::Utc::now().timestamp());
+            run_metrics::write(path, &text)?;
+        }
         if let Some(dims) = dims.as_ref().filter(|d| !d.problems().is_empty()) {
             out.push_str(&format!("{dims}\n"));
         }

@@ -117,8 +117,32 @@ pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     let mut config = state.config().clone();
     config.options_mut().set("ballista.job.name", name)?;
     let task_ctx = Arc::new(TaskContext::from(&state).with_session_config(config));
-    let plan = state.create_physical_plan(&logical).await?;
-    run_once(&plan, task_ctx, name).await
+    for attempt in 1.. {
+        let plan = state.create_physical_plan(&logical).await?;
+        match run_once(&plan, task_ctx.clone(), name).await {
+            Err(e) if attempt < FETCH_ATTEMPTS && lost_results(&e) => {
+                tracing::warn!(error = %e, attempt, "the job's results were lost with an executor before they were fetched: submitting the job again");
+            }
+            r => return r,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Submissions of a job whose finished results die with an executor.
+const FETCH_ATTEMPTS: u32 = 3;
+
+/// Did the job finish but its results die with the executor that held
+/// them (the client's fetch of a finished partition failed)? Ballista
+/// does not run a finished job again; submitting it afresh is safe:
+/// nothing was committed, and the files the lost attempt wrote are not
+/// listed by the commit (strays it deletes).
+fn lost_results(e: &Error) -> bool {
+    if matches!(e, Error::SchedulerLost { .. }) {
+        return false;
+    }
+    let text = e.to_string();
+    text.contains("Shuffle fetch partition error") || text.contains("FetchFailed")
 }
 
 /// Runs `plan` on the engine, watched.

@@ -4,4 +4,5 @@
 pub mod layering;
 pub mod progress;
 pub mod reports;
+pub mod run_metrics;
 pub mod sample;
