@@ -192,7 +192,8 @@ fn scrape(cluster: &Cluster) -> String {
 async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let w = World::new("status");
     w.sample_day("1000");
-    let cluster = Cluster::start(&w, 2);
+    let events = w.dir.path().join("events.jsonl");
+    let cluster = Cluster::start_with(&w, 2, &["--event-log", events.to_str().unwrap()], &[]);
     let before = scrape(&cluster);
     for line in [
         "tauc_scheduler_jobs{state=\"successful\"} 0",
@@ -231,6 +232,23 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
         !after.contains(SECRET_KEY) && !after.contains(ACCESS_KEY),
         "{after}"
     );
+    // the event log saw both jobs end, every stage done (it polls twice a
+    // second)
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let log = std::fs::read_to_string(&events).unwrap();
+    assert!(!log.contains(SECRET_KEY), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for id in &ids {
+        let last = lines
+            .iter()
+            .rfind(|v| v["job_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} not in the event log:\n{log}"));
+        assert_eq!(last["state"], "successful", "{log}");
+        assert_eq!(last["stages_done"], last["stages"], "{log}");
+    }
 
     let all = w.tauc_job(&["status", sched[0], sched[1]], false);
     for (id, name) in ids.iter().zip(["tauc layering: ods", "tauc layering: dwd"]) {

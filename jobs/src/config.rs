@@ -54,6 +54,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_STRICT_DIMS",
     "TAUC_STALL_SECS",
     "TAUC_METRICS_FILE",
+    "TAUC_EVENT_LOG",
     "TAUC_BIND_HOST",
     // tauc-job serve
     "TAUC_SERVE_BIND",

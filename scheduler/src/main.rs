@@ -30,6 +30,10 @@ struct Args {
     /// (fill one executor first).
     #[arg(long, env = "TAUC_TASK_SPREAD", value_enum, default_value_t = TaskSpread::RoundRobin)]
     task_spread: TaskSpread,
+    /// Append the job event log here: one JSON line per job state or
+    /// stage change.
+    #[arg(long, env = "TAUC_EVENT_LOG")]
+    event_log: Option<std::path::PathBuf>,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
                 external_host: args.external_host,
                 executor_timeout_secs: args.executor_timeout_secs,
                 task_spread: args.task_spread,
+                event_log: args.event_log,
             },
         )
         .await

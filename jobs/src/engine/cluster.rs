@@ -29,6 +29,8 @@ pub struct SchedulerOptions {
     pub executor_timeout_secs: u64,
     /// How a stage's tasks are spread over the executors.
     pub task_spread: TaskSpread,
+    /// Where to append the job event log (JSON lines); none without.
+    pub event_log: Option<std::path::PathBuf>,
 }
 
 /// How the scheduler hands a stage's tasks to executors with free slots.
@@ -109,12 +111,20 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
     config
         .validate()
         .map_err(|e| Error::config(format!("invalid scheduler settings: {e}")))?;
+    let event_log = opts
+        .event_log
+        .as_deref()
+        .map(crate::engine::event_log::open)
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(opts.bind)
         .await
         .map_err(|e| Error::config(format!("cannot listen on {}: {e} (is it free?)", opts.bind)))?;
     let scheduler = create_scheduler(cluster, config)
         .await
         .map_err(|e| Error::config(format!("cannot start the scheduler: {e}")))?;
+    if let Some(file) = event_log {
+        tokio::spawn(crate::engine::event_log::run(scheduler.clone(), file));
+    }
     tracing::info!(bind = %opts.bind, "scheduler listening (gRPC, /healthz, /readyz, {})", job_view::JOBS_PATH);
     tokio::select! {
         r = job_view::serve(listener, scheduler) => r,

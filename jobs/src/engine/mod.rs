@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod codec;
+pub mod event_log;
 pub mod job_view;
 pub mod local;
 pub mod remote;
