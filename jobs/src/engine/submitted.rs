@@ -12,14 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use ballista_core::error::BallistaError;
 use ballista_core::execution_plans::DistributedQueryExec;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::protobuf::LogicalPlanNode;
 use tokio::sync::watch;
 
+use crate::engine::job_view::JobView;
 use crate::engine::remote::{self, SchedulerClient};
 use crate::error::{Error, Result, Signal};
 
@@ -138,11 +141,18 @@ const FETCH_ATTEMPTS: u32 = 3;
 /// nothing was committed, and the files the lost attempt wrote are not
 /// listed by the commit (strays it deletes).
 fn lost_results(e: &Error) -> bool {
-    if matches!(e, Error::SchedulerLost { .. }) {
+    let Error::DataFusion(e) = e else {
         return false;
+    };
+    // the client's fetch error, seen through DataFusion's wrappers as
+    // Ballista itself looks for it
+    match e.find_root() {
+        DataFusionError::External(inner) => matches!(
+            inner.downcast_ref::<BallistaError>(),
+            Some(BallistaError::FetchFailed(..))
+        ),
+        _ => false,
     }
-    let text = e.to_string();
-    text.contains("Shuffle fetch partition error") || text.contains("FetchFailed")
 }
 
 /// Runs `plan` on the engine, watched.
@@ -152,11 +162,16 @@ async fn run_once(
     name: &str,
 ) -> Result<Vec<RecordBatch>> {
     let shown = Arc::new(AtomicBool::new(false));
-    let watcher = tokio::spawn(watch_job(plan.clone(), name.to_string(), shown.clone()));
+    let mut watcher = tokio::spawn(watch_job(
+        plan.clone(),
+        name.to_string(),
+        shown.clone(),
+        stall_after(),
+    ));
     let result = tokio::select! {
         r = datafusion::physical_plan::collect(plan.clone(), task_ctx) => r.map_err(Error::from),
         s = stopped() => Err(Error::Interrupted(s)),
-        id = stalled(plan.clone(), stall_after()) => Err(Error::Stalled(id)),
+        Ok(Some(id)) = &mut watcher => Err(Error::Stalled(id)),
     };
     watcher.abort();
     // a job quicker than the watcher's first look is announced all the same
@@ -172,40 +187,6 @@ async fn run_once(
             Err(scheduler_lost(e, plan, name).await)
         }
         r => r,
-    }
-}
-
-/// Resolves, with the job id, once a cluster job has gone back (finished
-/// tasks reset: an executor was lost with their output) and then finished
-/// no task for `after`; never for an in-process job. Ballista 55 rolls the
-/// stages back but in some plans never runs them again.
-async fn stalled(plan: Arc<dyn ExecutionPlan>, after: Duration) -> String {
-    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(client) = client else {
-        return std::future::pending().await;
-    };
-    let id = loop {
-        if let Some(id) = job_id(&plan) {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let (mut best, mut last, mut went_back, mut since) = (0, None, false, Instant::now());
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(Some(v)) = client.job(&id).await else {
-            continue;
-        };
-        let done = v.tasks_done;
-        went_back |= done < best;
-        best = best.max(done);
-        if last != Some(done) {
-            last = Some(done);
-            since = Instant::now();
-        }
-        if went_back && since.elapsed() >= after {
-            return id;
-        }
     }
 }
 
@@ -272,37 +253,60 @@ fn announce(id: &str, name: &str, shown: &AtomicBool) -> Option<SchedulerClient>
 }
 
 /// Announces the job once the scheduler has accepted it, then shows its
-/// progress until aborted.
-async fn watch_job(plan: Arc<dyn ExecutionPlan>, name: String, shown: Arc<AtomicBool>) {
+/// progress until aborted. It also ends, with the job id, when the job
+/// stalls: its finished tasks went back (an executor was lost with their
+/// output) and then none finished for `stall` — Ballista 55 rolls the
+/// stages back but in some plans never runs them again. An in-process job
+/// is announced and left (`None`).
+async fn watch_job(
+    plan: Arc<dyn ExecutionPlan>,
+    name: String,
+    shown: Arc<AtomicBool>,
+    stall: Duration,
+) -> Option<String> {
     let id = loop {
         if let Some(id) = job_id(&plan) {
             break id;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let Some(client) = announce(&id, &name, &shown) else {
-        return;
-    };
+    let client = announce(&id, &name, &shown)?;
     let mut last_log = Instant::now();
+    let (mut best, mut last, mut went_back, mut since) = (0, None, false, Instant::now());
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Ok(Some(v)) = client.job(&id).await else {
             continue;
         };
-        let line = format!(
-            "job {}: stages {}/{}, tasks {}/{}",
-            v.job_id, v.stages_done, v.stages, v.tasks_done, v.tasks
-        );
-        let bar = DISPLAY.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match bar {
-            Some(bar) => bar.set_prefix(line),
-            None if last_log.elapsed() > Duration::from_secs(5) => {
-                last_log = Instant::now();
-                tracing::info!(job_id = %v.job_id, stages_done = v.stages_done, stages = v.stages,
-                    tasks_done = v.tasks_done, tasks = v.tasks, "cluster progress");
-            }
-            None => {}
+        show_progress(&v, &mut last_log);
+        went_back |= v.tasks_done < best;
+        best = best.max(v.tasks_done);
+        if last != Some(v.tasks_done) {
+            last = Some(v.tasks_done);
+            since = Instant::now();
         }
+        if went_back && since.elapsed() >= stall {
+            return Some(id);
+        }
+    }
+}
+
+/// One look at a cluster job: the spinner's prefix, or a log line every
+/// 5 s.
+fn show_progress(v: &JobView, last_log: &mut Instant) {
+    let line = format!(
+        "job {}: stages {}/{}, tasks {}/{}",
+        v.job_id, v.stages_done, v.stages, v.tasks_done, v.tasks
+    );
+    let bar = DISPLAY.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bar {
+        Some(bar) => bar.set_prefix(line),
+        None if last_log.elapsed() > Duration::from_secs(5) => {
+            *last_log = Instant::now();
+            tracing::info!(job_id = %v.job_id, stages_done = v.stages_done, stages = v.stages,
+                tasks_done = v.tasks_done, tasks = v.tasks, "cluster progress");
+        }
+        None => {}
     }
 }
 

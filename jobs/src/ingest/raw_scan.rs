@@ -417,7 +417,7 @@ impl RangeJob {
         Fut: std::future::Future<Output = ()>,
     {
         let prefix = self.folder.location.path();
-        let sorted = !self.folder.location.store_url.starts_with("file");
+        let local = self.folder.location.store_url.starts_with("file");
         let listing = match &self.slice.after {
             Some(after) => store.list_with_offset(
                 Some(&prefix),
@@ -433,7 +433,7 @@ impl RangeJob {
         // local directory walk has no order, so it filters every key.
         let metas = listing
             .try_take_while(|m| {
-                let past = sorted
+                let past = !local
                     && slice
                         .up_to
                         .as_deref()
@@ -443,7 +443,7 @@ impl RangeJob {
             .try_filter(|m| futures::future::ready(slice.contains(m.location.as_ref())))
             .try_filter(|m| {
                 let key = m.location.as_ref();
-                let keep = is_message_file(&folder_prefix, key) && (sorted || !is_symlink(key));
+                let keep = is_message_file(&folder_prefix, key) && (!local || !is_symlink(key));
                 if !keep {
                     ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
