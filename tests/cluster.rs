@@ -395,3 +395,175 @@ fn an_unreachable_scheduler_is_a_configuration_error_before_any_work() {
     let status = w.tauc_job(&["status", "--scheduler", &url], false);
     assert_eq!(status.code, Some(2), "{status}");
 }
+
+/// Every status line of `run` names the refusal and exits 2, no panic.
+fn assert_refused(r: &Run, needle: &str) {
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr.contains(needle),
+        "stderr should say {needle:?}\n{r}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{r}");
+}
+
+/// A Flight `ListActions` on an executor's Flight port over `tls` (plain
+/// TCP without): `Ok` when the server answered at all (Ballista's Flight
+/// service may answer `Unimplemented`), `Err` when the connection failed.
+async fn flight_answers(
+    port: u16,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<(), String> {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut ep = tonic::transport::Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(5));
+    if let Some(tls) = tls {
+        ep = ep.tls_config(tls).unwrap();
+    }
+    let channel = ep.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    let mut client = FlightServiceClient::new(channel);
+    match client.list_actions(arrow_flight::Empty {}).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(()),
+        Err(s) => Err(format!("{s:?}")),
+    }
+}
+
+fn tls_client(ca: &TestCa, who: &TestCa) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&ca.ca)))
+        .identity(Identity::from_pem(read(&who.cert), read(&who.key)))
+        .domain_name("127.0.0.1")
+}
+
+/// With `--cluster-ca/--cluster-cert/--cluster-key` on every process, a
+/// cluster run gives the in-process rows; the scheduler and the executors'
+/// Flight ports refuse plain TCP and certificates of another CA; the key
+/// shows in no log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_over_mutual_tls_gives_the_same_rows_and_refuses_strangers() {
+    let local = World::new("tls-local");
+    write_dataset(&local).await;
+    load(&local, "2024-06-18", &[]);
+
+    let remote = World::new("tls-remote");
+    write_dataset(&remote).await;
+    let good = TestCa::new(remote.dir.path(), "good");
+    let other = TestCa::new(remote.dir.path(), "other");
+    let tls = good.args();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+
+    // one file alone is a usage error, before anything is reached
+    let r = remote.tauc_job(
+        &[
+            "status",
+            "--scheduler",
+            "df://127.0.0.1:9",
+            "--cluster-ca",
+            good.ca.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_refused(&r, "--cluster-ca, --cluster-cert and --cluster-key");
+    let r = remote.tauc_job(
+        &[
+            "status",
+            "--scheduler",
+            "df://127.0.0.1:9",
+            "--cluster-ca",
+            good.key.to_str().unwrap(),
+            "--cluster-cert",
+            good.cert.to_str().unwrap(),
+            "--cluster-key",
+            good.key.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_refused(&r, "holds no PEM certificate");
+
+    let cluster = Cluster::start_with(&remote, 2, &tls, &tls);
+    let mut args = vec!["--scheduler", cluster.url.as_str()];
+    args.extend_from_slice(&tls);
+    load(&remote, "2024-06-18", &args);
+
+    let skip = ["run_id", "detected_at", "started_at", "finished_at"];
+    for table in Table::LAYERING {
+        for dt in ["2024-06-16", "2024-06-17", "2024-06-18"] {
+            let a = local
+                .read(table, dt, "aps1")
+                .await
+                .map(|(_, b)| render_sorted(&b, &skip));
+            let b = remote
+                .read(table, dt, "aps1")
+                .await
+                .map(|(_, b)| render_sorted(&b, &skip));
+            assert_eq!(a, b, "{table:?} dt={dt}");
+        }
+    }
+
+    let d = remote.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
+    assert_eq!(d.num_rows(), 7);
+    for i in 0..2 {
+        let log =
+            std::fs::read_to_string(remote.dir.path().join(format!("executor-{i}.log"))).unwrap();
+        assert!(log.contains("Flight server listening over TLS"), "{log}");
+    }
+
+    // the scheduler: TLS with the cluster's certificate is served ...
+    let mut status = vec!["status", "--scheduler", cluster.url.as_str()];
+    status.extend_from_slice(&tls);
+    let out = remote.tauc_job(&status, false).ok().to_string();
+    assert!(out.contains("successful"), "{out}");
+    // ... plain TCP is not ...
+    let r = remote.tauc_job(&["status", "--scheduler", &cluster.url], false);
+    assert_refused(&r, "cannot reach the scheduler");
+    // ... nor a certificate of another CA, even trusting the right one
+    let stranger = [
+        "status",
+        "--scheduler",
+        cluster.url.as_str(),
+        "--cluster-ca",
+        good.ca.to_str().unwrap(),
+        "--cluster-cert",
+        other.cert.to_str().unwrap(),
+        "--cluster-key",
+        other.key.to_str().unwrap(),
+    ];
+    let r = remote.tauc_job(&stranger, false);
+    assert_refused(&r, "cannot reach the scheduler");
+    let log = std::fs::read_to_string(remote.dir.path().join("scheduler.log")).unwrap();
+    assert!(log.contains("TLS handshake refused"), "{log}");
+
+    // every executor's Flight port: the same
+    for &port in &cluster.flight_ports {
+        flight_answers(port, Some(tls_client(&good, &good)))
+            .await
+            .unwrap();
+        let plain = flight_answers(port, None).await;
+        assert!(plain.is_err(), "plain TCP to Flight port {port} answered");
+        let strange = flight_answers(port, Some(tls_client(&good, &other))).await;
+        assert!(
+            strange.is_err(),
+            "a stranger's certificate on Flight port {port} was let in"
+        );
+    }
+    drop(cluster);
+
+    // no key in any log
+    let key_line = good.key_pem.lines().nth(1).unwrap();
+    for entry in std::fs::read_dir(remote.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                !text.contains(key_line),
+                "{} shows the private key",
+                p.display()
+            );
+        }
+    }
+}

@@ -440,6 +440,8 @@ pub fn run(mut cmd: Command, dir: &Path) -> Run {
 pub struct Cluster {
     /// `df://127.0.0.1:port`.
     pub url: String,
+    /// Each executor's Flight port.
+    pub flight_ports: Vec<u16>,
     _procs: Vec<Proc>,
 }
 
@@ -490,8 +492,10 @@ impl Cluster {
         procs.push(Proc::spawn(cmd, log.clone()));
         wait_for_port(port, "tauc-scheduler", &log);
         let mut health = Vec::new();
+        let mut flight_ports = Vec::new();
         for i in 0..executors {
             let (p1, p2, p3) = (free_port(), free_port(), free_port());
+            flight_ports.push(p1);
             let mut cmd = Command::new(bin("tauc-executor"));
             cmd.args([
                 "--scheduler-host",
@@ -517,6 +521,7 @@ impl Cluster {
         }
         Cluster {
             url: format!("df://127.0.0.1:{port}"),
+            flight_ports,
             _procs: procs,
         }
     }
@@ -618,4 +623,69 @@ pub fn render_sorted(b: &RecordBatch, skip: &[&str]) -> Vec<String> {
         .collect();
     rows.sort();
     rows
+}
+
+/// A test CA and one certificate it signed, for `localhost` and
+/// `127.0.0.1`, usable by servers and clients; written as PEM files.
+pub struct TestCa {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The signed certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The key's PEM text (to check that no log shows it).
+    pub key_pem: String,
+}
+
+impl TestCa {
+    /// Writes `{name}-ca.pem`, `{name}-cert.pem`, `{name}-key.pem` in `dir`.
+    pub fn new(dir: &Path, name: &str) -> TestCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, format!("{name} node"));
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf_key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let file = |what: &str, text: &str| {
+            let p = dir.join(format!("{name}-{what}.pem"));
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let key_pem = leaf_key.serialize_pem();
+        TestCa {
+            ca: file("ca", &issuer.pem()),
+            cert: file("cert", &cert.pem()),
+            key: file("key", &key_pem),
+            key_pem,
+        }
+    }
+
+    /// `--cluster-ca … --cluster-cert … --cluster-key …`.
+    pub fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (flag, p) in [
+            ("--cluster-ca", &self.ca),
+            ("--cluster-cert", &self.cert),
+            ("--cluster-key", &self.key),
+        ] {
+            v.push(flag.to_string());
+            v.push(p.to_str().unwrap().to_string());
+        }
+        v
+    }
 }

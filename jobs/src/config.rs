@@ -56,6 +56,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_METRICS_FILE",
     "TAUC_EVENT_LOG",
     "TAUC_BIND_HOST",
+    "TAUC_CLUSTER_CA",
+    "TAUC_CLUSTER_CERT",
+    "TAUC_CLUSTER_KEY",
     // tauc-job serve
     "TAUC_SERVE_BIND",
     "TAUC_USERS_FILE",
@@ -114,6 +117,34 @@ pub struct FileConfig {
     /// `tauc-job serve` settings (`[serve]`).
     #[serde(default)]
     pub serve: ServeFile,
+    /// TLS to the cluster (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterFile,
+}
+
+/// The `[cluster]` section: the TLS files `tauc-job` uses towards the
+/// scheduler and executors when `--cluster-*` and `TAUC_CLUSTER_*` are
+/// unset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClusterFile {
+    /// The CA certificate (PEM).
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl ClusterFile {
+    /// The section's files.
+    pub fn files(&self) -> crate::engine::tls::TlsFiles {
+        crate::engine::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// The `[serve]` section: what `tauc-job serve` reads when a flag and its

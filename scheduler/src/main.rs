@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tauc_jobs::engine::cluster::{SchedulerOptions, TaskSpread, run_scheduler};
 use tauc_jobs::engine::session::Engine;
+use tauc_jobs::engine::tls::TlsFiles;
 use tauc_jobs::store::S3Options;
 
 /// Runs the tauc scheduler. S3 settings come from `TAUC_S3_*` and the
@@ -34,6 +35,17 @@ struct Args {
     /// stage change.
     #[arg(long, env = "TAUC_EVENT_LOG")]
     event_log: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) that signed every cluster process's
+    /// certificate: with --cluster-cert and --cluster-key, all gRPC and
+    /// Flight traffic of the cluster is mutual TLS.
+    #[arg(long, env = "TAUC_CLUSTER_CA")]
+    cluster_ca: Option<std::path::PathBuf>,
+    /// This process's certificate (PEM), signed by that CA.
+    #[arg(long, env = "TAUC_CLUSTER_CERT")]
+    cluster_cert: Option<std::path::PathBuf>,
+    /// This process's private key (PEM).
+    #[arg(long, env = "TAUC_CLUSTER_KEY")]
+    cluster_key: Option<std::path::PathBuf>,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -44,7 +56,13 @@ fn main() -> ExitCode {
     tauc_jobs::logging::init(args.log_format.as_deref() == Some("json"));
     let run = async {
         tauc_jobs::config::check_env()?;
-        let engine = Engine::new(S3Options::default().with_env()?)?;
+        let tls = TlsFiles {
+            ca: args.cluster_ca,
+            cert: args.cluster_cert,
+            key: args.cluster_key,
+        }
+        .load()?;
+        let engine = Engine::new(S3Options::default().with_env()?)?.with_tls(tls);
         run_scheduler(
             engine,
             SchedulerOptions {

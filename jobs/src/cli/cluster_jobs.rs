@@ -2,12 +2,12 @@
 //! scheduler holds, and stopping one of its jobs.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use crate::config::{self, FileConfig};
+use crate::cli::Globals;
+use crate::config;
 use crate::engine::job_view::JobView;
 use crate::engine::remote::SchedulerClient;
 use crate::error::{Error, Result};
@@ -35,21 +35,22 @@ pub struct CancelCmd {
 
 /// The scheduler of the flag, else of the config file; these commands have
 /// no in-process default (an in-process job lives and ends in its run).
-async fn client(cli_config: Option<&PathBuf>, flag: Option<&str>) -> Result<SchedulerClient> {
+async fn client(g: &Globals, flag: Option<&str>) -> Result<SchedulerClient> {
     config::check_env()?;
-    let file = FileConfig::load(cli_config.map(|p| p.as_path()))?;
+    let file = g.file()?;
+    let tls = g.cluster_tls(&file)?;
     let url = flag.map(str::to_string).or(file.scheduler).ok_or_else(|| {
         Error::config(
             "no scheduler given: pass --scheduler df://host:port (or set TAUC_SCHEDULER, or \
              `scheduler` in tauc.toml); in-process jobs end with their run",
         )
     })?;
-    SchedulerClient::connect(&url).await
+    SchedulerClient::connect(&url, tls.as_ref()).await
 }
 
 /// `status`: one line per job.
-pub async fn status(cli_config: Option<&PathBuf>, c: &StatusCmd) -> Result<String> {
-    let client = client(cli_config, c.scheduler.as_deref()).await?;
+pub async fn status(g: &Globals, c: &StatusCmd) -> Result<String> {
+    let client = client(g, c.scheduler.as_deref()).await?;
     let jobs = match &c.job_id {
         None => client.jobs().await?,
         Some(id) => vec![known(&client, id).await?],
@@ -65,8 +66,8 @@ pub async fn status(cli_config: Option<&PathBuf>, c: &StatusCmd) -> Result<Strin
 }
 
 /// `cancel`: asks the scheduler to stop a job that still runs.
-pub async fn cancel(cli_config: Option<&PathBuf>, c: &CancelCmd) -> Result<String> {
-    let client = client(cli_config, c.scheduler.as_deref()).await?;
+pub async fn cancel(g: &Globals, c: &CancelCmd) -> Result<String> {
+    let client = client(g, c.scheduler.as_deref()).await?;
     let job = known(&client, &c.job_id).await?;
     if job.finished() {
         return Err(Error::config(format!(

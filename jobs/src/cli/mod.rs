@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -14,6 +15,7 @@ use crate::engine::remote::SchedulerClient;
 use crate::engine::scratch::{Resources, parse_size};
 use crate::engine::session::Engine;
 use crate::engine::submitted;
+use crate::engine::tls::{ClusterTls, TlsFiles};
 use crate::error::{Error, Result};
 use crate::jobs::layering::{self, LayeringArgs, LayeringReport};
 use crate::jobs::progress::Progress;
@@ -47,9 +49,62 @@ pub struct Cli {
     #[arg(long, global = true, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     pub log_format: Option<String>,
 
+    /// TLS between tauc-job and the cluster (all three, or none).
+    #[command(flatten)]
+    pub cluster_tls: ClusterTlsArgs,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--cluster-ca`, `--cluster-cert`, `--cluster-key`: the same three files
+/// (and variables) `tauc-scheduler` and `tauc-executor` take.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterTlsArgs {
+    /// CA certificate (PEM) that signed the cluster's certificates: with
+    /// --cluster-cert and --cluster-key, every connection to the scheduler
+    /// and executors is mutual TLS.
+    #[arg(long, global = true, env = "TAUC_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by that CA.
+    #[arg(long, global = true, env = "TAUC_CLUSTER_CERT")]
+    pub cluster_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "TAUC_CLUSTER_KEY")]
+    pub cluster_key: Option<PathBuf>,
+}
+
+impl ClusterTlsArgs {
+    /// The files of the flags (or variables).
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.cluster_ca.clone(),
+            cert: self.cluster_cert.clone(),
+            key: self.cluster_key.clone(),
+        }
+    }
+}
+
+/// What every command takes: the config file and the cluster's TLS files.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// TLS files from flags or variables (the config file's come after).
+    pub tls: TlsFiles,
+}
+
+impl Globals {
+    /// The config file, loaded.
+    pub fn file(&self) -> Result<FileConfig> {
+        FileConfig::load(self.config.as_deref())
+    }
+
+    /// The cluster TLS of flags > variables > the `[cluster]` section.
+    pub fn cluster_tls(&self, file: &FileConfig) -> Result<Option<Arc<ClusterTls>>> {
+        self.tls.clone().or(file.cluster.files()).load()
+    }
 }
 
 /// The subcommands.
@@ -345,13 +400,10 @@ struct Resolved {
     engine: Engine,
 }
 
-fn resolve(
-    cli_config: Option<&PathBuf>,
-    store: &StoreArgs,
-    resources: &Resources,
-) -> Result<Resolved> {
+fn resolve(g: &Globals, store: &StoreArgs, resources: &Resources) -> Result<Resolved> {
     config::check_env()?;
-    let file = FileConfig::load(cli_config.map(|p| p.as_path()))?;
+    let file = g.file()?;
+    let tls = g.cluster_tls(&file)?;
     let flags = S3Options {
         endpoint: store.s3_endpoint.clone(),
         region: store.s3_region.clone(),
@@ -389,7 +441,7 @@ fn resolve(
         )));
     }
     Ok(Resolved {
-        engine: Engine::with_resources(s3, resources)?,
+        engine: Engine::with_resources(s3, resources)?.with_tls(tls),
         file,
         raw_root,
         warehouse,
@@ -429,10 +481,15 @@ async fn check_dim_user(r: &Resolved, strict: bool) -> Result<DimUserCheck> {
 
 /// Runs a parsed command line; returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String> {
+    let g = Globals {
+        config: cli.config.clone(),
+        tls: cli.cluster_tls.files(),
+    };
+    let g = &g;
     match cli.command {
         Command::Jobs => Ok(list_jobs()),
         Command::Sample(s) => {
-            let r = resolve(cli.config.as_ref(), &s.store, &Resources::default())?;
+            let r = resolve(g, &s.store, &Resources::default())?;
             let regions = if s.regions.is_empty() {
                 Regions::default().names()
             } else {
@@ -460,9 +517,9 @@ pub async fn run(cli: Cli) -> Result<String> {
                 r.warehouse.join("dim")
             ))
         }
-        Command::Submit(s) => submit(cli.config.as_ref(), s).await,
+        Command::Submit(s) => submit(g, s).await,
         Command::Sql(q) => {
-            let r = resolve(cli.config.as_ref(), &q.store, &q.engine.resources())?;
+            let r = resolve(g, &q.store, &q.engine.resources())?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             if q.format == OutputFormat::Parquet && q.out.is_none() {
                 return Err(Error::config(
@@ -486,7 +543,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             crate::cli::sql::run(&ctx, &query, q.format, q.out.as_deref(), q.allow_writes).await
         }
         Command::Report(rp) => {
-            let r = resolve(cli.config.as_ref(), &rp.store, &rp.engine.resources())?;
+            let r = resolve(g, &rp.store, &rp.engine.resources())?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             let scheduler = rp.scheduler.clone().or(r.file.scheduler.clone());
             let ctx = connect(&r.engine, scheduler.as_deref(), None).await?;
@@ -514,7 +571,7 @@ pub async fn run(cli: Cli) -> Result<String> {
             ))
         }
         Command::Serve(sv) => {
-            let r = resolve(cli.config.as_ref(), &sv.store, &sv.engine.resources())?;
+            let r = resolve(g, &sv.store, &sv.engine.resources())?;
             let settings = sv.settings(&r.file)?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             let scheduler = sv.scheduler.clone().or(r.file.scheduler.clone());
@@ -526,10 +583,10 @@ pub async fn run(cli: Cli) -> Result<String> {
             config::check_env()?;
             serve::users(&u)
         }
-        Command::Status(c) => cluster_jobs::status(cli.config.as_ref(), &c).await,
-        Command::Cancel(c) => cluster_jobs::cancel(cli.config.as_ref(), &c).await,
+        Command::Status(c) => cluster_jobs::status(g, &c).await,
+        Command::Cancel(c) => cluster_jobs::cancel(g, &c).await,
         Command::Tables(t) => {
-            let r = resolve(cli.config.as_ref(), &t.store, &Resources::default())?;
+            let r = resolve(g, &t.store, &Resources::default())?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             crate::cli::sql::tables(&r.engine, &r.warehouse).await
         }
@@ -546,7 +603,7 @@ async fn connect(
         parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     // an unreachable scheduler is a configuration error, found before any work
     let client = match scheduler {
-        Some(url) => Some(SchedulerClient::connect(url).await?),
+        Some(url) => Some(SchedulerClient::connect(url, engine.tls.as_ref()).await?),
         None => None,
     };
     submitted::set_scheduler(client);
@@ -559,8 +616,8 @@ async fn connect(
         })
 }
 
-async fn submit(config_path: Option<&PathBuf>, s: SubmitArgs) -> Result<String> {
-    let r = resolve(config_path, &s.store, &s.engine.resources())?;
+async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
+    let r = resolve(g, &s.store, &s.engine.resources())?;
     // Ctrl-C / SIGTERM cancel the running Ballista job; nothing more commits
     submitted::install();
     let to = s.to.unwrap_or(s.date);

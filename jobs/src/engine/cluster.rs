@@ -6,16 +6,24 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrow_flight::flight_service_server::FlightServiceServer;
 use ballista_core::RuntimeProducer;
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::error::BallistaError;
+use ballista_core::utils::create_grpc_server;
+use ballista_executor::ArrowFlightServerProvider;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::flight_service::BallistaFlightService;
 use ballista_executor::health::spawn_health_server;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::create_scheduler;
+use futures::FutureExt;
 
 use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::engine::job_view;
-use crate::engine::session::{Engine, session_config, with_codecs};
+use crate::engine::session::{Engine, with_codecs};
+use crate::engine::tls::ClusterTls;
 use crate::error::{Error, Result};
 
 /// Scheduler settings.
@@ -88,16 +96,24 @@ pub struct ExecutorOptions {
 /// Runs a scheduler until SIGTERM or Ctrl-C.
 pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()> {
     let builder_engine = engine.clone();
+    let producer_engine = engine.clone();
     let mut config = SchedulerConfig::default()
         .with_hostname(opts.external_host.clone())
         .with_port(opts.bind.port())
         .with_task_distribution(opts.task_spread.policy())
-        .with_override_config_producer(Arc::new(session_config))
+        .with_override_config_producer(Arc::new(move || producer_engine.session_config()))
         .with_override_session_builder(Arc::new(move |config| {
             builder_engine
                 .state(with_codecs(config))
                 .map_err(Into::into)
         }));
+    if let Some(tls) = &engine.tls {
+        // executors poll for tasks: see `engine::tls`
+        config = config
+            .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
+            .with_use_tls(true)
+            .with_override_create_grpc_client_endpoint(tls.endpoint_override());
+    }
     config.bind_host = opts.bind.ip().to_string();
     config.executor_timeout_seconds = opts.executor_timeout_secs;
     config.expire_dead_executor_interval_seconds = (opts.executor_timeout_secs / 4).clamp(1, 15);
@@ -125,9 +141,13 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
     if let Some(file) = event_log {
         tokio::spawn(crate::engine::event_log::run(scheduler.clone(), file));
     }
-    tracing::info!(bind = %opts.bind, "scheduler listening (gRPC, /healthz, /readyz, {})", job_view::JOBS_PATH);
+    let serving = match &engine.tls {
+        Some(tls) => job_view::serve(tls.listener(listener)?, scheduler).boxed(),
+        None => job_view::serve(listener, scheduler).boxed(),
+    };
+    tracing::info!(bind = %opts.bind, tls = engine.tls.is_some(), "scheduler listening (gRPC, /healthz, /readyz, /metrics, {})", job_view::JOBS_PATH);
     tokio::select! {
-        r = job_view::serve(listener, scheduler) => r,
+        r = serving => r,
         _ = shutdown_signal() => {
             tracing::info!("scheduler received a stop signal, shutting down");
             Ok(())
@@ -203,7 +223,18 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     }
     config.override_function_registry = Some(Arc::new(engine.function_registry()?));
     config.override_runtime_producer = Some(runtime_producer);
-    config.override_config_producer = Some(Arc::new(session_config));
+    let producer_engine = engine.clone();
+    config.override_config_producer = Some(Arc::new(move || producer_engine.session_config()));
+    if let Some(tls) = &engine.tls {
+        // no task-push port without TLS on it: poll (see `engine::tls`)
+        config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
+        config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
+        config.override_arrow_flight_service = Some(tls_flight_server(
+            tls.clone(),
+            config.grpc_max_encoding_message_size as usize,
+            config.grpc_max_decoding_message_size as usize,
+        ));
+    }
     config.override_logical_codec = Some(Arc::new(TaucLogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(TaucPhysicalCodec::default()));
     let health_addr: SocketAddr = format!("{}:{}", opts.bind_host, opts.health_port)
@@ -221,6 +252,32 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     let _ = stop_health.send(());
     let _ = health.await;
     result.map_err(|e| Error::config(format!("executor stopped: {e}")))
+}
+
+/// The executor's Flight server (shuffle data, results) over TLS, clients
+/// with a certificate the cluster's CA signed only. Ballista's own serves
+/// plain TCP.
+fn tls_flight_server(
+    tls: Arc<ClusterTls>,
+    max_encoding: usize,
+    max_decoding: usize,
+) -> Arc<ArrowFlightServerProvider> {
+    Arc::new(move |work_dir, addr, mut shutdown, grpc| {
+        let server_tls = tls.server();
+        tokio::spawn(async move {
+            let flight = FlightServiceServer::new(BallistaFlightService::new(work_dir))
+                .max_encoding_message_size(max_encoding)
+                .max_decoding_message_size(max_decoding);
+            tracing::info!(%addr, "Flight server listening over TLS");
+            create_grpc_server(&grpc)
+                .tls_config(server_tls)
+                .map_err(BallistaError::TonicError)?
+                .add_service(flight)
+                .serve_with_shutdown(addr, shutdown.recv())
+                .await
+                .map_err(BallistaError::TonicError)
+        })
+    })
 }
 
 /// The async runtime every tauc binary runs on: multi-threaded, with

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,6 +28,7 @@ use ballista_scheduler::state::execution_stage::ExecutionStage;
 use ballista_scheduler::state::task_manager::JobOverview;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use serde::{Deserialize, Serialize};
+use tower::Layer;
 
 use crate::error::{Error, Result};
 
@@ -186,7 +187,10 @@ async fn ready(State(s): State<Arc<Scheduler>>) -> Response {
 
 /// Serves the scheduler's gRPC service and [`routes`] on `listener` until
 /// the server fails.
-pub async fn serve(listener: tokio::net::TcpListener, scheduler: Scheduler) -> Result<()> {
+pub async fn serve<L>(listener: L, scheduler: Scheduler) -> Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let config = scheduler.state.config.clone();
     let grpc = SchedulerGrpcServer::new(scheduler.clone())
         .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
@@ -198,10 +202,15 @@ pub async fn serve(listener: tokio::net::TcpListener, scheduler: Scheduler) -> R
         .into_axum_router()
         .merge(routes(Arc::new(scheduler)))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
-    .map_err(|e| Error::Server(format!("scheduler server: {e}")))
+    // Ballista's executor registration reads the peer's address from
+    // axum's `ConnectInfo`; `into_make_service_with_connect_info` provides it
+    // for a TCP listener only, this for the TLS one too.
+    let make = tower::service_fn(move |incoming: axum::serve::IncomingStream<'_, L>| {
+        let peer = ConnectInfo(*incoming.remote_addr());
+        let service = axum::Extension(peer).layer(app.clone());
+        async move { Ok::<_, std::convert::Infallible>(service) }
+    });
+    axum::serve(listener, make)
+        .await
+        .map_err(|e| Error::Server(format!("scheduler server: {e}")))
 }

@@ -1,6 +1,7 @@
 //! A client of a running tauc scheduler: the reachability check made before
 //! any work, the job views of [`super::job_view`], and cancellation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ballista_core::serde::protobuf::CancelJobParams;
@@ -8,6 +9,7 @@ use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::job_view::{JOBS_PATH, JobView};
+use crate::engine::tls::ClusterTls;
 use crate::error::{Error, Result};
 
 /// How long the reachability check and each request wait.
@@ -56,20 +58,27 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 impl SchedulerClient {
     /// Checks that a scheduler answers at `url` (its `/healthz`), so that
     /// a wrong address fails before any work with exit 2.
-    pub async fn connect(url: &str) -> Result<SchedulerClient> {
+    pub async fn connect(url: &str, tls: Option<&Arc<ClusterTls>>) -> Result<SchedulerClient> {
         let hp = host_port(url)?;
-        let base = format!("http://{hp}");
+        let base = format!("{}://{hp}", if tls.is_some() { "https" } else { "http" });
+        let hint = if tls.is_some() {
+            "and that it was started with TLS (--cluster-ca …) and a certificate of the same CA"
+        } else {
+            "(a scheduler started with TLS needs --cluster-ca, --cluster-cert and --cluster-key)"
+        };
         let unreachable = |why: String| {
             Error::config(format!(
                 "cannot reach the scheduler at {url}: {why}; check --scheduler (or TAUC_SCHEDULER, \
-                 `scheduler` in tauc.toml) and that tauc-scheduler runs there"
+                 `scheduler` in tauc.toml), that tauc-scheduler runs there {hint}"
             ))
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(TIMEOUT)
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|e| unreachable(chain(&e)))?;
+            .timeout(TIMEOUT);
+        if let Some(tls) = tls {
+            http = tls.http_client(http)?;
+        }
+        let http = http.build().map_err(|e| unreachable(chain(&e)))?;
         let answer = http
             .get(format!("{base}/healthz"))
             .send()
@@ -81,10 +90,15 @@ impl SchedulerClient {
                 answer.status()
             )));
         }
-        let channel = Endpoint::from_shared(base.clone())
+        let mut endpoint = Endpoint::from_shared(base.clone())
             .map_err(|e| unreachable(chain(&e)))?
-            .connect_timeout(TIMEOUT)
-            .connect_lazy();
+            .connect_timeout(TIMEOUT);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.client())
+                .map_err(|e| unreachable(chain(&e)))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(SchedulerClient {
             url: url.trim().to_string(),
             base,

@@ -28,6 +28,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::engine::local;
 use crate::engine::scratch::{Resources, Scratch};
+use crate::engine::tls::ClusterTls;
 use crate::engine::udf;
 use crate::error::{Error, Result};
 use crate::store::{S3Options, StoreRegistry};
@@ -45,6 +46,8 @@ pub struct Engine {
     pub scratch: Arc<Scratch>,
     /// The memory pool's size in bytes.
     pub memory_limit: usize,
+    /// TLS between the cluster's processes; `None`: plain TCP.
+    pub tls: Option<Arc<ClusterTls>>,
 }
 
 impl Engine {
@@ -71,7 +74,21 @@ impl Engine {
             runtime,
             scratch,
             memory_limit,
+            tls: None,
         })
+    }
+
+    /// The same engine, talking to the cluster over `tls`.
+    pub fn with_tls(mut self, tls: Option<Arc<ClusterTls>>) -> Engine {
+        self.tls = tls;
+        self
+    }
+
+    /// The session config of this process: [`session_config`], plus the
+    /// TLS hook when the cluster uses TLS (a hook is not a setting: it
+    /// does not travel with plans, each process adds its own).
+    pub fn session_config(&self) -> SessionConfig {
+        with_tls(session_config(), self.tls.as_ref())
     }
 
     /// A session state on `config` with every tauc function registered.
@@ -103,7 +120,7 @@ impl Engine {
 
     /// The function registry executors resolve plan functions in.
     pub fn function_registry(&self) -> Result<BallistaFunctionRegistry> {
-        Ok((&self.state(session_config())?).into())
+        Ok((&self.state(self.session_config())?).into())
     }
 
     /// A client context: in-process Ballista standalone when `scheduler`
@@ -113,7 +130,9 @@ impl Engine {
         scheduler: Option<&str>,
         parallelism: usize,
     ) -> Result<SessionContext> {
-        let mut config = session_config().with_ballista_standalone_parallelism(parallelism.max(1));
+        let mut config = self
+            .session_config()
+            .with_ballista_standalone_parallelism(parallelism.max(1));
         if scheduler.is_none() {
             // One executor with `parallelism` task slots: Ballista's 16
             // partitions a stage would be 16 tasks of fixed overhead each
@@ -171,6 +190,16 @@ pub fn session_config() -> SessionConfig {
         .parquet
         .schema_force_view_types = false;
     config
+}
+
+/// `config` with Ballista's connections over `tls` (when given).
+pub fn with_tls(config: SessionConfig, tls: Option<&Arc<ClusterTls>>) -> SessionConfig {
+    match tls {
+        None => config,
+        Some(tls) => config
+            .with_ballista_use_tls(true)
+            .with_ballista_override_create_grpc_client_endpoint(tls.endpoint_override()),
+    }
 }
 
 /// Upgrades a config that came from a client with tauc's codecs (codecs are
