@@ -170,8 +170,28 @@ fn job_ids(stderr: &str) -> Vec<String> {
 
 /// `GET /metrics` of the cluster's scheduler (HTTP on its gRPC port).
 fn scrape(cluster: &Cluster) -> String {
+    scrape_port(cluster.url.rsplit(':').next().unwrap().parse().unwrap())
+}
+
+/// The sum over the cluster's executors of the `/metrics` samples whose
+/// line starts with `series` (a name with its labels).
+fn executors_sum(cluster: &Cluster, series: &str) -> i64 {
+    cluster
+        .health_ports
+        .iter()
+        .map(|p| sample(&scrape_port(*p), series).unwrap_or(0))
+        .sum()
+}
+
+/// The value of the sample `series` in a metrics text.
+fn sample(text: &str, series: &str) -> Option<i64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse::<f64>().unwrap() as i64)
+}
+
+fn scrape_port(port: u16) -> String {
     use std::io::{Read, Write};
-    let port: u16 = cluster.url.rsplit(':').next().unwrap().parse().unwrap();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
@@ -202,6 +222,7 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
         assert!(before.lines().any(|l| l == line), "no '{line}':\n{before}");
     }
     let sched = ["--scheduler", cluster.url.as_str()];
+    let metrics = w.dir.path().join("run.prom");
     let run = w.submit(&[
         "--date",
         "2024-06-18",
@@ -209,8 +230,59 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
         "aps1",
         sched[0],
         sched[1],
+        "--metrics-file",
+        metrics.to_str().unwrap(),
     ]);
     run.ok();
+    // what the executors say they did adds up to the run's summary
+    let summary = std::fs::read_to_string(&metrics).unwrap();
+    let of_run = |series: &str| {
+        sample(&summary, &format!("tauc_layering_last_run_{series}"))
+            .unwrap_or_else(|| panic!("no {series} in\n{summary}"))
+    };
+    let pairs = [
+        ("raw_files_read_total", of_run("files_listed")),
+        ("raw_lines_read_total", of_run("lines_read")),
+        ("raw_bytes_read_total", of_run("bytes_read")),
+        ("raw_blank_lines_total", of_run("blank_lines")),
+        (
+            "rows_written_total{table=\"ods_fe_event_di\"}",
+            of_run("valid_rows"),
+        ),
+        (
+            "rows_written_total{table=\"dwd_trk_event_di\"}",
+            of_run("dwd_rows_written{table=\"dwd_trk_event_di\"}"),
+        ),
+    ];
+    for (series, expected) in pairs {
+        assert!(expected > 0, "{series}: {summary}");
+        let got = executors_sum(&cluster, &format!("tauc_executor_{series}"));
+        assert_eq!(got, expected, "tauc_executor_{series}\n{summary}");
+    }
+    let quarantined: Vec<(String, i64)> = summary
+        .lines()
+        .filter_map(|l| l.strip_prefix("tauc_layering_last_run_quarantined_rows{"))
+        .map(|l| {
+            let (labels, v) = l.split_once("} ").unwrap();
+            (labels.to_string(), v.parse().unwrap())
+        })
+        .collect();
+    assert!(!quarantined.is_empty(), "{summary}");
+    for (labels, n) in &quarantined {
+        let series = format!("tauc_executor_quarantined_rows_total{{{labels}}}");
+        assert_eq!(executors_sum(&cluster, &series), *n, "{series}");
+    }
+    let q: i64 = quarantined.iter().map(|(_, n)| n).sum();
+    let series = "tauc_executor_rows_written_total{table=\"ods_fe_quarantine_di\"}";
+    assert_eq!(executors_sum(&cluster, series), q);
+    for p in &cluster.health_ports {
+        let text = scrape_port(*p);
+        assert_eq!(sample(&text, "tauc_executor_ready"), Some(1), "{text}");
+        assert!(
+            !text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY),
+            "{text}"
+        );
+    }
     let ids = job_ids(&run.stderr);
     assert_eq!(ids.len(), 2, "an ODS and a DWD job: {run}");
     // the scheduler's metrics count the run's two jobs, both successful
@@ -223,6 +295,18 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     ] {
         assert!(after.lines().any(|l| l == line), "no '{line}':\n{after}");
     }
+    // Ballista's own series follow tauc's: the same two jobs
+    for (series, n) in [
+        ("job_submitted_total", 2),
+        ("job_completed_total", 2),
+        ("job_failed_total", 0),
+    ] {
+        assert_eq!(sample(&after, series), Some(n), "{series}:\n{after}");
+    }
+    assert!(
+        after.contains("# TYPE job_exec_time_seconds histogram"),
+        "{after}"
+    );
     let peaks = after
         .lines()
         .filter(|l| l.starts_with("tauc_scheduler_executor_peak_memory_bytes{"))
@@ -329,6 +413,21 @@ async fn a_sigterm_cancels_the_cluster_job_and_commits_nothing() {
     assert!(
         state.contains("running") || state.contains("queued"),
         "{running}"
+    );
+    // scraped during the DWD job: the scheduler has a job that has not
+    // ended; the executors wrote the ODS files of the committed stage
+    let during = scrape(&cluster);
+    let open = sample(&during, "tauc_scheduler_jobs{state=\"running\"}").unwrap()
+        + sample(&during, "tauc_scheduler_jobs{state=\"queued\"}").unwrap();
+    assert_eq!(open, 1, "{during}");
+    let ods_rows = executors_sum(
+        &cluster,
+        "tauc_executor_rows_written_total{table=\"ods_fe_event_di\"}",
+    );
+    let lines = executors_sum(&cluster, "tauc_executor_raw_lines_read_total");
+    assert!(
+        ods_rows > 0 && ods_rows <= lines,
+        "ods rows {ods_rows}, lines {lines}"
     );
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -442,6 +442,8 @@ pub struct Cluster {
     pub url: String,
     /// Each executor's Flight port.
     pub flight_ports: Vec<u16>,
+    /// Each executor's health port (`/healthz`, `/readyz`, `/metrics`).
+    pub health_ports: Vec<u16>,
     _procs: Vec<Proc>,
 }
 
@@ -522,6 +524,7 @@ impl Cluster {
         Cluster {
             url: format!("df://127.0.0.1:{port}"),
             flight_ports,
+            health_ports: health.iter().map(|(p, _)| *p).collect(),
             _procs: procs,
         }
     }

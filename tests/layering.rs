@@ -236,6 +236,21 @@ async fn ods_rows_reasons_and_accounting() {
         let line = format!("tauc_layering_last_run_{line}");
         assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
     }
+    // one manifest PUT per committed partition of the run (the only run
+    // in this warehouse), and their time
+    let manifests = w
+        .keys("wh")
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with("/_SUCCESS"))
+        .count();
+    let line = format!("tauc_layering_last_run_manifests_committed {manifests}");
+    assert!(manifests >= 6, "{manifests} manifests");
+    assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+    assert!(
+        text.contains("tauc_layering_last_run_manifest_commit_max_milliseconds "),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

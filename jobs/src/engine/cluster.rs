@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
 use ballista_core::RuntimeProducer;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::error::BallistaError;
@@ -14,15 +17,18 @@ use ballista_core::utils::create_grpc_server;
 use ballista_executor::ArrowFlightServerProvider;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::flight_service::BallistaFlightService;
-use ballista_executor::health::spawn_health_server;
+use ballista_executor::health::ExecutorHealth;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::create_scheduler;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::FutureExt;
 
 use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::engine::job_view;
+use crate::engine::scheduler_metrics;
 use crate::engine::session::{Engine, with_codecs};
+use crate::engine::task_metrics;
 use crate::engine::tls::ClusterTls;
 use crate::error::{Error, Result};
 
@@ -246,12 +252,62 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
             ))
         })?;
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
-    let health = spawn_health_server(health_addr, config.health.clone(), health_stopped);
+    let health = tokio::spawn(serve_executor_http(
+        health_addr,
+        config.health.clone(),
+        engine.runtime.clone(),
+        health_stopped,
+    ));
     tracing::info!(port = opts.port, grpc_port = opts.grpc_port, scheduler = %format!("{}:{}", opts.scheduler_host, opts.scheduler_port), "executor starting");
     let result = start_executor_process(Arc::new(config)).await;
     let _ = stop_health.send(());
     let _ = health.await;
     result.map_err(|e| Error::config(format!("executor stopped: {e}")))
+}
+
+/// The executor's health port: `/healthz`, `/readyz` (registered with the
+/// scheduler) as Ballista's health server answers them, and `/metrics`
+/// ([`task_metrics`]). Plain HTTP: counts and readiness, never data.
+async fn serve_executor_http(
+    addr: SocketAddr,
+    health: ExecutorHealth,
+    runtime: Arc<RuntimeEnv>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<()> {
+    let ready = health.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.is_ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no successful heartbeat yet\n",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                let text = task_metrics::render(health.is_ready(), &runtime);
+                ([(CONTENT_TYPE, scheduler_metrics::TEXT_FORMAT)], text)
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::config(format!("cannot listen on {addr}: {e} (is it free?)")))?;
+    tracing::info!(%addr, "executor health and metrics listening (/healthz, /readyz, /metrics)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.await;
+        })
+        .await
+        .map_err(|e| Error::Server(format!("executor health server: {e}")))
 }
 
 /// The executor's Flight server (shuffle data, results) over TLS, clients

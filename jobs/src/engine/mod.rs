@@ -13,6 +13,7 @@ pub mod scratch;
 pub mod session;
 pub mod spill;
 pub mod submitted;
+pub mod task_metrics;
 pub mod tls;
 pub mod udf;
 

@@ -87,6 +87,27 @@ pub fn render(jobs: &[JobView], executors: &[(String, u64)]) -> String {
     out
 }
 
+/// The Prometheus text format's content type (tauc's series and Ballista's
+/// share one answer; `# EOF` of OpenMetrics is left out).
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Ballista's own scheduler metrics (its `prometheus-metrics` feature): job
+/// execution and planning times, jobs submitted, completed, failed and
+/// cancelled, the pending task queue, and the process's CPU, memory and
+/// file descriptors. Empty, with a warning, if they cannot be gathered.
+fn ballista_metrics() -> String {
+    let gathered =
+        ballista_scheduler::metrics::default_metrics_collector().and_then(|c| c.gather_metrics());
+    match gathered {
+        Ok(Some((text, _))) => String::from_utf8_lossy(&text).into_owned(),
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!("Ballista's scheduler metrics: {e}");
+            String::new()
+        }
+    }
+}
+
 /// `GET /metrics`.
 pub async fn serve(State(s): State<Arc<Scheduler>>) -> Response {
     let executors = match s.state.executor_manager.get_executors_state().await {
@@ -98,11 +119,11 @@ pub async fn serve(State(s): State<Arc<Scheduler>>) -> Response {
     };
     match job_view::jobs(&s).await {
         Ok(jobs) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            render(&jobs, &executors),
+            [(header::CONTENT_TYPE, TEXT_FORMAT)],
+            render(&jobs, &executors)
+                .trim_end_matches("# EOF\n")
+                .to_string()
+                + &ballista_metrics(),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::engine::spill::Spilled;
 use crate::error::Result;
 use crate::jobs::layering::LayeringReport;
+use crate::warehouse::commit::latency;
 
 /// The `reason` label of quarantined rows.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +86,22 @@ pub fn render(r: &LayeringReport, spilled: Option<Spilled>, finished_at: i64) ->
         "dwd_duplicates",
         "ODS rows dropped as copies",
         r.dwd.values().map(|s| s.duplicates).sum(),
+    );
+    let commits = latency::so_far();
+    put(
+        "manifests_committed",
+        "_SUCCESS manifests the run wrote (its commit points)",
+        commits.count as i64,
+    );
+    put(
+        "manifest_commit_milliseconds",
+        "Time of those manifest PUTs, summed",
+        commits.total.as_millis() as i64,
+    );
+    put(
+        "manifest_commit_max_milliseconds",
+        "The longest manifest PUT",
+        commits.max.as_millis() as i64,
     );
     if let Some(s) = spilled {
         put(

@@ -281,9 +281,48 @@ pub async fn commit_files(
     let body = serde_json::to_vec_pretty(&manifest)?;
     let path = Path::from(format!("{}/{MANIFEST}", dir.prefix));
     commit_delay().await;
+    let put = std::time::Instant::now();
     store.put(&path, PutPayload::from(body)).await?;
+    latency::record(put.elapsed());
     remove_strays(store, dir, &manifest).await?;
     Ok(manifest)
+}
+
+/// How long this process's manifest PUTs — the commit points — took.
+pub mod latency {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static TOTAL_US: AtomicU64 = AtomicU64::new(0);
+    static MAX_US: AtomicU64 = AtomicU64::new(0);
+
+    /// Manifests committed so far, with their PUTs' total and longest time.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct CommitLatency {
+        /// Manifests written.
+        pub count: u64,
+        /// Their PUTs' time, summed.
+        pub total: Duration,
+        /// The longest PUT.
+        pub max: Duration,
+    }
+
+    pub(super) fn record(d: Duration) {
+        let us = d.as_micros() as u64;
+        COUNT.fetch_add(1, Ordering::Relaxed);
+        TOTAL_US.fetch_add(us, Ordering::Relaxed);
+        MAX_US.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// The totals so far.
+    pub fn so_far() -> CommitLatency {
+        CommitLatency {
+            count: COUNT.load(Ordering::Relaxed),
+            total: Duration::from_micros(TOTAL_US.load(Ordering::Relaxed)),
+            max: Duration::from_micros(MAX_US.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// A test hook: `TAUC_COMMIT_DELAY_MS` slows every manifest write, as a

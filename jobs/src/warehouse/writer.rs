@@ -53,6 +53,7 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::task_metrics;
 use crate::store::Location;
 use crate::warehouse::tables::{Table, conform};
 
@@ -528,7 +529,12 @@ impl TaskWriter {
         for (((table, dt, region), name), v) in &self.counts {
             let table = table.map(Table::path).unwrap_or_default();
             rows.push(KIND_COUNT, table, *dt, region, name, *v, 0);
+            task_metrics::counted(name, *v);
         }
+        for ((table, ..), _, n, bytes) in &self.written {
+            task_metrics::file_written(table.map(Table::name).unwrap_or_default(), *n, *bytes);
+        }
+        task_metrics::task_finished();
         tracing::info!(
             executor_id = worker_name(),
             run_id = %self.spec.run_id,
