@@ -6,6 +6,23 @@ use tauc_jobs::warehouse::tables::Table;
 use crate::harness::*;
 use crate::layering::{load, write_dataset};
 
+/// Every layering table of aps1 on `dts` holds the same rows in both
+/// worlds (run ids and wall-clock columns differ by construction).
+async fn assert_same_layering(local: &World, remote: &World, dts: &[&str]) {
+    let skip = ["run_id", "detected_at", "started_at", "finished_at"];
+    for table in Table::LAYERING {
+        for dt in dts {
+            let a = local.read(table, dt, "aps1").await;
+            let b = remote.read(table, dt, "aps1").await;
+            let (a, b) = (
+                a.map(|(_, b)| render_sorted(&b, &skip)),
+                b.map(|(_, b)| render_sorted(&b, &skip)),
+            );
+            assert_eq!(a, b, "{table:?} dt={dt}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_run_matches_in_process_run() {
     let local = World::new("cluster-local");
@@ -19,21 +36,8 @@ async fn cluster_run_matches_in_process_run() {
     load(&remote, "2024-06-18", &["--scheduler", &cluster.url]);
     load(&remote, "2024-06-19", &["--scheduler", &cluster.url]);
 
-    // run ids and wall-clock columns differ by construction
-    let skip = ["run_id", "detected_at", "started_at", "finished_at"];
-    for table in Table::LAYERING {
-        for dt in ["2024-06-16", "2024-06-17", "2024-06-18", "2024-06-19"] {
-            let a = local
-                .read(table, dt, "aps1")
-                .await
-                .map(|(_, b)| render_sorted(&b, &skip));
-            let b = remote
-                .read(table, dt, "aps1")
-                .await
-                .map(|(_, b)| render_sorted(&b, &skip));
-            assert_eq!(a, b, "{table:?} dt={dt}");
-        }
-    }
+    let dts = ["2024-06-16", "2024-06-17", "2024-06-18", "2024-06-19"];
+    assert_same_layering(&local, &remote, &dts).await;
     let d = remote.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
     assert_eq!(d.num_rows(), 7);
     drop(cluster);
@@ -495,16 +499,6 @@ fn an_unreachable_scheduler_is_a_configuration_error_before_any_work() {
     assert_eq!(status.code, Some(2), "{status}");
 }
 
-/// Every status line of `run` names the refusal and exits 2, no panic.
-fn assert_refused(r: &Run, needle: &str) {
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(
-        r.stderr.contains(needle),
-        "stderr should say {needle:?}\n{r}"
-    );
-    assert!(!r.stderr.contains("panicked"), "{r}");
-}
-
 /// A Flight `ListActions` on an executor's Flight port over `tls` (plain
 /// TCP without): `Ok` when the server answered at all (Ballista's Flight
 /// service may answer `Unimplemented`), `Err` when the connection failed.
@@ -589,20 +583,7 @@ async fn a_cluster_over_mutual_tls_gives_the_same_rows_and_refuses_strangers() {
     args.extend_from_slice(&tls);
     load(&remote, "2024-06-18", &args);
 
-    let skip = ["run_id", "detected_at", "started_at", "finished_at"];
-    for table in Table::LAYERING {
-        for dt in ["2024-06-16", "2024-06-17", "2024-06-18"] {
-            let a = local
-                .read(table, dt, "aps1")
-                .await
-                .map(|(_, b)| render_sorted(&b, &skip));
-            let b = remote
-                .read(table, dt, "aps1")
-                .await
-                .map(|(_, b)| render_sorted(&b, &skip));
-            assert_eq!(a, b, "{table:?} dt={dt}");
-        }
-    }
+    assert_same_layering(&local, &remote, &["2024-06-16", "2024-06-17", "2024-06-18"]).await;
 
     let d = remote.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
     assert_eq!(d.num_rows(), 7);

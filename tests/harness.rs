@@ -692,3 +692,13 @@ impl TestCa {
         v
     }
 }
+
+/// A usage or configuration refusal: exit 2, `needle` on stderr, no panic.
+pub fn assert_refused(r: &Run, needle: &str) {
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr.contains(needle),
+        "stderr should say {needle:?}\n{r}"
+    );
+    assert!(!r.stderr.contains("panicked"), "{r}");
+}

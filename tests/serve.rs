@@ -11,15 +11,6 @@ use tauc_jobs::warehouse::tables::Table;
 
 use crate::harness::*;
 
-fn assert_refused(r: &Run, needle: &str) {
-    assert_eq!(r.code, Some(2), "{r}");
-    assert!(
-        r.stderr.contains(needle),
-        "stderr should say {needle:?}\n{r}"
-    );
-    assert!(!r.stderr.contains("panicked"), "{r}");
-}
-
 /// The daily job (layering, then reports) for aps1 on 2024-06-18.
 fn daily(w: &World) {
     let args = [

@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tauc_jobs::cli::ClusterTlsArgs;
 use tauc_jobs::engine::cluster::{ExecutorOptions, run_executor};
 use tauc_jobs::engine::scratch::{Resources, parse_size};
 use tauc_jobs::engine::session::Engine;
-use tauc_jobs::engine::tls::TlsFiles;
 use tauc_jobs::store::S3Options;
 
 /// Runs a tauc executor. S3 settings come from `TAUC_S3_*` and the usual
@@ -55,17 +55,9 @@ struct Args {
     /// scheduler's --executor-timeout-secs).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_secs: u64,
-    /// CA certificate (PEM) that signed every cluster process's
-    /// certificate: with --cluster-cert and --cluster-key, all gRPC and
-    /// Flight traffic of the cluster is mutual TLS.
-    #[arg(long, env = "TAUC_CLUSTER_CA")]
-    cluster_ca: Option<std::path::PathBuf>,
-    /// This process's certificate (PEM), signed by that CA.
-    #[arg(long, env = "TAUC_CLUSTER_CERT")]
-    cluster_cert: Option<std::path::PathBuf>,
-    /// This process's private key (PEM).
-    #[arg(long, env = "TAUC_CLUSTER_KEY")]
-    cluster_key: Option<std::path::PathBuf>,
+    /// TLS between the cluster's processes (all three files, or none).
+    #[command(flatten)]
+    cluster_tls: ClusterTlsArgs,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -80,12 +72,7 @@ fn main() -> ExitCode {
             memory_limit: a.memory_limit,
             work_dir: a.work_dir,
         };
-        let tls = TlsFiles {
-            ca: a.cluster_ca,
-            cert: a.cluster_cert,
-            key: a.cluster_key,
-        }
-        .load()?;
+        let tls = a.cluster_tls.files().load()?;
         let engine =
             Engine::with_resources(S3Options::default().with_env()?, &resources)?.with_tls(tls);
         let opts = ExecutorOptions {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tauc_jobs::cli::ClusterTlsArgs;
 use tauc_jobs::engine::cluster::{SchedulerOptions, TaskSpread, run_scheduler};
 use tauc_jobs::engine::session::Engine;
-use tauc_jobs::engine::tls::TlsFiles;
 use tauc_jobs::store::S3Options;
 
 /// Runs the tauc scheduler. S3 settings come from `TAUC_S3_*` and the
@@ -35,17 +35,9 @@ struct Args {
     /// stage change.
     #[arg(long, env = "TAUC_EVENT_LOG")]
     event_log: Option<std::path::PathBuf>,
-    /// CA certificate (PEM) that signed every cluster process's
-    /// certificate: with --cluster-cert and --cluster-key, all gRPC and
-    /// Flight traffic of the cluster is mutual TLS.
-    #[arg(long, env = "TAUC_CLUSTER_CA")]
-    cluster_ca: Option<std::path::PathBuf>,
-    /// This process's certificate (PEM), signed by that CA.
-    #[arg(long, env = "TAUC_CLUSTER_CERT")]
-    cluster_cert: Option<std::path::PathBuf>,
-    /// This process's private key (PEM).
-    #[arg(long, env = "TAUC_CLUSTER_KEY")]
-    cluster_key: Option<std::path::PathBuf>,
+    /// TLS between the cluster's processes (all three files, or none).
+    #[command(flatten)]
+    cluster_tls: ClusterTlsArgs,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -56,12 +48,7 @@ fn main() -> ExitCode {
     tauc_jobs::logging::init(args.log_format.as_deref() == Some("json"));
     let run = async {
         tauc_jobs::config::check_env()?;
-        let tls = TlsFiles {
-            ca: args.cluster_ca,
-            cert: args.cluster_cert,
-            key: args.cluster_key,
-        }
-        .load()?;
+        let tls = args.cluster_tls.files().load()?;
         let engine = Engine::new(S3Options::default().with_env()?)?.with_tls(tls);
         run_scheduler(
             engine,

@@ -59,7 +59,7 @@ pub struct Cli {
 }
 
 /// `--cluster-ca`, `--cluster-cert`, `--cluster-key`: the same three files
-/// (and variables) `tauc-scheduler` and `tauc-executor` take.
+/// (and variables) for `tauc-job`, `tauc-scheduler` and `tauc-executor`.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterTlsArgs {
     /// CA certificate (PEM) that signed the cluster's certificates: with
@@ -67,10 +67,10 @@ pub struct ClusterTlsArgs {
     /// and executors is mutual TLS.
     #[arg(long, global = true, env = "TAUC_CLUSTER_CA")]
     pub cluster_ca: Option<PathBuf>,
-    /// This client's certificate (PEM), signed by that CA.
+    /// This process's certificate (PEM), signed by that CA.
     #[arg(long, global = true, env = "TAUC_CLUSTER_CERT")]
     pub cluster_cert: Option<PathBuf>,
-    /// This client's private key (PEM).
+    /// This process's private key (PEM).
     #[arg(long, global = true, env = "TAUC_CLUSTER_KEY")]
     pub cluster_key: Option<PathBuf>,
 }
