@@ -578,6 +578,15 @@ async fn a_cluster_over_mutual_tls_gives_the_same_rows_and_refuses_strangers() {
     );
     assert_refused(&r, "holds no PEM certificate");
 
+    // push mode has no TLS: refused before listening
+    let mut cmd = std::process::Command::new(bin("tauc-scheduler"));
+    cmd.args(["--bind", "127.0.0.1:9", "--task-mode", "push"])
+        .args(&tls);
+    assert_refused(
+        &run(cmd, remote.dir.path()),
+        "--task-mode push cannot be used with TLS",
+    );
+
     let cluster = Cluster::start_with(&remote, 2, &tls, &tls);
     let mut args = vec!["--scheduler", cluster.url.as_str()];
     args.extend_from_slice(&tls);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tauc_jobs::cli::ClusterTlsArgs;
-use tauc_jobs::engine::cluster::{ExecutorOptions, run_executor};
+use tauc_jobs::engine::cluster::{ExecutorOptions, TaskMode, run_executor};
 use tauc_jobs::engine::scratch::{Resources, parse_size};
 use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
@@ -58,6 +58,12 @@ struct Args {
     /// TLS between the cluster's processes (all three files, or none).
     #[command(flatten)]
     cluster_tls: ClusterTlsArgs,
+    /// How executors get their tasks: `pull` (they ask when a slot is
+    /// free; survives a lost executor) or `push` (the scheduler sends them;
+    /// a little faster for small jobs). The same on the scheduler and every
+    /// executor.
+    #[arg(long, env = "TAUC_TASK_MODE", value_enum, default_value_t = TaskMode::Pull)]
+    task_mode: TaskMode,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
             vcores: a.vcores,
             memory_limit: a.memory_limit,
             heartbeat_secs: a.heartbeat_secs,
+            task_mode: a.task_mode,
         };
         run_executor(engine, opts).await
     };

@@ -57,6 +57,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_EVENT_LOG",
     "TAUC_BIND_HOST",
     "TAUC_CLUSTER_CA",
+    "TAUC_TASK_MODE",
     "TAUC_CLUSTER_CERT",
     "TAUC_CLUSTER_KEY",
     // tauc-job serve

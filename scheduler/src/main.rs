@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tauc_jobs::cli::ClusterTlsArgs;
-use tauc_jobs::engine::cluster::{SchedulerOptions, TaskSpread, run_scheduler};
+use tauc_jobs::engine::cluster::{SchedulerOptions, TaskMode, TaskSpread, run_scheduler};
 use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
 
@@ -31,6 +31,12 @@ struct Args {
     /// (fill one executor first).
     #[arg(long, env = "TAUC_TASK_SPREAD", value_enum, default_value_t = TaskSpread::RoundRobin)]
     task_spread: TaskSpread,
+    /// How executors get their tasks: `pull` (they ask when a slot is
+    /// free; survives a lost executor) or `push` (the scheduler sends them;
+    /// a little faster for small jobs). The same on the scheduler and every
+    /// executor.
+    #[arg(long, env = "TAUC_TASK_MODE", value_enum, default_value_t = TaskMode::Pull)]
+    task_mode: TaskMode,
     /// Append the job event log here: one JSON line per job state or
     /// stage change.
     #[arg(long, env = "TAUC_EVENT_LOG")]
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
                 executor_timeout_secs: args.executor_timeout_secs,
                 task_spread: args.task_spread,
                 event_log: args.event_log,
+                task_mode: args.task_mode,
             },
         )
         .await

@@ -45,6 +45,50 @@ pub struct SchedulerOptions {
     pub task_spread: TaskSpread,
     /// Where to append the job event log (JSON lines); none without.
     pub event_log: Option<std::path::PathBuf>,
+    /// How executors get their tasks.
+    pub task_mode: TaskMode,
+}
+
+/// How executors get their tasks; the scheduler and every executor must
+/// use the same (`TAUC_TASK_MODE` on every host).
+///
+/// In Ballista 55's push mode the scheduler loses the surviving executors'
+/// slots when a lost executor makes it roll a stage back (it refunds a
+/// task's vcores from the stage's task list, which a rolled-back stage no
+/// longer has), and a DWD job that lost an executor then stood still in
+/// about half the runs (`tauc-job` cancels it: exit 1). In pull mode each
+/// executor asks for work when it has a free slot: the same fault
+/// completed with the right rows in every run (10 of 10, and in the test
+/// every CI run). It costs a little latency per task (see
+/// benches/RESULTS.md), so pull is the default and push a choice for small,
+/// latency-bound jobs. TLS needs pull (see `engine::tls`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskMode {
+    /// Executors poll the scheduler when they have a free slot.
+    #[default]
+    Pull,
+    /// The scheduler pushes tasks to executors' gRPC ports.
+    Push,
+}
+
+impl TaskMode {
+    fn policy(self) -> TaskSchedulingPolicy {
+        match self {
+            TaskMode::Pull => TaskSchedulingPolicy::PullStaged,
+            TaskMode::Push => TaskSchedulingPolicy::PushStaged,
+        }
+    }
+
+    /// The mode, checked against TLS (which needs pull).
+    fn checked(self, tls: bool) -> Result<TaskMode> {
+        if tls && self == TaskMode::Push {
+            return Err(Error::config(
+                "--task-mode push cannot be used with TLS (--cluster-ca …): Ballista 55's task-push \
+                 port has no TLS; use --task-mode pull (the default)",
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// How the scheduler hands a stage's tasks to executors with free slots.
@@ -97,6 +141,8 @@ pub struct ExecutorOptions {
     pub memory_limit: Option<usize>,
     /// Seconds between heartbeats to the scheduler.
     pub heartbeat_secs: u64,
+    /// How it gets its tasks (as the scheduler does).
+    pub task_mode: TaskMode,
 }
 
 /// Runs a scheduler until SIGTERM or Ctrl-C.
@@ -113,10 +159,10 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
                 .state(with_codecs(config))
                 .map_err(Into::into)
         }));
+    let mode = opts.task_mode.checked(engine.tls.is_some())?;
+    config = config.with_scheduler_policy(mode.policy());
     if let Some(tls) = &engine.tls {
-        // executors poll for tasks: see `engine::tls`
         config = config
-            .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
             .with_use_tls(true)
             .with_override_create_grpc_client_endpoint(tls.endpoint_override());
     }
@@ -231,9 +277,8 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     config.override_runtime_producer = Some(runtime_producer);
     let producer_engine = engine.clone();
     config.override_config_producer = Some(Arc::new(move || producer_engine.session_config()));
+    config.task_scheduling_policy = opts.task_mode.checked(engine.tls.is_some())?.policy();
     if let Some(tls) = &engine.tls {
-        // no task-push port without TLS on it: poll (see `engine::tls`)
-        config.task_scheduling_policy = TaskSchedulingPolicy::PullStaged;
         config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
         config.override_arrow_flight_service = Some(tls_flight_server(
             tls.clone(),
