@@ -195,10 +195,14 @@ fn sample(text: &str, series: &str) -> Option<i64> {
 }
 
 fn scrape_port(port: u16) -> String {
+    http_get(port, "/metrics")
+}
+
+/// The body of a plain `GET path` on 127.0.0.1:port, which must answer 200.
+fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(
@@ -369,6 +373,28 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let none = w.tauc_job(&["status"], false);
     assert_eq!(none.code, Some(2), "{none}");
     assert!(none.stderr.contains("--scheduler"), "{none}");
+
+    // the test's S3 secret is in every process's environment, and in no
+    // log, REST answer or metric
+    let port = cluster.url.rsplit(':').next().unwrap().parse().unwrap();
+    let view = http_get(port, "/tauc/v1/jobs");
+    assert!(ids.iter().all(|id| view.contains(id.as_str())), "{view}");
+    let mut seen = vec![
+        ("the job view".to_string(), view),
+        ("the run's output".into(), format!("{run}")),
+        ("the scheduler's metrics".into(), scrape(&cluster)),
+    ];
+    for id in &ids {
+        seen.push((id.clone(), http_get(port, &format!("/tauc/v1/jobs/{id}"))));
+    }
+    for log in ["scheduler.log", "executor-0.log", "executor-1.log"] {
+        let text = std::fs::read_to_string(w.dir.path().join(log)).unwrap();
+        assert!(text.lines().count() > 3, "{log} is nearly empty:\n{text}");
+        seen.push((log.to_string(), text));
+    }
+    for (what, text) in seen {
+        assert!(!text.contains(SECRET_KEY), "the secret in {what}:\n{text}");
+    }
     drop(cluster);
 }
 
