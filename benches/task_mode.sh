@@ -29,9 +29,10 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
   --raw-root "$work/raw" --warehouse "$work/wh-pull" >&2
 cp -r "$work/wh-pull" "$work/wh-push"
 
-# start_cluster MODE: a scheduler and two executors; prints the scheduler port
+# start_cluster MODE: a scheduler and two executors; sets `port` to the
+# scheduler's (not in a subshell: `pids` must keep the processes)
 start_cluster() {
-  local mode=$1 port ports i
+  local mode=$1 ports i
   port=$(free_port)
   "$tdir/tauc-scheduler" --bind "127.0.0.1:$port" --external-host 127.0.0.1 --task-mode "$mode" \
     >"$work/scheduler-$mode.log" 2>&1 &
@@ -46,10 +47,11 @@ start_cluster() {
     pids+=($!)
     for _ in $(seq 200); do curl -sf "http://127.0.0.1:${ports[2]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   done
-  echo "$port"
 }
-pull=$(start_cluster pull)
-push=$(start_cluster push)
+start_cluster pull
+pull=$port
+start_cluster push
+push=$port
 
 # run MODE PORT: one layering run; prints its wall seconds
 run() {
