@@ -58,11 +58,11 @@ struct Args {
     /// TLS between the cluster's processes (all three files, or none).
     #[command(flatten)]
     cluster_tls: ClusterTlsArgs,
-    /// How executors get their tasks: `pull` (they ask when a slot is
-    /// free; survives a lost executor) or `push` (the scheduler sends them;
-    /// a little faster for small jobs). The same on the scheduler and every
-    /// executor.
-    #[arg(long, env = "TAUC_TASK_MODE", value_enum, default_value_t = TaskMode::Pull)]
+    /// How executors get their tasks: `push` (the scheduler sends them) or
+    /// `pull` (they ask when a slot is free; needed with TLS). The same on
+    /// the scheduler and every executor; see docs/configuration.md for what
+    /// each does after an executor is lost.
+    #[arg(long, env = "TAUC_TASK_MODE", value_enum, default_value_t = TaskMode::Push)]
     task_mode: TaskMode,
     /// Log lines as JSON.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]

@@ -31,11 +31,11 @@ struct Args {
     /// (fill one executor first).
     #[arg(long, env = "TAUC_TASK_SPREAD", value_enum, default_value_t = TaskSpread::RoundRobin)]
     task_spread: TaskSpread,
-    /// How executors get their tasks: `pull` (they ask when a slot is
-    /// free; survives a lost executor) or `push` (the scheduler sends them;
-    /// a little faster for small jobs). The same on the scheduler and every
-    /// executor.
-    #[arg(long, env = "TAUC_TASK_MODE", value_enum, default_value_t = TaskMode::Pull)]
+    /// How executors get their tasks: `push` (the scheduler sends them) or
+    /// `pull` (they ask when a slot is free; needed with TLS). The same on
+    /// the scheduler and every executor; see docs/configuration.md for what
+    /// each does after an executor is lost.
+    #[arg(long, env = "TAUC_TASK_MODE", value_enum, default_value_t = TaskMode::Push)]
     task_mode: TaskMode,
     /// Append the job event log here: one JSON line per job state or
     /// stage change.

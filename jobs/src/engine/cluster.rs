@@ -56,19 +56,20 @@ pub struct SchedulerOptions {
 /// In Ballista 55's push mode the scheduler loses the surviving executors'
 /// slots when a lost executor makes it roll a stage back (it refunds a
 /// task's vcores from the stage's task list, which a rolled-back stage no
-/// longer has), and a DWD job that lost an executor then stood still in
-/// about half the runs (`tauc-job` cancels it: exit 1). In pull mode each
-/// executor asks for work when it has a free slot: the same fault
-/// completed with the right rows in every run (10 of 10, and in the test
-/// every CI run). It costs a little latency per task (see
-/// benches/RESULTS.md), so pull is the default and push a choice for small,
-/// latency-bound jobs. TLS needs pull (see `engine::tls`).
+/// longer has), and a DWD job that lost an executor then stands still in
+/// about half the runs (`tauc-job` cancels it: exit 1, nothing
+/// committed). In pull mode each executor asks for work when it has a free
+/// slot and the same fault completes — but in one run of about fifteen it
+/// completed with one partition's rows written twice (Ballista's re-run of
+/// the rolled-back stages), which the commit cannot tell apart. A failed
+/// run is better than a doubled one, so push is the default; TLS needs
+/// pull (see `engine::tls`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskMode {
     /// Executors poll the scheduler when they have a free slot.
-    #[default]
     Pull,
     /// The scheduler pushes tasks to executors' gRPC ports.
+    #[default]
     Push,
 }
 

@@ -14,8 +14,8 @@
 //! server can be replaced (tauc serves it with TLS), its task-push gRPC
 //! server cannot, and the scheduler checks that port in plain text when an
 //! executor registers. With TLS, executors therefore poll the scheduler for
-//! tasks (Ballista's pull mode, `--task-mode pull`, the default) and open no
-//! task-push port.
+//! tasks (Ballista's pull mode, `--task-mode pull`) and open no task-push
+//! port.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
