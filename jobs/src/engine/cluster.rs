@@ -46,8 +46,8 @@ pub struct SchedulerOptions {
     pub task_spread: TaskSpread,
     /// Where to append the job event log (JSON lines); none without.
     pub event_log: Option<std::path::PathBuf>,
-    /// How executors get their tasks.
-    pub task_mode: TaskMode,
+    /// How executors get their tasks; none: see [`TaskMode::resolve`].
+    pub task_mode: Option<TaskMode>,
 }
 
 /// How executors get their tasks; the scheduler and every executor must
@@ -63,13 +63,12 @@ pub struct SchedulerOptions {
 /// completed with one partition's rows written twice (Ballista's re-run of
 /// the rolled-back stages), which the commit cannot tell apart. A failed
 /// run is better than a doubled one, so push is the default; TLS needs
-/// pull (see `engine::tls`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+/// pull (see `engine::tls`), so with TLS pull is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskMode {
     /// Executors poll the scheduler when they have a free slot.
     Pull,
     /// The scheduler pushes tasks to executors' gRPC ports.
-    #[default]
     Push,
 }
 
@@ -81,15 +80,18 @@ impl TaskMode {
         }
     }
 
-    /// The mode, checked against TLS (which needs pull).
-    fn checked(self, tls: bool) -> Result<TaskMode> {
-        if tls && self == TaskMode::Push {
-            return Err(Error::config(
+    /// The mode to run: the one asked for, checked against TLS (which needs
+    /// pull); unset, pull with TLS and push without.
+    pub fn resolve(asked: Option<TaskMode>, tls: bool) -> Result<TaskMode> {
+        match asked {
+            Some(TaskMode::Push) if tls => Err(Error::config(
                 "--task-mode push cannot be used with TLS (--cluster-ca …): Ballista 55's task-push \
-                 port has no TLS; use --task-mode pull (the default)",
-            ));
+                 port has no TLS; use --task-mode pull, or leave it unset (pull is the default with TLS)",
+            )),
+            Some(mode) => Ok(mode),
+            None if tls => Ok(TaskMode::Pull),
+            None => Ok(TaskMode::Push),
         }
-        Ok(self)
     }
 }
 
@@ -143,8 +145,9 @@ pub struct ExecutorOptions {
     pub memory_limit: Option<usize>,
     /// Seconds between heartbeats to the scheduler.
     pub heartbeat_secs: u64,
-    /// How it gets its tasks (as the scheduler does).
-    pub task_mode: TaskMode,
+    /// How it gets its tasks (as the scheduler does); none: see
+    /// [`TaskMode::resolve`].
+    pub task_mode: Option<TaskMode>,
 }
 
 /// Runs a scheduler until SIGTERM or Ctrl-C.
@@ -161,7 +164,7 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
                 .state(with_codecs(config))
                 .map_err(Into::into)
         }));
-    let mode = opts.task_mode.checked(engine.tls.is_some())?;
+    let mode = TaskMode::resolve(opts.task_mode, engine.tls.is_some())?;
     config = config.with_scheduler_policy(mode.policy());
     if let Some(tls) = &engine.tls {
         config = config
@@ -287,7 +290,8 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     config.override_runtime_producer = Some(runtime_producer);
     let producer_engine = engine.clone();
     config.override_config_producer = Some(Arc::new(move || producer_engine.session_config()));
-    config.task_scheduling_policy = opts.task_mode.checked(engine.tls.is_some())?.policy();
+    config.task_scheduling_policy =
+        TaskMode::resolve(opts.task_mode, engine.tls.is_some())?.policy();
     if let Some(tls) = &engine.tls {
         config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
         config.override_arrow_flight_service = Some(tls_flight_server(
