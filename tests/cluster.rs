@@ -576,32 +576,25 @@ async fn a_cluster_over_mutual_tls_gives_the_same_rows_and_refuses_strangers() {
     let tls = good.args();
     let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
 
+    // `status` against a closed port with these TLS flags
+    let status_with = |flags: &[&str]| {
+        let mut args = vec!["status", "--scheduler", "df://127.0.0.1:9"];
+        args.extend_from_slice(flags);
+        remote.tauc_job(&args, false)
+    };
+    let path = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let (ca, cert, key) = (path(&good.ca), path(&good.cert), path(&good.key));
     // one file alone is a usage error, before anything is reached
-    let r = remote.tauc_job(
-        &[
-            "status",
-            "--scheduler",
-            "df://127.0.0.1:9",
-            "--cluster-ca",
-            good.ca.to_str().unwrap(),
-        ],
-        false,
-    );
+    let r = status_with(&["--cluster-ca", &ca]);
     assert_refused(&r, "--cluster-ca, --cluster-cert and --cluster-key");
-    let r = remote.tauc_job(
-        &[
-            "status",
-            "--scheduler",
-            "df://127.0.0.1:9",
-            "--cluster-ca",
-            good.key.to_str().unwrap(),
-            "--cluster-cert",
-            good.cert.to_str().unwrap(),
-            "--cluster-key",
-            good.key.to_str().unwrap(),
-        ],
-        false,
-    );
+    let r = status_with(&[
+        "--cluster-ca",
+        &key,
+        "--cluster-cert",
+        &cert,
+        "--cluster-key",
+        &key,
+    ]);
     assert_refused(&r, "holds no PEM certificate");
 
     // push mode has no TLS: refused before listening

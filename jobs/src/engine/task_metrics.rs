@@ -125,21 +125,21 @@ pub fn render(ready: bool, runtime: &RuntimeEnv) -> String {
         "When the last writer task finished",
         gauge(FINISHED_AT.load(Ordering::Relaxed) as i64),
     );
-    reg.register(
-        "files_written",
-        "Warehouse files written, by table",
-        c.files_written.clone(),
-    );
-    reg.register(
-        "rows_written",
-        "Rows written, by table",
-        c.rows_written.clone(),
-    );
-    reg.register(
-        "bytes_written",
-        "Parquet bytes written, by table",
-        c.bytes_written.clone(),
-    );
+    for (name, help, family) in [
+        (
+            "files_written",
+            "Warehouse files written, by table",
+            &c.files_written,
+        ),
+        ("rows_written", "Rows written, by table", &c.rows_written),
+        (
+            "bytes_written",
+            "Parquet bytes written, by table",
+            &c.bytes_written,
+        ),
+    ] {
+        reg.register(name, help, family.clone());
+    }
     reg.register(
         "quarantined_rows",
         "Rows written to ods_fe_quarantine_di, by reason",
