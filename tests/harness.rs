@@ -165,8 +165,14 @@ pub struct World {
 
 impl World {
     /// Starts a server and creates `bucket`.
+    /// `KEEP_TEST_DIRS=1` keeps its directory (logs, warehouse) for a
+    /// look after the test.
     pub fn new(bucket: &str) -> World {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let mut dir = tempfile::tempdir().expect("temp dir");
+        if std::env::var_os("KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("{bucket}: keeping {}", dir.path().display());
+        }
         let root = dir.path().join("s3");
         std::fs::create_dir_all(root.join(bucket)).expect("bucket dir");
         let port = free_port();

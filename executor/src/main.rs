@@ -58,11 +58,10 @@ struct Args {
     /// TLS between the cluster's processes (all three files, or none).
     #[command(flatten)]
     cluster_tls: ClusterTlsArgs,
-    /// How executors get their tasks: `push` (the scheduler sends them; the
-    /// default without TLS) or `pull` (they ask when a slot is free; needed
-    /// and the default with TLS). The same on the scheduler and every
-    /// executor; see docs/configuration.md for what each does after an
-    /// executor is lost.
+    /// How executors get their tasks: `pull` (the default: they ask when a
+    /// slot is free) or `push` (the scheduler sends them; no TLS). The same
+    /// on the scheduler and every executor; see docs/configuration.md for
+    /// what each does after an executor is lost.
     #[arg(long, env = "TAUC_TASK_MODE", value_enum)]
     task_mode: Option<TaskMode>,
     /// Log lines as JSON.

@@ -31,11 +31,10 @@ struct Args {
     /// (fill one executor first).
     #[arg(long, env = "TAUC_TASK_SPREAD", value_enum, default_value_t = TaskSpread::RoundRobin)]
     task_spread: TaskSpread,
-    /// How executors get their tasks: `push` (the scheduler sends them; the
-    /// default without TLS) or `pull` (they ask when a slot is free; needed
-    /// and the default with TLS). The same on the scheduler and every
-    /// executor; see docs/configuration.md for what each does after an
-    /// executor is lost.
+    /// How executors get their tasks: `pull` (the default: they ask when a
+    /// slot is free) or `push` (the scheduler sends them; no TLS). The same
+    /// on the scheduler and every executor; see docs/configuration.md for
+    /// what each does after an executor is lost.
     #[arg(long, env = "TAUC_TASK_MODE", value_enum)]
     task_mode: Option<TaskMode>,
     /// Append the job event log here: one JSON line per job state or

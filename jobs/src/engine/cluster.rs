@@ -59,11 +59,10 @@ pub struct SchedulerOptions {
 /// longer has), and a DWD job that lost an executor then stands still in
 /// about half the runs (`tauc-job` cancels it: exit 1, nothing
 /// committed). In pull mode each executor asks for work when it has a free
-/// slot and the same fault completes — but in one run of about fifteen it
-/// completed with one partition's rows written twice (Ballista's re-run of
-/// the rolled-back stages), which the commit cannot tell apart. A failed
-/// run is better than a doubled one, so push is the default; TLS needs
-/// pull (see `engine::tls`), so with TLS pull is.
+/// slot and the same fault completes. (In either mode Ballista can hand
+/// back two attempts' output of one re-run writer task; the commit keeps
+/// one, see `engine::rerun`.) So pull is the default, and TLS needs it
+/// (see `engine::tls`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskMode {
     /// Executors poll the scheduler when they have a free slot.
@@ -81,7 +80,7 @@ impl TaskMode {
     }
 
     /// The mode to run: the one asked for, checked against TLS (which needs
-    /// pull); unset, pull with TLS and push without.
+    /// pull); unset, pull.
     pub fn resolve(asked: Option<TaskMode>, tls: bool) -> Result<TaskMode> {
         match asked {
             Some(TaskMode::Push) if tls => Err(Error::config(
@@ -89,8 +88,7 @@ impl TaskMode {
                  port has no TLS; use --task-mode pull, or leave it unset (pull is the default with TLS)",
             )),
             Some(mode) => Ok(mode),
-            None if tls => Ok(TaskMode::Pull),
-            None => Ok(TaskMode::Push),
+            None => Ok(TaskMode::Pull),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod event_log;
 pub mod job_view;
 pub mod local;
 pub mod remote;
+pub mod rerun;
 pub mod scheduler_metrics;
 pub mod scratch;
 pub mod session;

@@ -36,6 +36,15 @@ pub fn set_scheduler(client: Option<SchedulerClient>) {
     *SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()) = client;
 }
 
+/// Do this process's jobs run on a cluster (rather than the in-process
+/// engine)?
+pub fn on_cluster() -> bool {
+    SCHEDULER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
+}
+
 /// Where cluster progress is drawn: a terminal's spinner (its prefix), or
 /// `None` for log lines.
 pub fn set_display(bar: Option<indicatif::ProgressBar>) {

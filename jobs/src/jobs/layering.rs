@@ -50,10 +50,10 @@ use crate::ingest::raw_scan::{
 use crate::jobs::progress::Progress;
 use crate::store::Location;
 use crate::warehouse::commit::{self, PartitionRef, WriteOutcome, new_run_id};
-use crate::warehouse::lease;
 use crate::warehouse::table::WarehouseTable;
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::{FileLimits, TABLE_COLUMN, WriteNode, WriteSpec};
+use crate::warehouse::{doubled, lease};
 
 /// Name of the job in manifests and the registry.
 pub const JOB: &str = "layering";
@@ -327,6 +327,30 @@ async fn stages(
     report.files_received += received.1;
     report.dwd_secs = t.elapsed().as_secs_f64();
     Ok(())
+}
+
+/// Fails the run, before anything of the DWD stage is committed, when a
+/// new DWD partition holds some `event_id` twice ([`doubled`]).
+async fn no_event_twice(
+    ctx: &SessionContext,
+    warehouse: &Location,
+    outcome: &WriteOutcome,
+) -> Result<()> {
+    let tables = [Table::DwdTrkEvent, Table::DwdCorsError];
+    let found =
+        doubled::doubled_events(ctx, warehouse, outcome, &tables, "tauc layering: dwd check")
+            .await?;
+    let Some(first) = found.first() else {
+        return Ok(());
+    };
+    Err(Error::Invariant(format!(
+        "DWD dt={}/region={}: {} rows written for {} events ({} partition(s) affected) — the cluster ran a stage twice after losing an executor; nothing of the DWD stage was committed: run the same command again",
+        first.partition.dt,
+        first.partition.region,
+        first.rows,
+        first.events,
+        found.len()
+    )))
 }
 
 /// Runs `df` through the warehouse writer as the Ballista job `name` and
@@ -874,6 +898,10 @@ async fn build_dwd(
         summaries.insert(p.clone(), s);
     }
     only_into(&outcome, &summaries, "the DWD query")?;
+    if submitted::on_cluster() {
+        progress.stage("dwd: checking that no event was written twice");
+        no_event_twice(ctx, &args.warehouse, &outcome).await?;
+    }
     // a stop asked while the job ran: nothing of this stage commits
     submitted::check()?;
     progress.stage("dwd: committing");

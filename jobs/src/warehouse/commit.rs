@@ -150,54 +150,91 @@ pub struct WriteOutcome {
     /// Result rows received (one per file or counter per task): the only
     /// rows of a write that reach the client.
     pub rows_received: u64,
+    /// Attempts whose rows were set aside because another attempt at the
+    /// same task was kept (their files are strays the commit deletes).
+    pub dropped_attempts: Vec<String>,
+}
+
+/// One writer output row, as read.
+struct Reported<'a> {
+    kind: &'a str,
+    table: &'a str,
+    partition: PartitionRef,
+    name: &'a str,
+    rows: i64,
+    bytes: i64,
 }
 
 impl WriteOutcome {
-    /// Gathers the writers' output rows.
+    /// Gathers the writers' output rows, one attempt per task: Ballista 55
+    /// can deliver the output of two successful attempts at one task (a
+    /// stage rolled back after an executor loss runs again while what its
+    /// first attempt delivered stays listed), and both wrote the same rows.
+    /// The attempt kept is the first by name, the same whatever order the
+    /// rows came in.
     pub fn from_batches(batches: &[RecordBatch]) -> Result<WriteOutcome> {
+        let kept = kept_attempts(batches);
         let mut out = WriteOutcome::default();
         for b in batches {
             let s = |i: usize| b.column(i).as_string::<i32>();
-            let (kind, table, region, name) = (s(0), s(1), s(3), s(4));
+            let (kind, table, region, name, task, attempt) = (s(0), s(1), s(3), s(4), s(7), s(8));
             let dt = b.column(2).as_primitive::<Date32Type>();
             let rows = b.column(5).as_primitive::<Int64Type>();
             let bytes = b.column(6).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 out.rows_received += 1;
-                let p = PartitionRef {
-                    dt: date_of(dt.value(i)),
-                    region: region.value(i).to_string(),
-                };
-                match kind.value(i) {
-                    KIND_FILE => {
-                        let t = Table::from_name(table.value(i)).ok_or_else(|| {
-                            Error::Invariant(format!(
-                                "writer reported unknown table '{}'",
-                                table.value(i)
-                            ))
-                        })?;
-                        out.files.entry((t, p)).or_default().push(DataFile {
-                            name: name.value(i).to_string(),
-                            rows: rows.value(i) as u64,
-                            bytes: bytes.value(i) as u64,
-                        });
-                    }
-                    KIND_COUNT => {
-                        let key = (table.value(i).to_string(), p, name.value(i).to_string());
-                        *out.counts.entry(key).or_default() += rows.value(i);
-                    }
-                    other => {
-                        return Err(Error::Invariant(format!(
-                            "writer reported unknown row kind '{other}'"
-                        )));
-                    }
+                if kept.get(task.value(i)) != Some(&attempt.value(i)) {
+                    continue;
                 }
+                out.add(Reported {
+                    kind: kind.value(i),
+                    table: table.value(i),
+                    partition: PartitionRef {
+                        dt: date_of(dt.value(i)),
+                        region: region.value(i).to_string(),
+                    },
+                    name: name.value(i),
+                    rows: rows.value(i),
+                    bytes: bytes.value(i),
+                })?;
             }
         }
         for files in out.files.values_mut() {
             files.sort();
         }
+        out.dropped_attempts = dropped_attempts(batches, &kept);
+        for a in &out.dropped_attempts {
+            tracing::warn!(attempt = %a, "a second attempt at a write task was reported (a stage re-run after an executor loss): its rows are set aside and its files removed at commit");
+        }
         Ok(out)
+    }
+
+    fn add(&mut self, r: Reported<'_>) -> Result<()> {
+        match r.kind {
+            KIND_FILE => {
+                let t = Table::from_name(r.table).ok_or_else(|| {
+                    Error::Invariant(format!("writer reported unknown table '{}'", r.table))
+                })?;
+                self.files
+                    .entry((t, r.partition))
+                    .or_default()
+                    .push(DataFile {
+                        name: r.name.to_string(),
+                        rows: r.rows as u64,
+                        bytes: r.bytes as u64,
+                    });
+            }
+            KIND_COUNT => {
+                let key = (r.table.to_string(), r.partition, r.name.to_string());
+                *self.counts.entry(key).or_default() += r.rows;
+            }
+            other => {
+                return Err(Error::Invariant(format!(
+                    "writer reported unknown row kind '{other}'"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Result rows received, and how many of them describe files.
@@ -254,6 +291,39 @@ impl WriteOutcome {
         v.dedup();
         v
     }
+}
+
+/// The attempt kept for each task: the first by name.
+fn kept_attempts(batches: &[RecordBatch]) -> BTreeMap<&str, &str> {
+    let mut kept: BTreeMap<&str, &str> = BTreeMap::new();
+    for b in batches {
+        let (task, attempt) = (
+            b.column(7).as_string::<i32>(),
+            b.column(8).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            let a = kept.entry(task.value(i)).or_insert(attempt.value(i));
+            *a = (*a).min(attempt.value(i));
+        }
+    }
+    kept
+}
+
+/// Every attempt reported that is not the one kept for its task.
+fn dropped_attempts(batches: &[RecordBatch], kept: &BTreeMap<&str, &str>) -> Vec<String> {
+    let mut dropped = std::collections::BTreeSet::new();
+    for b in batches {
+        let (task, attempt) = (
+            b.column(7).as_string::<i32>(),
+            b.column(8).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            if kept.get(task.value(i)) != Some(&attempt.value(i)) {
+                dropped.insert(attempt.value(i).to_string());
+            }
+        }
+    }
+    dropped.into_iter().collect()
 }
 
 /// Steps 2 and 3 for one partition whose data files are written: replaces
@@ -450,4 +520,92 @@ pub async fn commit_table(
     let dir = p.location(&table.location(warehouse));
     let files = write_files(store, run_id, &dir, &table.schema(), batches).await?;
     commit_files(store.as_ref(), run_id, job, table, &dir, p, &files).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Date32Array, Int64Array, StringArray};
+
+    use super::*;
+    use crate::warehouse::writer::output_schema;
+
+    /// One writer task's report: `(kind, name, rows)` rows for one DWD
+    /// partition, as the writer's output schema carries them.
+    fn report(task: &str, attempt: &str, rows: &[(&str, &str, i64)]) -> RecordBatch {
+        let n = rows.len();
+        let strs = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let columns: Vec<ArrayRef> = vec![
+            strs(rows.iter().map(|r| r.0).collect()),
+            strs(vec![Table::DwdTrkEvent.path(); n]),
+            Arc::new(Date32Array::from(vec![19_892; n])),
+            strs(vec!["eu"; n]),
+            strs(rows.iter().map(|r| r.1).collect()),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(vec![100; n])),
+            strs(vec![task; n]),
+            strs(vec![attempt; n]),
+        ];
+        RecordBatch::try_new(output_schema(), columns).expect("a report batch")
+    }
+
+    #[test]
+    fn a_task_reported_by_two_attempts_counts_once() {
+        // Task s3-p1 delivered twice (its stage re-ran after an executor
+        // loss), once by attempt "b" and once by the re-run "a"; task
+        // s3-p2 once. Only one attempt of s3-p1 may be listed and counted.
+        let first = report(
+            "s3-p1",
+            "b",
+            &[(KIND_FILE, "f-b", 40), (KIND_COUNT, "duplicates", 3)],
+        );
+        let other = report(
+            "s3-p2",
+            "c",
+            &[(KIND_FILE, "f-c", 7), (KIND_COUNT, "duplicates", 1)],
+        );
+        let rerun = report(
+            "s3-p1",
+            "a",
+            &[(KIND_FILE, "f-a", 40), (KIND_COUNT, "duplicates", 3)],
+        );
+        let out = WriteOutcome::from_batches(&[first, other, rerun]).expect("outcome");
+        let p = PartitionRef {
+            dt: date_of(19_892),
+            region: "eu".into(),
+        };
+        let names: Vec<String> = out
+            .files_of(Table::DwdTrkEvent, &p)
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["f-a", "f-c"],
+            "the first attempt by name, and the other task"
+        );
+        assert_eq!(out.rows(Table::DwdTrkEvent, &p), 47);
+        assert_eq!(out.count(&p, "duplicates"), 4);
+        assert_eq!(out.dropped_attempts, ["b"]);
+        assert_eq!(
+            out.rows_received, 6,
+            "every row received is still counted as received"
+        );
+    }
+
+    #[test]
+    fn tasks_reported_once_are_all_kept() {
+        let a = report("s3-p1", "x", &[(KIND_FILE, "f-x", 5)]);
+        let b = report("s3-p2", "y", &[(KIND_FILE, "f-y", 6)]);
+        let out = WriteOutcome::from_batches(&[a, b]).expect("outcome");
+        let p = PartitionRef {
+            dt: date_of(19_892),
+            region: "eu".into(),
+        };
+        assert_eq!(out.rows(Table::DwdTrkEvent, &p), 11);
+        assert!(out.dropped_attempts.is_empty());
+    }
 }

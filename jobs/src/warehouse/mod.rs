@@ -6,6 +6,7 @@
 
 pub mod commit;
 pub mod dim_user;
+pub mod doubled;
 pub mod lease;
 pub mod query;
 pub mod table;

@@ -17,8 +17,13 @@
 //! - **Output.** One small row per file written (`kind = 'file'`: table,
 //!   dt, region, file name, rows, bytes), plus the task's counters
 //!   (`kind = 'count'`): the sums of [`WriteSpec::counters`] and the value
-//!   counts of [`WriteSpec::value_counts`] per partition key. `tauc-job`
-//!   reads only these rows; it checks them and commits the manifests
+//!   counts of [`WriteSpec::value_counts`] per partition key. Every row
+//!   names the work it belongs to (`task`: the stage and partition) and the
+//!   attempt that did it (`attempt`), because Ballista 55 can hand the
+//!   client the output of two attempts of one task (a stage rolled back
+//!   after an executor loss runs again, and the outputs its first attempt
+//!   already delivered stay listed). `tauc-job` reads only these rows; it
+//!   keeps one attempt per task, checks them and commits the manifests
 //!   ([`crate::warehouse::commit`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -116,6 +121,8 @@ pub fn output_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, false),
         Field::new("rows", DataType::Int64, false),
         Field::new("bytes", DataType::Int64, false),
+        Field::new("task", DataType::Utf8, false),
+        Field::new("attempt", DataType::Utf8, false),
     ]))
 }
 
@@ -288,7 +295,8 @@ impl ExecutionPlan for WriteExec {
         let input = self.input.execute(partition, context.clone())?;
         let url = ObjectStoreUrl::parse(&self.spec.warehouse.store_url)?;
         let store = context.runtime_env().object_store(&url)?;
-        let task = TaskName::of(context.task_id().as_deref(), partition);
+        let reads = crate::engine::rerun::input_partitions(&self.input, partition);
+        let task = TaskName::of(context.task_id().as_deref(), partition, reads.as_deref());
         let mut writer = TaskWriter::new(self.spec.clone(), store, task);
         let out = futures::stream::once(async move {
             let mut input = input;
@@ -304,27 +312,48 @@ impl ExecutionPlan for WriteExec {
     }
 }
 
-/// The part of a file name that names the task attempt.
+/// Which work a task did and which attempt at it this is. The attempt
+/// goes into file names, so a retried task never overwrites the files of
+/// another attempt; the work is what two attempts share.
 #[derive(Debug, Clone, PartialEq)]
-struct TaskName(String);
+struct TaskName {
+    /// `s{stage}-g{shuffle partitions read}`: the same for every attempt
+    /// at one piece of work ([`crate::engine::rerun`]). When that is not
+    /// known (no Ballista task, no shuffle input) it is the attempt itself,
+    /// so no other attempt is ever taken for the same work.
+    work: String,
+    /// Unique: the worker, the stage and task attempts, the partition and
+    /// a random suffix.
+    attempt: String,
+}
 
 impl TaskName {
     /// From Ballista's task identity `TID {job}/{stage}.{stage_attempt}/{task}.{attempt}`
-    /// when there is one (a task may run several partitions), the
-    /// partition, the worker and a random suffix.
-    fn of(task_id: Option<&str>, partition: usize) -> TaskName {
-        let attempt = task_id
-            .and_then(|t| t.strip_prefix("TID "))
-            .and_then(|t| {
-                let mut parts = t.split('/');
-                let _job = parts.next()?;
-                let stage = parts.next()?;
-                let task = parts.next()?;
-                Some(format!("s{stage}-t{task}-p{partition}"))
-            })
-            .unwrap_or_else(|| format!("p{partition}"));
+    /// when there is one, the (task-local) partition, the global shuffle
+    /// partitions it reads when known, the worker and a random suffix.
+    fn of(task_id: Option<&str>, partition: usize, reads: Option<&[usize]>) -> TaskName {
+        let ballista = task_id.and_then(|t| t.strip_prefix("TID ")).and_then(|t| {
+            let mut parts = t.split('/');
+            let _job = parts.next()?;
+            let stage = parts.next()?;
+            let task = parts.next()?;
+            let stage_id = stage.split('.').next()?;
+            let work = reads.map(|ids| {
+                let ids: Vec<String> = ids.iter().map(usize::to_string).collect();
+                format!("s{stage_id}-g{}", ids.join("+"))
+            });
+            Some((work, format!("s{stage}-t{task}-p{partition}")))
+        });
         let id = uuid::Uuid::new_v4().simple().to_string();
-        TaskName(format!("{}-{attempt}-{}", worker_name(), &id[..8]))
+        let label = match &ballista {
+            Some((_, attempt)) => attempt.clone(),
+            None => format!("p{partition}"),
+        };
+        let attempt = format!("{}-{label}-{}", worker_name(), &id[..8]);
+        let work = ballista
+            .and_then(|(work, _)| work)
+            .unwrap_or_else(|| attempt.clone());
+        TaskName { work, attempt }
     }
 }
 
@@ -485,7 +514,7 @@ impl TaskWriter {
         };
         let name = format!(
             "part-{}-{}-{:03}.zstd.parquet",
-            self.spec.run_id, self.task.0, self.seq
+            self.spec.run_id, self.task.attempt, self.seq
         );
         self.seq += 1;
         let dir = partition_dir(&self.spec.warehouse, *table, *dt, region);
@@ -513,7 +542,7 @@ impl TaskWriter {
         for (key, file) in open {
             self.close(key, file).await?;
         }
-        let mut rows = Rows::default();
+        let mut rows = Rows::new(&self.task);
         for ((table, dt, region), name, n, bytes) in &self.written {
             let table = table.map(Table::path).unwrap_or_default();
             rows.push(
@@ -538,7 +567,8 @@ impl TaskWriter {
         tracing::info!(
             executor_id = worker_name(),
             run_id = %self.spec.run_id,
-            task = %self.task.0,
+            task = %self.task.attempt,
+            work = %self.task.work,
             files = self.written.len(),
             rows = self.written.iter().map(|w| w.2).sum::<u64>(),
             "task wrote its files"
@@ -556,8 +586,9 @@ pub fn partition_dir(warehouse: &Location, table: Table, dt: i32, region: &str) 
         .join(&format!("dt={dt}/region={region}"))
 }
 
-#[derive(Default)]
 struct Rows {
+    task: String,
+    attempt: String,
     kind: Vec<&'static str>,
     table: Vec<String>,
     dt: Vec<i32>,
@@ -568,6 +599,20 @@ struct Rows {
 }
 
 impl Rows {
+    fn new(task: &TaskName) -> Rows {
+        Rows {
+            task: task.work.clone(),
+            attempt: task.attempt.clone(),
+            kind: Vec::new(),
+            table: Vec::new(),
+            dt: Vec::new(),
+            region: Vec::new(),
+            name: Vec::new(),
+            rows: Vec::new(),
+            bytes: Vec::new(),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -589,6 +634,7 @@ impl Rows {
     }
 
     fn finish(self) -> DfResult<RecordBatch> {
+        let n = self.kind.len();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(self.kind)),
             Arc::new(StringArray::from(self.table)),
@@ -597,6 +643,8 @@ impl Rows {
             Arc::new(StringArray::from(self.name)),
             Arc::new(Int64Array::from(self.rows)),
             Arc::new(Int64Array::from(self.bytes)),
+            Arc::new(StringArray::from(vec![self.task; n])),
+            Arc::new(StringArray::from(vec![self.attempt; n])),
         ];
         Ok(RecordBatch::try_new(output_schema(), columns)?)
     }
@@ -608,11 +656,36 @@ mod tests {
 
     #[test]
     fn task_names_carry_the_attempt() {
-        let a = TaskName::of(Some("TID job1/3.0/7.1"), 7);
-        assert!(a.0.starts_with("local-s3.0-t7.1-p7-"), "{}", a.0);
-        let b = TaskName::of(Some("TID job1/3.0/7.1"), 7);
-        assert_ne!(a, b, "two attempts never share a name");
-        let c = TaskName::of(None, 2);
-        assert!(c.0.starts_with("local-p2-"), "{}", c.0);
+        let a = TaskName::of(Some("TID job1/3.0/7.1"), 1, Some(&[12]));
+        assert!(
+            a.attempt.starts_with("local-s3.0-t7.1-p1-"),
+            "{}",
+            a.attempt
+        );
+        assert_eq!(a.work, "s3-g12");
+        let b = TaskName::of(Some("TID job1/3.0/7.1"), 1, Some(&[12]));
+        assert_ne!(a.attempt, b.attempt, "two attempts never share a name");
+        // the re-run stage slices differently: another task, another local index
+        let rerun = TaskName::of(Some("TID job1/3.1/2.0"), 0, Some(&[12]));
+        assert_eq!(
+            rerun.work, a.work,
+            "a re-run stage's task does the same work"
+        );
+        let other = TaskName::of(Some("TID job1/3.0/8.0"), 1, Some(&[13]));
+        assert_ne!(
+            other.work, a.work,
+            "another task's local partition 1 is other work"
+        );
+        let unknown = TaskName::of(Some("TID job1/3.0/7.1"), 1, None);
+        assert_eq!(
+            unknown.work, unknown.attempt,
+            "unknown work is never matched"
+        );
+        let c = TaskName::of(None, 2, None);
+        assert!(c.attempt.starts_with("local-p2-"), "{}", c.attempt);
+        assert_eq!(
+            c.work, c.attempt,
+            "without Ballista every task is its own work"
+        );
     }
 }
