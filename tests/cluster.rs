@@ -292,21 +292,25 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
         );
     }
     let ids = job_ids(&run.stderr);
-    assert_eq!(ids.len(), 2, "an ODS and a DWD job: {run}");
-    // the scheduler's metrics count the run's two jobs, both successful
+    assert_eq!(
+        ids.len(),
+        3,
+        "an ODS job, a DWD job and the DWD check: {run}"
+    );
+    // the scheduler's metrics count the run's three jobs, all successful
     let after = scrape(&cluster);
     for line in [
-        "tauc_scheduler_jobs{state=\"successful\"} 2",
+        "tauc_scheduler_jobs{state=\"successful\"} 3",
         "tauc_scheduler_jobs{state=\"failed\"} 0",
         "tauc_scheduler_jobs{state=\"running\"} 0",
         "tauc_scheduler_executors 2",
     ] {
         assert!(after.lines().any(|l| l == line), "no '{line}':\n{after}");
     }
-    // Ballista's own series follow tauc's: the same two jobs
+    // Ballista's own series follow tauc's: the same three jobs
     for (series, n) in [
-        ("job_submitted_total", 2),
-        ("job_completed_total", 2),
+        ("job_submitted_total", 3),
+        ("job_completed_total", 3),
         ("job_failed_total", 0),
     ] {
         assert_eq!(sample(&after, series), Some(n), "{series}:\n{after}");
@@ -324,7 +328,7 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
         !after.contains(SECRET_KEY) && !after.contains(ACCESS_KEY),
         "{after}"
     );
-    // the event log saw both jobs end, every stage done (it polls twice a
+    // the event log saw every job end, every stage done (it polls twice a
     // second)
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let log = std::fs::read_to_string(&events).unwrap();
@@ -343,7 +347,12 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     }
 
     let all = w.tauc_job(&["status", sched[0], sched[1]], false);
-    for (id, name) in ids.iter().zip(["tauc layering: ods", "tauc layering: dwd"]) {
+    let names = [
+        "tauc layering: ods",
+        "tauc layering: dwd",
+        "tauc layering: dwd check",
+    ];
+    for (id, name) in ids.iter().zip(names) {
         let line = all
             .ok()
             .lines()
