@@ -198,24 +198,6 @@ fn scrape_port(port: u16) -> String {
     http_get(port, "/metrics")
 }
 
-/// The body of a plain `GET path` on 127.0.0.1:port, which must answer 200.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
-        "{answer}"
-    );
-    answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let w = World::new("status");

@@ -106,6 +106,35 @@ fn wait_for_job(w: &World, name: &str, child: &mut std::process::Child, n: usize
     }
 }
 
+/// Waits until job `id` has finished every stage but its last and some of
+/// the last's tasks, as the scheduler's job view shows it.
+fn wait_for_last_stage(cluster: &Cluster, id: &str) {
+    let port: u16 = cluster.url.rsplit(':').next().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_stage_tasks = None;
+    loop {
+        let body = http_get(port, &format!("/tauc/v1/jobs/{id}"));
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = |k: &str| view[k].as_u64().unwrap_or(0);
+        assert_eq!(
+            view["status"], "running",
+            "job {id} ended before its last stage was seen: {body}"
+        );
+        if n("stages") > 0 && n("stages_done") + 1 == n("stages") {
+            // tasks of the stages still held: the last stage's, once begun
+            let before = *last_stage_tasks.get_or_insert(n("tasks_done"));
+            if n("tasks_done") > before {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never reached its last stage: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Asks the scheduler whether job `id` still runs.
 fn running(w: &World, cluster: &Cluster, id: &str) -> bool {
     let s = w.tauc_job(&["status", id, "--scheduler", &cluster.url], false);
@@ -463,7 +492,17 @@ async fn a_day_over_the_memory_limit_spills_to_disk_and_gives_the_same_rows() {
 /// twice (the commit keeps one attempt per piece of work).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_executor_killed_during_the_dwd_job_completes_on_the_other() {
-    kill_an_executor_during_the_dwd_job("kill-dwd-pull", "pull").await;
+    kill_an_executor_during_the_dwd_job("kill-dwd-pull", "pull", false).await;
+}
+
+/// The same kill, once the DWD job's last stage — the one that writes the
+/// files — has begun: Ballista rolls that stage back and runs it again,
+/// and what its first attempt's finished tasks delivered stays listed
+/// beside the re-run's output. The commit keeps one attempt per task: the
+/// rows are those of a fault-free run, each once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_killed_in_the_last_dwd_stage_leaves_each_row_once() {
+    kill_an_executor_during_the_dwd_job("kill-dwd-last", "pull", true).await;
 }
 
 /// The same in `--task-mode push`. Ballista 55 rolls the lost stages back;
@@ -476,10 +515,10 @@ async fn an_executor_killed_during_the_dwd_job_completes_on_the_other() {
 /// run.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_executor_killed_during_the_dwd_job_in_push_mode_never_hangs_or_changes_rows() {
-    kill_an_executor_during_the_dwd_job("kill-dwd-push", "push").await;
+    kill_an_executor_during_the_dwd_job("kill-dwd-push", "push", false).await;
 }
 
-async fn kill_an_executor_during_the_dwd_job(name: &str, mode: &str) {
+async fn kill_an_executor_during_the_dwd_job(name: &str, mode: &str, in_last_stage: bool) {
     let reference = reference_rows(&format!("{name}-local"), "20000").await;
 
     let w = World::new(name);
@@ -498,6 +537,9 @@ async fn kill_an_executor_during_the_dwd_job(name: &str, mode: &str) {
         &[("TAUC_STALL_SECS", "10")],
     );
     let id = wait_for_job(&w, "job", &mut job, 2);
+    if in_last_stage {
+        wait_for_last_stage(&cluster, &id);
+    }
     assert!(
         running(&w, &cluster, &id),
         "the DWD job {id} ended before the kill"

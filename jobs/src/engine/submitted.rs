@@ -145,10 +145,13 @@ pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
 const FETCH_ATTEMPTS: u32 = 3;
 
 /// Did the job finish but its results die with the executor that held
-/// them (the client's fetch of a finished partition failed)? Ballista
-/// does not run a finished job again; submitting it afresh is safe:
-/// nothing was committed, and the files the lost attempt wrote are not
-/// listed by the commit (strays it deletes).
+/// them? The client's fetch of a finished partition failed, or could not
+/// even connect to the executor holding it (Ballista 55 keeps a dead
+/// executor's finished output in the job's result list). Ballista does not
+/// run a finished job again; submitting it afresh is safe: nothing was
+/// committed, and the files the lost attempt wrote are not listed by the
+/// commit (strays it deletes). A lost scheduler never gets here: it is
+/// told apart first ([`Error::SchedulerLost`]).
 fn lost_results(e: &Error) -> bool {
     let Error::DataFusion(e) = e else {
         return false;
@@ -160,6 +163,8 @@ fn lost_results(e: &Error) -> bool {
             inner.downcast_ref::<BallistaError>(),
             Some(BallistaError::FetchFailed(..))
         ),
+        // `fetch_partition` formats its connection error into a string
+        DataFusionError::Execution(msg) => msg.starts_with("GrpcConnectionError("),
         _ => false,
     }
 }
@@ -322,5 +327,25 @@ fn show_progress(v: &JobView, last_log: &mut Instant) {
 fn clear_display() {
     if let Some(bar) = DISPLAY.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         bar.set_prefix("");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_from_a_lost_executor_submits_again_and_other_errors_do_not() {
+        let refused = BallistaError::GrpcConnectionError(
+            "Error connecting to Ballista scheduler or executor at http://127.0.0.1:1".into(),
+        );
+        let as_fetch = DataFusionError::Execution(format!("{refused:?}"));
+        assert!(lost_results(&Error::DataFusion(as_fetch)));
+        let failed = BallistaError::FetchFailed("e1".into(), 3, 1, "gone".into());
+        let as_stream = DataFusionError::External(Box::new(failed));
+        assert!(lost_results(&Error::DataFusion(as_stream)));
+        let other = DataFusionError::Execution("division by zero".into());
+        assert!(!lost_results(&Error::DataFusion(other)));
+        assert!(!lost_results(&Error::Invariant("x".into())));
     }
 }

@@ -329,28 +329,59 @@ async fn stages(
     Ok(())
 }
 
-/// Fails the run, before anything of the DWD stage is committed, when a
-/// new DWD partition holds some `event_id` twice ([`doubled`]).
-async fn no_event_twice(
+/// How many times the DWD job runs when its output holds an event twice.
+const DWD_ATTEMPTS: u32 = 3;
+
+/// Runs the DWD query through the writer; on a cluster, checks that no new
+/// DWD partition holds an `event_id` twice ([`doubled`]) and, if one does
+/// (a stage Ballista ran twice after losing an executor), runs the job
+/// again — a fresh job carries none of the lost one's stale outputs, and
+/// the doubled attempt's files are strays the commit deletes. The run
+/// fails, nothing of the DWD stage committed, when every attempt was
+/// doubled.
+async fn write_dwd(
     ctx: &SessionContext,
+    sql: &str,
+    spec: WriteSpec,
     warehouse: &Location,
-    outcome: &WriteOutcome,
-) -> Result<()> {
+) -> Result<WriteOutcome> {
     let tables = [Table::DwdTrkEvent, Table::DwdCorsError];
-    let found =
-        doubled::doubled_events(ctx, warehouse, outcome, &tables, "tauc layering: dwd check")
-            .await?;
-    let Some(first) = found.first() else {
-        return Ok(());
-    };
-    Err(Error::Invariant(format!(
-        "DWD dt={}/region={}: {} rows written for {} events ({} partition(s) affected) — the cluster ran a stage twice after losing an executor; nothing of the DWD stage was committed: run the same command again",
-        first.partition.dt,
-        first.partition.region,
-        first.rows,
-        first.events,
-        found.len()
-    )))
+    let mut attempt = 1;
+    loop {
+        let outcome = write(ctx.sql(sql).await?, spec.clone(), "tauc layering: dwd").await?;
+        if !submitted::on_cluster() {
+            return Ok(outcome);
+        }
+        let found = doubled::doubled_events(
+            ctx,
+            warehouse,
+            &outcome,
+            &tables,
+            "tauc layering: dwd check",
+        )
+        .await?;
+        let Some(first) = found.first() else {
+            return Ok(outcome);
+        };
+        let what = format!(
+            "DWD dt={}/region={}: {} rows written for {} events ({} partition(s) affected) — the cluster ran a stage twice after losing an executor",
+            first.partition.dt,
+            first.partition.region,
+            first.rows,
+            first.events,
+            found.len()
+        );
+        if attempt == DWD_ATTEMPTS {
+            return Err(Error::Invariant(format!(
+                "{what}, in each of {DWD_ATTEMPTS} attempts; nothing of the DWD stage was committed: run the same command again"
+            )));
+        }
+        tracing::warn!(
+            attempt,
+            "{what}: running the DWD job again (nothing of it is committed)"
+        );
+        attempt += 1;
+    }
 }
 
 /// Runs `df` through the warehouse writer as the Ballista job `name` and
@@ -868,7 +899,7 @@ async fn build_dwd(
             value_counts: vec![],
             limits: args.file_limits,
         };
-        let result = write(ctx.sql(&sql).await?, spec, "tauc layering: dwd").await;
+        let result = write_dwd(ctx, &sql, spec, &args.warehouse).await;
         ctx.deregister_table("ods_src")?;
         ctx.deregister_table("dim_user_raw")?;
         outcome = result?;
@@ -898,10 +929,6 @@ async fn build_dwd(
         summaries.insert(p.clone(), s);
     }
     only_into(&outcome, &summaries, "the DWD query")?;
-    if submitted::on_cluster() {
-        progress.stage("dwd: checking that no event was written twice");
-        no_event_twice(ctx, &args.warehouse, &outcome).await?;
-    }
     // a stop asked while the job ran: nothing of this stage commits
     submitted::check()?;
     progress.stage("dwd: committing");
