@@ -132,8 +132,8 @@ pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     for attempt in 1.. {
         let plan = state.create_physical_plan(&logical).await?;
         match run_once(&plan, task_ctx.clone(), name).await {
-            Err(e) if attempt < FETCH_ATTEMPTS && lost_results(&e) => {
-                tracing::warn!(error = %e, attempt, "the job's results were lost with an executor before they were fetched: submitting the job again");
+            Err(e) if attempt < FETCH_ATTEMPTS && lost_an_executor(&e) => {
+                tracing::warn!(error = %e, attempt, "the job failed on a lost executor (its results or its shuffle output gone): submitting the job again");
             }
             r => return r,
         }
@@ -144,15 +144,16 @@ pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
 /// Submissions of a job whose finished results die with an executor.
 const FETCH_ATTEMPTS: u32 = 3;
 
-/// Did the job finish but its results die with the executor that held
-/// them? The client's fetch of a finished partition failed, or could not
-/// even connect to the executor holding it (Ballista 55 keeps a dead
-/// executor's finished output in the job's result list). Ballista does not
-/// run a finished job again; submitting it afresh is safe: nothing was
-/// committed, and the files the lost attempt wrote are not listed by the
-/// commit (strays it deletes). A lost scheduler never gets here: it is
-/// told apart first ([`Error::SchedulerLost`]).
-fn lost_results(e: &Error) -> bool {
+/// Did the job fail only because an executor was lost? Either its
+/// finished results died with it (the client's fetch failed, or could not
+/// even connect: Ballista 55 keeps a dead executor's finished output in
+/// the job's result list), or a task's read of shuffle output broke off
+/// when the executor serving it died (Ballista fails the job on that
+/// error rather than running the task again). Submitting the job afresh
+/// is safe: nothing was committed, and the files a lost attempt wrote are
+/// not listed by the commit (strays it deletes). A lost scheduler never
+/// gets here: it is told apart first ([`Error::SchedulerLost`]).
+fn lost_an_executor(e: &Error) -> bool {
     let Error::DataFusion(e) = e else {
         return false;
     };
@@ -163,10 +164,22 @@ fn lost_results(e: &Error) -> bool {
             inner.downcast_ref::<BallistaError>(),
             Some(BallistaError::FetchFailed(..))
         ),
-        // `fetch_partition` formats its connection error into a string
-        DataFusionError::Execution(msg) => msg.starts_with("GrpcConnectionError("),
+        // `fetch_partition` formats its connection error into a string, and
+        // a failed job's error arrives as text
+        DataFusionError::Execution(msg) => {
+            msg.starts_with("GrpcConnectionError(") || broken_shuffle_read(msg)
+        }
         _ => false,
     }
+}
+
+/// A failed job's error is a shuffle read (Arrow IPC over Flight from
+/// another executor) that broke off at the transport.
+fn broken_shuffle_read(msg: &str) -> bool {
+    msg.contains("IpcError(")
+        && ["h2 protocol error", "tcp connect error", "broken pipe"]
+            .iter()
+            .any(|t| msg.contains(t))
 }
 
 /// Runs `plan` on the engine, watched.
@@ -335,17 +348,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fetch_from_a_lost_executor_submits_again_and_other_errors_do_not() {
+    fn a_job_failed_by_a_lost_executor_is_submitted_again_and_others_are_not() {
         let refused = BallistaError::GrpcConnectionError(
             "Error connecting to Ballista scheduler or executor at http://127.0.0.1:1".into(),
         );
         let as_fetch = DataFusionError::Execution(format!("{refused:?}"));
-        assert!(lost_results(&Error::DataFusion(as_fetch)));
+        assert!(lost_an_executor(&Error::DataFusion(as_fetch)));
         let failed = BallistaError::FetchFailed("e1".into(), 3, 1, "gone".into());
         let as_stream = DataFusionError::External(Box::new(failed));
-        assert!(lost_results(&Error::DataFusion(as_stream)));
+        assert!(lost_an_executor(&Error::DataFusion(as_stream)));
+        // as a job failed by a task whose shuffle read broke off
+        let broken = "Job 038J failed: Job failed due to stage 12 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(ArrowError(IpcError(\"Arrow error: Ipc error: code: 'Unknown error', message: \\\"h2 protocol error: error reading a body from connection\\\", source: hyper::Error(Body, Error { kind: Io(Custom { kind: BrokenPipe, error: \\\"stream closed because of a broken pipe\\\" }) })\")))))";
+        assert!(lost_an_executor(&Error::DataFusion(
+            DataFusionError::Execution(broken.into())
+        )));
+        let s3 = "Job 038J failed: Task failed due to runtime execution error: object store: Generic S3 error: error sending request: tcp connect error";
+        assert!(!lost_an_executor(&Error::DataFusion(
+            DataFusionError::Execution(s3.into())
+        )));
         let other = DataFusionError::Execution("division by zero".into());
-        assert!(!lost_results(&Error::DataFusion(other)));
-        assert!(!lost_results(&Error::Invariant("x".into())));
+        assert!(!lost_an_executor(&Error::DataFusion(other)));
+        assert!(!lost_an_executor(&Error::Invariant("x".into())));
     }
 }

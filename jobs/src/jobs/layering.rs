@@ -352,6 +352,7 @@ async fn write_dwd(
         if !submitted::on_cluster() {
             return Ok(outcome);
         }
+        let checked = Instant::now();
         let found = doubled::doubled_events(
             ctx,
             warehouse,
@@ -360,6 +361,11 @@ async fn write_dwd(
             "tauc layering: dwd check",
         )
         .await?;
+        tracing::info!(
+            secs = checked.elapsed().as_secs_f64(),
+            doubled = found.len(),
+            "DWD output checked for events written twice"
+        );
         let Some(first) = found.first() else {
             return Ok(outcome);
         };
