@@ -3,7 +3,8 @@
 # in `--task-mode pull`, one in `--task-mode push`) on the same sample day on
 # the local disk, and `submit layering` run on them in turn (A B A B …).
 # Prints each run's wall time, then the medians and the median of the
-# pair-by-pair ratios pull / push.
+# pair-by-pair ratios pull / push, and the median time of the DWD stage and
+# of its check for doubled events (a cluster-only Ballista job) per mode.
 #
 #   benches/task_mode.sh [EVENTS] [PAIRS] [PROFILE]
 #
@@ -61,10 +62,13 @@ run() {
     --warehouse "$work/wh-$1" --scheduler "df://127.0.0.1:$2" >"$work/job-$1.log" 2>&1 \
     || { echo "the $1 run failed:" >&2; tail -20 "$work/job-$1.log" >&2; exit 1; }
   end=$(date +%s.%N)
+  grep -o 'dwd [0-9.]* s' "$work/job-$1.log" | awk '{print $2}' >>"$work/dwd-$1.txt"
+  grep 'DWD output checked' "$work/job-$1.log" | grep -o 'secs=[0-9.]*' | cut -d= -f2 >>"$work/check-$1.txt"
   python3 -c "print(round($end - $start, 3))"
 }
 run pull "$pull" >/dev/null # warm-up
 run push "$push" >/dev/null
+rm -f "$work"/dwd-*.txt "$work"/check-*.txt
 a=() b=()
 for i in $(seq "$pairs"); do
   a+=($(run pull "$pull"))
@@ -79,3 +83,11 @@ print(f"pull median {s.median(a):.2f} s (min {min(a):.2f}, max {max(a):.2f})")
 print(f"push median {s.median(b):.2f} s (min {min(b):.2f}, max {max(b):.2f})")
 print(f"pull/push, median of the pairs' ratios: {s.median(x / y for x, y in zip(a, b)):.2f}")
 EOF
+for mode in pull push; do
+  python3 - "$mode" "$work/dwd-$mode.txt" "$work/check-$mode.txt" <<'EOF'
+import statistics as s, sys
+mode, dwd, check = sys.argv[1], *(
+    [float(x) for x in open(p).read().split()] for p in sys.argv[2:])
+print(f"{mode}: DWD stage median {s.median(dwd):.2f} s, of which its check {s.median(check):.2f} s")
+EOF
+done

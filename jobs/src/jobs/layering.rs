@@ -366,17 +366,9 @@ async fn write_dwd(
             doubled = found.len(),
             "DWD output checked for events written twice"
         );
-        let Some(first) = found.first() else {
+        let Some(what) = doubled::describe(&found) else {
             return Ok(outcome);
         };
-        let what = format!(
-            "DWD dt={}/region={}: {} rows written for {} events ({} partition(s) affected) — the cluster ran a stage twice after losing an executor",
-            first.partition.dt,
-            first.partition.region,
-            first.rows,
-            first.events,
-            found.len()
-        );
         if attempt == DWD_ATTEMPTS {
             return Err(Error::Invariant(format!(
                 "{what}, in each of {DWD_ATTEMPTS} attempts; nothing of the DWD stage was committed: run the same command again"

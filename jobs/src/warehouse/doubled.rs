@@ -78,6 +78,19 @@ pub async fn doubled_events(
     found(&result?, &parts)
 }
 
+/// What a check found, for a message: the first partition and how many.
+pub fn describe(found: &[Doubled]) -> Option<String> {
+    let first = found.first()?;
+    Some(format!(
+        "DWD dt={}/region={}: {} rows written for {} events ({} partition(s) affected) — the cluster ran a stage twice after losing an executor",
+        first.partition.dt,
+        first.partition.region,
+        first.rows,
+        first.events,
+        found.len()
+    ))
+}
+
 fn found(
     batches: &[RecordBatch],
     parts: &[(PartitionRef, Vec<ListingTableUrl>)],
@@ -223,7 +236,16 @@ mod tests {
             rows: 7,
             events: 4,
         };
-        assert_eq!(check(&w, &twice).await, [expected]);
+        let found = check(&w, &twice).await;
+        assert_eq!(found, [expected]);
+        let message = describe(&found).expect("a message");
+        assert!(
+            message.starts_with(
+                "DWD dt=2024-06-18/region=eu: 7 rows written for 4 events (1 partition(s) affected)"
+            ),
+            "{message}"
+        );
+        assert_eq!(describe(&[]), None);
 
         // one event in both tables of a partition is doubled too
         let mut across = WriteOutcome::default();
