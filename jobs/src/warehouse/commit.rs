@@ -175,6 +175,7 @@ impl WriteOutcome {
     pub fn from_batches(batches: &[RecordBatch]) -> Result<WriteOutcome> {
         let kept = kept_attempts(batches);
         let mut out = WriteOutcome::default();
+        let mut dropped = std::collections::BTreeSet::new();
         for b in batches {
             let s = |i: usize| b.column(i).as_string::<i32>();
             let (kind, table, region, name, task, attempt) = (s(0), s(1), s(3), s(4), s(7), s(8));
@@ -184,6 +185,7 @@ impl WriteOutcome {
             for i in 0..b.num_rows() {
                 out.rows_received += 1;
                 if kept.get(task.value(i)) != Some(&attempt.value(i)) {
+                    dropped.insert(attempt.value(i).to_string());
                     continue;
                 }
                 out.add(Reported {
@@ -202,7 +204,7 @@ impl WriteOutcome {
         for files in out.files.values_mut() {
             files.sort();
         }
-        out.dropped_attempts = dropped_attempts(batches, &kept);
+        out.dropped_attempts = dropped.into_iter().collect();
         for a in &out.dropped_attempts {
             tracing::warn!(attempt = %a, "a second attempt at a write task was reported (a stage re-run after an executor loss): its rows are set aside and its files removed at commit");
         }
@@ -307,23 +309,6 @@ fn kept_attempts(batches: &[RecordBatch]) -> BTreeMap<&str, &str> {
         }
     }
     kept
-}
-
-/// Every attempt reported that is not the one kept for its task.
-fn dropped_attempts(batches: &[RecordBatch], kept: &BTreeMap<&str, &str>) -> Vec<String> {
-    let mut dropped = std::collections::BTreeSet::new();
-    for b in batches {
-        let (task, attempt) = (
-            b.column(7).as_string::<i32>(),
-            b.column(8).as_string::<i32>(),
-        );
-        for i in 0..b.num_rows() {
-            if kept.get(task.value(i)) != Some(&attempt.value(i)) {
-                dropped.insert(attempt.value(i).to_string());
-            }
-        }
-    }
-    dropped.into_iter().collect()
 }
 
 /// Steps 2 and 3 for one partition whose data files are written: replaces

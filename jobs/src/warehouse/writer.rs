@@ -18,8 +18,9 @@
 //!   dt, region, file name, rows, bytes), plus the task's counters
 //!   (`kind = 'count'`): the sums of [`WriteSpec::counters`] and the value
 //!   counts of [`WriteSpec::value_counts`] per partition key. Every row
-//!   names the work it belongs to (`task`: the stage and partition) and the
-//!   attempt that did it (`attempt`), because Ballista 55 can hand the
+//!   names the work it belongs to (`task`: the stage and the global shuffle
+//!   partitions read, [`crate::engine::rerun`]) and the attempt that did it
+//!   (`attempt`), because Ballista 55 can hand the
 //!   client the output of two attempts of one task (a stage rolled back
 //!   after an executor loss runs again, and the outputs its first attempt
 //!   already delivered stay listed). `tauc-job` reads only these rows; it
@@ -332,29 +333,32 @@ impl TaskName {
     /// when there is one, the (task-local) partition, the global shuffle
     /// partitions it reads when known, the worker and a random suffix.
     fn of(task_id: Option<&str>, partition: usize, reads: Option<&[usize]>) -> TaskName {
-        let ballista = task_id.and_then(|t| t.strip_prefix("TID ")).and_then(|t| {
-            let mut parts = t.split('/');
-            let _job = parts.next()?;
-            let stage = parts.next()?;
-            let task = parts.next()?;
-            let stage_id = stage.split('.').next()?;
-            let work = reads.map(|ids| {
-                let ids: Vec<String> = ids.iter().map(usize::to_string).collect();
-                format!("s{stage_id}-g{}", ids.join("+"))
-            });
-            Some((work, format!("s{stage}-t{task}-p{partition}")))
-        });
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let label = match &ballista {
-            Some((_, attempt)) => attempt.clone(),
+        let tid = task_id.and_then(ballista_task);
+        let label = match &tid {
+            Some((_, stage, task)) => format!("s{stage}-t{task}-p{partition}"),
             None => format!("p{partition}"),
         };
+        let id = uuid::Uuid::new_v4().simple().to_string();
         let attempt = format!("{}-{label}-{}", worker_name(), &id[..8]);
-        let work = ballista
-            .and_then(|(work, _)| work)
-            .unwrap_or_else(|| attempt.clone());
+        let work = match (&tid, reads) {
+            (Some((stage_id, ..)), Some(ids)) => {
+                let ids: Vec<String> = ids.iter().map(usize::to_string).collect();
+                format!("s{stage_id}-g{}", ids.join("+"))
+            }
+            _ => attempt.clone(),
+        };
         TaskName { work, attempt }
     }
+}
+
+/// `TID {job}/{stage}.{stage_attempt}/{task}.{attempt}` as (stage id,
+/// `stage.stage_attempt`, `task.attempt`).
+fn ballista_task(task_id: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = task_id.strip_prefix("TID ")?.split('/');
+    let _job = parts.next()?;
+    let stage = parts.next()?;
+    let task = parts.next()?;
+    Some((stage.split('.').next()?, stage, task))
 }
 
 /// A partition key: table (None for counter-only rows), date, region.
