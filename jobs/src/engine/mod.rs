@@ -9,6 +9,7 @@ pub mod job_view;
 pub mod local;
 pub mod remote;
 pub mod rerun;
+pub mod row_pack;
 pub mod scheduler_metrics;
 pub mod scratch;
 pub mod session;

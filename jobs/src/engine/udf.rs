@@ -540,6 +540,7 @@ pub fn all() -> Vec<ScalarUDF> {
     ]
     .into_iter()
     .map(ScalarUDF::new_from_impl)
+    .chain(super::row_pack::functions())
     .collect()
 }
 

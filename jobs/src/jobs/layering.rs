@@ -19,9 +19,9 @@
 //!    tagged with every target date whose window holds them, deduplicated
 //!    per `(region, target date, event_id)`, kept when their local date is
 //!    the target, and derived with the tauc UDFs. The winner of each
-//!    `event_id` is picked by an aggregate (`first_value` of a struct of
-//!    the row's columns, ordered by `collector_ts, src_file, line_no`),
-//!    not by a `row_number()` window: the window
+//!    `event_id` is picked by an aggregate (`min` of the row packed as one
+//!    binary value that sorts by `collector_ts, src_file, line_no`; see
+//!    `engine::row_pack`), not by a `row_number()` window: the window
 //!    plan failed under Ballista ("Expects PARTITION BY expression to be
 //!    ordered") on some inputs. Because each target date
 //!    reads only its own window, the result equals a rebuild from scratch
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Extension, LogicalPlan, case};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
@@ -668,12 +669,56 @@ fn per_region_dates<'a>(column: &str, dates: impl Iterator<Item = (&'a str, Naiv
         .join(" OR ")
 }
 
+/// The columns a copied event's winner is packed into, the order keys of
+/// the dedupe first (`min` of the packed rows is the winner), then the
+/// kept columns.
+fn packed_columns() -> Vec<&'static str> {
+    let keys = ["collector_ts", "src_file", "line_no"];
+    keys.into_iter()
+        .chain(KEPT.iter().copied().filter(|c| !keys.contains(c)))
+        .collect()
+}
+
+/// The DWD query's first two steps: the read set's ODS rows with their
+/// time zone, event time and local date (`ods`).
+fn ods_ctes(ods_parts: &BTreeSet<PartitionRef>, targets: &[(PartitionRef, String)]) -> String {
+    let ods_filter = per_region_dates("dt", ods_parts.iter().map(|p| (p.region.as_str(), p.dt)));
+    let zones = targets
+        .iter()
+        .map(|(p, tz)| (p.region.as_str(), tz.as_str()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(region, tz)| format!("WHEN '{}' THEN '{tz}'", region.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        r#"WITH timed AS (
+    SELECT o.*, CASE o.region {zones} END AS tz,
+        tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
+    FROM ods_src o
+    WHERE {ods_filter}
+),
+ods AS (
+    SELECT *, tauc_local_date(event_ts, tz) AS local_dt FROM timed
+)"#
+    )
+}
+
+/// The Arrow type of a packed winner, as `tauc_unpack_row` reads it: the
+/// types of [`packed_columns`] in `ods`, from the planned query.
+async fn packed_type(ctx: &SessionContext, ctes: &str) -> Result<String> {
+    let cols = packed_columns().join(", ");
+    let df = ctx.sql(&format!("{ctes}\nSELECT {cols} FROM ods")).await?;
+    let fields = df.schema().as_arrow().fields().clone();
+    Ok(DataType::Struct(fields).to_string().replace('\'', "''"))
+}
+
 fn dwd_sql(
-    ods_parts: &BTreeSet<PartitionRef>,
+    ctes: &str,
+    row_type: &str,
     targets: &[(PartitionRef, String)],
     lateness_days: i64,
 ) -> String {
-    let ods_filter = per_region_dates("dt", ods_parts.iter().map(|p| (p.region.as_str(), p.dt)));
     let target_filter = per_region_dates(
         "local_dt",
         targets.iter().map(|(p, _)| (p.region.as_str(), p.dt)),
@@ -689,23 +734,11 @@ fn dwd_sql(
         Table::DwdTrkEvent.path(),
         TABLE_COLUMN,
     );
-    let zones = targets
-        .iter()
-        .map(|(p, tz)| (p.region.as_str(), tz.as_str()))
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .map(|(region, tz)| format!("WHEN '{}' THEN '{tz}'", region.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(" ");
     let kept = KEPT.join(", ");
-    let packed = KEPT
-        .iter()
-        .map(|c| format!("'{c}', {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let packed = packed_columns().join(", ");
     let unpacked = KEPT
         .iter()
-        .map(|c| format!("get_field(w, '{c}') AS {c}"))
+        .map(|c| format!("get_field(r, '{c}') AS {c}"))
         .collect::<Vec<_>>()
         .join(", ");
     // Each ODS row gets its event time and local date, then the count of
@@ -718,7 +751,9 @@ fn dwd_sql(
     // its collection date lies in that date's window. Only rows with copies
     // go through the per-target-date dedupe of layers.md, whose window —
     // and so whose winner — depends on the DWD date being built; the
-    // winner's columns come out of the dedupe aggregate itself.
+    // winner's columns come out of the dedupe aggregate itself, packed in
+    // one binary value whose smallest is the winner (`engine::row_pack`:
+    // a struct per group held ~11 KB a copied event).
     //
     // The zones and the target dates are expressions, not joins with small
     // tables: a join on `region` alone (or `region, local_dt`) hash-shuffles
@@ -727,24 +762,25 @@ fn dwd_sql(
     // user dimension: anonymous rows get a key of their own per event
     // (`n…`), which no user key (`u…`) equals, instead of all meeting in
     // the NULL key's partition.
+    //
+    // The copies are counted per event id alone, not per region and id: a
+    // one-region run filters `region` to a constant, DataFusion then takes
+    // the aggregate's input for ordered by it and runs the count as a
+    // partially ordered aggregate, which can emit nothing before its input
+    // ends and then drains its groups a batch at a time, each batch
+    // renumbering the rest — quadratic in a day's event ids (42 s of CPU at
+    // SF 10, 0.6 s at SF 1). The rows are the same: an id seen in two
+    // regions counts more than one in each and goes through the dedupe,
+    // which groups by region.
     format!(
         r#"
-WITH timed AS (
-    SELECT o.*, CASE o.region {zones} END AS tz,
-        tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
-    FROM ods_src o
-    WHERE {ods_filter}
-),
-ods AS (
-    SELECT *, tauc_local_date(event_ts, tz) AS local_dt FROM timed
-),
+{ctes},
 counts AS (
-    SELECT region AS c_region, event_id AS c_event, count(*) AS n
-    FROM ods GROUP BY region, event_id
+    SELECT event_id AS c_event, count(*) AS n
+    FROM ods GROUP BY event_id
 ),
 counted AS (
-    SELECT o.*, c.n FROM ods o JOIN counts c
-      ON o.region = c.c_region AND o.event_id = c.c_event
+    SELECT o.*, c.n FROM ods o JOIN counts c ON o.event_id = c.c_event
 ),
 singles AS (
     SELECT region, local_dt AS target_dt, CAST(1 AS BIGINT) AS copies, {kept}
@@ -767,13 +803,13 @@ tagged AS (
 ),
 picked AS (
     SELECT region AS p_region, target_dt AS p_target, count(*) AS copies,
-        first_value(named_struct({packed}) ORDER BY collector_ts, src_file, line_no) AS w
+        min(tauc_pack_row({packed})) AS w
     FROM tagged
     GROUP BY region, target_dt, event_id
 ),
 winners AS (
     SELECT p_region AS region, p_target AS target_dt, copies, {unpacked}
-    FROM picked
+    FROM (SELECT p_region, p_target, copies, tauc_unpack_row(w, '{row_type}') AS r FROM picked) AS p
 ),
 dated AS (
     SELECT *, tauc_local_ts(event_ts, tz) AS local_ts FROM (
@@ -888,7 +924,9 @@ async fn build_dwd(
             "ods_src",
             Arc::new(WarehouseTable::new(Table::OdsEvent, &args.warehouse)),
         )?;
-        let sql = dwd_sql(&present, &targets, args.lateness_days);
+        let ctes = ods_ctes(&present, &targets);
+        let row_type = packed_type(ctx, &ctes).await?;
+        let sql = dwd_sql(&ctes, &row_type, &targets, args.lateness_days);
         tracing::debug!(sql = %sql, "dwd query");
         let spec = WriteSpec {
             warehouse: args.warehouse.clone(),
