@@ -10,12 +10,6 @@ use tauc_jobs::engine::scratch::{Resources, parse_size};
 use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
 
-/// mimalloc rather than the system allocator: with glibc's, the memory a
-/// large DWD job frees stays in the process (arenas fragmented by many
-/// threads' Arrow buffers), so RSS grew far past the memory pool's limit.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs a tauc executor. S3 settings come from `TAUC_S3_*` and the usual
 /// `AWS_*` variables or the instance role — never from the plans.
 #[derive(Debug, Parser)]

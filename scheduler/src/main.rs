@@ -10,12 +10,6 @@ use tauc_jobs::engine::cluster::{SchedulerOptions, TaskMode, TaskSpread, run_sch
 use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::S3Options;
 
-/// mimalloc rather than the system allocator: with glibc's, the memory a
-/// large DWD job frees stays in the process (arenas fragmented by many
-/// threads' Arrow buffers), so RSS grew far past the memory pool's limit.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs the tauc scheduler. S3 settings come from `TAUC_S3_*` and the
 /// usual `AWS_*` variables or the instance role.
 #[derive(Debug, Parser)]

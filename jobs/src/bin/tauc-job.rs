@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tauc_jobs::cli::{self, Cli};
 
-/// mimalloc rather than the system allocator: with glibc's, the memory a
-/// large DWD job frees stays in the process (arenas fragmented by many
-/// threads' Arrow buffers), so RSS grew far past the memory pool's limit.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tauc_jobs::logging::init(cli.log_format.as_deref() == Some("json"));
