@@ -593,3 +593,49 @@ async fn a_local_raw_root_does_not_follow_symbolic_links() {
     let q = w.rows(Table::OdsQuarantine, "2024-06-18", "aps1").await;
     assert_eq!(q.num_rows(), 0, "{:?}", strs(&q, "raw_line"));
 }
+
+/// layers.md dedupes by `event_id` over the rows a partition reads, and a
+/// DWD partition reads its own region's ODS: one id collected in two
+/// regions is two events, kept once in each; a copy within a region is
+/// still removed. (The plan counts copies per id across the run's regions,
+/// so this id takes the dedupe path in both.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_id_in_two_regions_is_kept_once_in_each() {
+    let w = World::new("id-two-regions");
+    let t = C0 + 6 * H; // 11:30 in Kolkata, 07:00 in Dublin: both on 2024-06-18
+    let ev = |id: &str, dev: &str| {
+        json!({"event_id": id, "event_type": "page_enter", "client_ts": t, "collector_ts": t, "device_id": dev})
+            .to_string()
+    };
+    w.put(KEY_A, ev("x1", "dev-a") + "\n").await;
+    let euw1 = [ev("x1", "dev-e"), ev("x2", "dev-e"), ev("x2", "dev-e")].join("\n");
+    w.put("raw/uat/euw1/2024/06/18/messages-1718668800000.txt", euw1)
+        .await;
+    w.put("wh/dim/dim_user/u.csv", "user_id,gender,birth_date\n")
+        .await;
+    w.submit(&[
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+        "--region",
+        "euw1",
+    ])
+    .ok();
+
+    let a = w.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
+    assert_eq!(strs(&a, "event_id"), vec![Some("x1".into())]);
+    assert_eq!(strs(&a, "device_id"), vec![Some("dev-a".into())]);
+    let e = w.rows(Table::DwdTrkEvent, "2024-06-18", "euw1").await;
+    let mut ids = strs(&e, "event_id");
+    ids.sort();
+    assert_eq!(ids, vec![Some("x1".into()), Some("x2".into())]);
+    assert_eq!(strs(&e, "device_id"), vec![Some("dev-e".into()); 2]);
+
+    let sa = w.rows(Table::DwdDedupeStats, "2024-06-18", "aps1").await;
+    assert_eq!(i64s(&sa, "duplicates"), vec![Some(0)]);
+    let se = w.rows(Table::DwdDedupeStats, "2024-06-18", "euw1").await;
+    assert_eq!(i64s(&se, "rows_read"), vec![Some(3)]);
+    assert_eq!(i64s(&se, "duplicates"), vec![Some(1)]);
+    assert_eq!(i64s(&se, "rows_written"), vec![Some(2)]);
+}
