@@ -276,23 +276,23 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let ids = job_ids(&run.stderr);
     assert_eq!(
         ids.len(),
-        3,
-        "an ODS job, a DWD job and the DWD check: {run}"
+        4,
+        "an ODS job, the copied ids, a DWD job and the DWD check: {run}"
     );
-    // the scheduler's metrics count the run's three jobs, all successful
+    // the scheduler's metrics count the run's four jobs, all successful
     let after = scrape(&cluster);
     for line in [
-        "tauc_scheduler_jobs{state=\"successful\"} 3",
+        "tauc_scheduler_jobs{state=\"successful\"} 4",
         "tauc_scheduler_jobs{state=\"failed\"} 0",
         "tauc_scheduler_jobs{state=\"running\"} 0",
         "tauc_scheduler_executors 2",
     ] {
         assert!(after.lines().any(|l| l == line), "no '{line}':\n{after}");
     }
-    // Ballista's own series follow tauc's: the same three jobs
+    // Ballista's own series follow tauc's: the same four jobs
     for (series, n) in [
-        ("job_submitted_total", 3),
-        ("job_completed_total", 3),
+        ("job_submitted_total", 4),
+        ("job_completed_total", 4),
         ("job_failed_total", 0),
     ] {
         assert_eq!(sample(&after, series), Some(n), "{series}:\n{after}");
@@ -331,6 +331,7 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
     let all = w.tauc_job(&["status", sched[0], sched[1]], false);
     let names = [
         "tauc layering: ods",
+        "tauc layering: dwd copied ids",
         "tauc layering: dwd",
         "tauc layering: dwd check",
     ];

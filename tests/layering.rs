@@ -639,3 +639,53 @@ async fn an_event_id_in_two_regions_is_kept_once_in_each() {
     assert_eq!(i64s(&se, "duplicates"), vec![Some(1)]);
     assert_eq!(i64s(&se, "rows_written"), vec![Some(2)]);
 }
+
+/// The ids seen more than once are found by a job of their own, whose
+/// executors write them under the warehouse's `_tmp/{run_id}/`; the run
+/// removes them when its DWD stage ends. A day without any copy takes the
+/// plan without the joins on those ids: every row is its own kept row.
+/// Expected values from layers.md: DWD 2024-06-18 reads ODS 06-17 … 06-21,
+/// so after day 2 the re-delivered y1 is one copy of two (rows_read 3,
+/// duplicates 1), the first collected kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_day_without_copies_and_the_copied_ids_scratch() {
+    let w = World::new("copied-scratch");
+    let t = C0 + 6 * H; // 11:30 in Kolkata on 2024-06-18
+    let ev = |id: &str, collected: i64| {
+        json!({"event_id": id, "event_type": "page_enter", "client_ts": t, "collector_ts": collected, "device_id": "dev-y"})
+            .to_string()
+    };
+    w.put(KEY_A, [ev("y1", t), ev("y2", t)].join("\n") + "\n")
+        .await;
+    w.put("wh/dim/dim_user/u.csv", "user_id,gender,birth_date\n")
+        .await;
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let a = w.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
+    let mut ids = strs(&a, "event_id");
+    ids.sort();
+    assert_eq!(ids, vec![Some("y1".into()), Some("y2".into())]);
+    let s = w.rows(Table::DwdDedupeStats, "2024-06-18", "aps1").await;
+    assert_eq!(i64s(&s, "rows_read"), vec![Some(2)]);
+    assert_eq!(i64s(&s, "duplicates"), vec![Some(0)]);
+    assert_eq!(w.keys("wh/_tmp").await, Vec::<String>::new());
+
+    w.put(KEY_DAY2, ev("y1", t + DAY) + "\n").await;
+    w.submit(&["--date", "2024-06-19", "--region", "aps1"]).ok();
+    let a = w.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
+    let mut kept: Vec<_> = strs(&a, "event_id")
+        .into_iter()
+        .zip(i64s(&a, "lateness_ms"))
+        .collect();
+    kept.sort();
+    // y1's kept copy is the one collected at once (lateness 0), not the
+    // one a day later
+    assert_eq!(
+        kept,
+        vec![(Some("y1".into()), Some(0)), (Some("y2".into()), Some(0))]
+    );
+    let s = w.rows(Table::DwdDedupeStats, "2024-06-18", "aps1").await;
+    assert_eq!(i64s(&s, "rows_read"), vec![Some(3)]);
+    assert_eq!(i64s(&s, "duplicates"), vec![Some(1)]);
+    assert_eq!(i64s(&s, "rows_written"), vec![Some(2)]);
+    assert_eq!(w.keys("wh/_tmp").await, Vec::<String>::new());
+}

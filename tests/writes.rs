@@ -82,22 +82,23 @@ fn rerun_on_a_new_cluster(w: &World) -> Cluster {
     cluster
 }
 
-/// Waits until `name`'s stderr announces its `n`th Ballista job (1: the
-/// ODS job, 2: the DWD job) and returns its id.
-fn wait_for_job(w: &World, name: &str, child: &mut std::process::Child, n: usize) -> String {
+/// Waits until `name`'s stderr announces its Ballista job called `job`
+/// (`tauc layering: dwd`) and returns its id.
+fn wait_for_job(w: &World, name: &str, child: &mut std::process::Child, job: &str) -> String {
     let path = w.dir.path().join(format!("{name}.err"));
     let deadline = Instant::now() + Duration::from_secs(120);
+    let tag = format!("({job})");
     loop {
         let err = std::fs::read_to_string(&path).unwrap_or_default();
-        let ids: Vec<&str> = err
+        let found = err
             .lines()
             .filter_map(|l| l.split("submitted Ballista job ").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .collect();
-        if let Some(id) = ids.get(n - 1) {
+            .find(|rest| rest.contains(&format!(" {tag} to ")))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(id) = found {
             return id.to_string();
         }
-        assert!(Instant::now() < deadline, "no job {n} announced: {err}");
+        assert!(Instant::now() < deadline, "no job {job} announced: {err}");
         assert!(
             child.try_wait().unwrap().is_none(),
             "{name} ended early: {err}"
@@ -536,7 +537,7 @@ async fn kill_an_executor_during_the_dwd_job(name: &str, mode: &str, in_last_sta
         None,
         &[("TAUC_STALL_SECS", "10")],
     );
-    let id = wait_for_job(&w, "job", &mut job, 2);
+    let id = wait_for_job(&w, "job", &mut job, "tauc layering: dwd");
     if in_last_stage {
         wait_for_last_stage(&cluster, &id);
     }
@@ -603,7 +604,7 @@ async fn a_killed_scheduler_fails_the_run_cleanly_and_a_rerun_completes_it() {
     sample_n(&w, "20000");
     let mut cluster = Cluster::start(&w, 2);
     let mut job = spawn_layering(&w, "job", &["--scheduler", &cluster.url], None);
-    let id = wait_for_job(&w, "job", &mut job, 2);
+    let id = wait_for_job(&w, "job", &mut job, "tauc layering: dwd");
     assert!(
         running(&w, &cluster, &id),
         "the DWD job {id} ended before the kill"

@@ -27,15 +27,21 @@
 //!    reads only its own window, the result equals a rebuild from scratch
 //!    whatever order the days were loaded in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Extension, LogicalPlan, case};
+use datafusion::datasource::file_format::format_as_file_type;
+use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetFormatFactory};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::{Extension, LogicalPlan, LogicalPlanBuilder, case};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -718,7 +724,16 @@ fn dwd_sql(
     row_type: &str,
     targets: &[(PartitionRef, String)],
     lateness_days: i64,
+    any_copied: bool,
 ) -> String {
+    // `copied` (the ids seen more than once) is small and its size is
+    // known: the joins with it are broadcast, ODS rows never move.
+    let (alone, copied) = if any_copied {
+        let exists = "EXISTS (SELECT 1 FROM copied c WHERE c.event_id = o.event_id)";
+        (format!("NOT {exists}"), exists.to_string())
+    } else {
+        ("TRUE".to_string(), "FALSE".to_string())
+    };
     let target_filter = per_region_dates(
         "local_dt",
         targets.iter().map(|(p, _)| (p.region.as_str(), p.dt)),
@@ -741,19 +756,25 @@ fn dwd_sql(
         .map(|c| format!("get_field(r, '{c}') AS {c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    // Each ODS row gets its event time and local date, then the count of
-    // rows of the read set that share its event id. (The plan scans ODS
-    // twice in full — once for the rows alone with their id, once for the
-    // rest — and twice for the ids alone: DataFusion does not share a
-    // subquery between its uses, and a Parquet scan costs less than
-    // holding a day of rows to share it.) A row alone with
-    // its id (nearly all) is its own kept row, on its own local date, when
-    // its collection date lies in that date's window. Only rows with copies
-    // go through the per-target-date dedupe of layers.md, whose window —
-    // and so whose winner — depends on the DWD date being built; the
-    // winner's columns come out of the dedupe aggregate itself, packed in
-    // one binary value whose smallest is the winner (`engine::row_pack`:
-    // a struct per group held ~11 KB a copied event).
+    // Each ODS row gets its event time and local date. A row whose event id
+    // occurs once in the read set (nearly all) is its own kept row, on its
+    // own local date, when its collection date lies in that date's window.
+    // Only rows whose id is in `copied` (the ids seen more than once, found
+    // by a job of their own before this one: [`register_copied_ids`]) go
+    // through the per-target-date dedupe of layers.md, whose window — and
+    // so whose winner — depends on the DWD date being built; the winner's
+    // columns come out of the dedupe aggregate itself, packed in one
+    // binary value whose smallest is the winner (`engine::row_pack`: a
+    // struct per group held ~11 KB a copied event).
+    //
+    // `copied` is a file of known size, so its two joins (`NOT EXISTS`,
+    // `EXISTS`) are broadcast hash joins: the ODS rows are read where they
+    // are and never shuffled or sorted by event id. (Counting the copies
+    // in this query instead, an aggregate of unknown size, made both joins
+    // sort-merge joins: two shuffles and two sorts of every ODS row, 21 of
+    // the 31 GB spilled at SF 10.) The ids are counted per event id alone,
+    // not per region and id: an id seen in two regions counts more than
+    // once in each and goes through the dedupe, which groups by region.
     //
     // The zones and the target dates are expressions, not joins with small
     // tables: a join on `region` alone (or `region, local_dt`) hash-shuffles
@@ -761,31 +782,16 @@ fn dwd_sql(
     // its DWD stage on one task (one core, one executor). The same for the
     // user dimension: anonymous rows get a key of their own per event
     // (`n…`), which no user key (`u…`) equals, instead of all meeting in
-    // the NULL key's partition.
-    //
-    // The copies are counted per event id alone, not per region and id: a
-    // one-region run filters `region` to a constant, DataFusion then takes
-    // the aggregate's input for ordered by it and runs the count as a
-    // partially ordered aggregate, which can emit nothing before its input
-    // ends and then drains its groups a batch at a time, each batch
-    // renumbering the rest — quadratic in a day's event ids (42 s of CPU at
-    // SF 10, 0.6 s at SF 1). The rows are the same: an id seen in two
-    // regions counts more than one in each and goes through the dedupe,
-    // which groups by region.
+    // the NULL key's partition. The dimension is the join's left (build)
+    // side: this query runs with hash joins (`build_dwd`), which hold their
+    // build side in memory.
     format!(
         r#"
 {ctes},
-counts AS (
-    SELECT event_id AS c_event, count(*) AS n
-    FROM ods GROUP BY event_id
-),
-counted AS (
-    SELECT o.*, c.n FROM ods o JOIN counts c ON o.event_id = c.c_event
-),
 singles AS (
     SELECT region, local_dt AS target_dt, CAST(1 AS BIGINT) AS copies, {kept}
-    FROM counted
-    WHERE n = 1
+    FROM ods o
+    WHERE {alone}
       AND ({target_filter})
       AND dt >= local_dt - INTERVAL '1' DAY
       AND dt <= local_dt + INTERVAL '{after}' DAY
@@ -795,11 +801,11 @@ targets AS (
 ),
 tagged AS (
     SELECT o.*, t.target_dt
-    FROM counted o JOIN targets t
+    FROM ods o JOIN targets t
       ON o.region = t.t_region
      AND o.dt >= t.target_dt - INTERVAL '1' DAY
      AND o.dt <= t.target_dt + INTERVAL '{after}' DAY
-    WHERE o.n > 1
+    WHERE {copied}
 ),
 picked AS (
     SELECT region AS p_region, target_dt AS p_target, count(*) AS copies,
@@ -856,7 +862,7 @@ derived AS (
         tauc_err_class(k.cors_error, k.cors_status) AS err_class,
         k.cors_error AS error,
         k.cors_duration_ms
-    FROM dated k LEFT JOIN users u
+    FROM users u RIGHT JOIN dated k
       ON CASE WHEN k.user_id IS NULL THEN 'n' || k.event_id ELSE 'u' || k.user_id END = u.u_key
     WHERE k.local_dt = k.target_dt
 )
@@ -880,6 +886,67 @@ SELECT
 FROM derived
 "#
     )
+}
+
+/// Where a run keeps its intermediate files in the warehouse:
+/// `{warehouse}/_tmp/{run_id}/`, removed when its DWD stage ends.
+const SCRATCH: &str = "_tmp";
+
+/// Finds the event ids that occur more than once in the read set (`ods`
+/// of `ctes`) in a job of their own, whose executors write them as Parquet
+/// under `scratch`, and registers them as the table `copied`; returns how
+/// many. Only their number reaches this process. Counted per event id
+/// alone, not per region and id: with one region the filter makes
+/// `region` a constant, and DataFusion then runs a count per region and id
+/// as a partially ordered aggregate that drains its groups a batch at a
+/// time, renumbering the rest (quadratic: 42 s of CPU at SF 10).
+async fn register_copied_ids(ctx: &SessionContext, scratch: &Location, ctes: &str) -> Result<u64> {
+    let dir = scratch.join("copied_ids");
+    let ids = ctx
+        .sql(&format!(
+            "{ctes}\nSELECT event_id FROM ods GROUP BY event_id HAVING count(*) > 1"
+        ))
+        .await?;
+    let schema = Arc::new(ids.schema().as_arrow().clone());
+    let (state, plan) = ids.into_parts();
+    let parquet = format_as_file_type(Arc::new(ParquetFormatFactory::new()));
+    let plan =
+        LogicalPlanBuilder::copy_to(plan, dir.url(), parquet, HashMap::new(), vec![])?.build()?;
+    let written =
+        submitted::collect(DataFrame::new(state, plan), "tauc layering: dwd copied ids").await?;
+    let count = written
+        .iter()
+        .filter(|b| b.num_columns() > 0)
+        .map(|b| {
+            b.column(0)
+                .as_primitive::<UInt64Type>()
+                .iter()
+                .flatten()
+                .sum::<u64>()
+        })
+        .sum();
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(ListingTableUrl::parse(dir.url())?)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ctx.register_table("copied", Arc::new(ListingTable::try_new(config)?))?;
+    tracing::info!(
+        event_ids = count,
+        "event ids seen more than once in the read set"
+    );
+    Ok(count)
+}
+
+/// `ctx` planning equi-joins as hash joins, for the DWD query: Ballista
+/// makes them sort-merge joins by default (a hash join cannot spill),
+/// which sorts every row on both sides; with the broadcast `copied` ids
+/// and the user dimension as the only build sides, the hash joins hold
+/// nothing of the day's rows.
+fn with_hash_joins(ctx: &SessionContext) -> SessionContext {
+    let mut state = ctx.state();
+    state.config_mut().options_mut().optimizer.prefer_hash_join = true;
+    SessionContext::new_with_state(state)
 }
 
 /// The second stage: every DWD date the loaded days can change, rebuilt
@@ -925,20 +992,28 @@ async fn build_dwd(
             Arc::new(WarehouseTable::new(Table::OdsEvent, &args.warehouse)),
         )?;
         let ctes = ods_ctes(&present, &targets);
-        let row_type = packed_type(ctx, &ctes).await?;
-        let sql = dwd_sql(&ctes, &row_type, &targets, args.lateness_days);
-        tracing::debug!(sql = %sql, "dwd query");
-        let spec = WriteSpec {
-            warehouse: args.warehouse.clone(),
-            run_id: run_id.to_string(),
-            counters: vec!["copies".into()],
-            value_counts: vec![],
-            limits: args.file_limits,
-        };
-        let result = write_dwd(ctx, &sql, spec, &args.warehouse).await;
-        ctx.deregister_table("ods_src")?;
-        ctx.deregister_table("dim_user_raw")?;
+        let scratch = args.warehouse.join(&format!("{SCRATCH}/{run_id}"));
+        let result = async {
+            let copied = register_copied_ids(ctx, &scratch, &ctes).await?;
+            let row_type = packed_type(ctx, &ctes).await?;
+            let sql = dwd_sql(&ctes, &row_type, &targets, args.lateness_days, copied > 0);
+            tracing::debug!(sql = %sql, "dwd query");
+            let spec = WriteSpec {
+                warehouse: args.warehouse.clone(),
+                run_id: run_id.to_string(),
+                counters: vec!["copies".into()],
+                value_counts: vec![],
+                limits: args.file_limits,
+            };
+            write_dwd(&with_hash_joins(ctx), &sql, spec, &args.warehouse).await
+        }
+        .await;
+        let removed = commit::delete_prefix(store.as_ref(), &scratch).await;
+        for t in ["ods_src", "dim_user_raw", "copied"] {
+            ctx.deregister_table(t)?;
+        }
         outcome = result?;
+        removed?;
     }
     let mut summaries = BTreeMap::new();
     for (p, _) in &targets {

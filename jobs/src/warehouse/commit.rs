@@ -424,6 +424,36 @@ pub async fn remove_strays(store: &dyn ObjectStore, dir: &Location, m: &Manifest
     Ok(removed)
 }
 
+/// Deletes every object under `dir` (a run's scratch files), and on a
+/// local warehouse the emptied directories too.
+pub async fn delete_prefix(store: &dyn ObjectStore, dir: &Location) -> Result<()> {
+    let listed: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
+    for meta in listed {
+        match store.delete(&meta.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if dir.store_url.starts_with("file") {
+        let path = std::path::Path::new("/").join(&dir.prefix);
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(object_store::Error::Generic {
+                    store: "local",
+                    source: format!("removing {}: {e}", path.display()).into(),
+                }
+                .into());
+            }
+            _ => {}
+        }
+        // and the scratch root, when no other run has files there
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    Ok(())
+}
+
 /// The committed files of a partition as URLs, with the manifest; `None`
 /// when the partition does not exist.
 pub async fn committed_files(
