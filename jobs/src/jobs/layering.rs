@@ -914,17 +914,20 @@ async fn register_copied_ids(ctx: &SessionContext, scratch: &Location, ctes: &st
         LogicalPlanBuilder::copy_to(plan, dir.url(), parquet, HashMap::new(), vec![])?.build()?;
     let written =
         submitted::collect(DataFrame::new(state, plan), "tauc layering: dwd copied ids").await?;
+    // The count decides whether the DWD query joins the ids at all: a
+    // result of another shape is an error, never "no copies".
     let count = written
         .iter()
-        .filter(|b| b.num_columns() > 0)
-        .map(|b| {
-            b.column(0)
-                .as_primitive::<UInt64Type>()
-                .iter()
-                .flatten()
-                .sum::<u64>()
-        })
-        .sum();
+        .find(|b| b.num_rows() > 0)
+        .filter(|b| b.num_columns() == 1 && b.num_rows() == 1)
+        .filter(|_| written.iter().map(|b| b.num_rows()).sum::<usize>() == 1)
+        .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
+        .and_then(|n| n.iter().next().flatten())
+        .ok_or_else(|| {
+            Error::Invariant(format!(
+                "the copied-ids job did not answer one count ({written:?}); nothing was committed: run the same command again"
+            ))
+        })?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(ListingTableUrl::parse(dir.url())?)
@@ -1008,12 +1011,14 @@ async fn build_dwd(
             write_dwd(&with_hash_joins(ctx), &sql, spec, &args.warehouse).await
         }
         .await;
-        let removed = commit::delete_prefix(store.as_ref(), &scratch).await;
+        if let Err(e) = commit::delete_prefix(store.as_ref(), &scratch).await {
+            // left behind, unread: not a reason to lose the run
+            tracing::warn!(error = %e, scratch = %scratch, "could not remove the run's scratch files; they are not part of any table and may be deleted by hand");
+        }
         for t in ["ods_src", "dim_user_raw", "copied"] {
             ctx.deregister_table(t)?;
         }
         outcome = result?;
-        removed?;
     }
     let mut summaries = BTreeMap::new();
     for (p, _) in &targets {
