@@ -37,10 +37,8 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMi
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::format_as_file_type;
-use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetFormatFactory};
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::{Extension, LogicalPlan, LogicalPlanBuilder, case};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::TryStreamExt;
@@ -57,7 +55,7 @@ use crate::ingest::raw_scan::{
 use crate::jobs::progress::Progress;
 use crate::store::Location;
 use crate::warehouse::commit::{self, PartitionRef, WriteOutcome, new_run_id};
-use crate::warehouse::table::WarehouseTable;
+use crate::warehouse::table::{WarehouseTable, event_id_table};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::{FileLimits, TABLE_COLUMN, WriteNode, WriteSpec};
 use crate::warehouse::{doubled, lease};
@@ -907,7 +905,6 @@ async fn register_copied_ids(ctx: &SessionContext, scratch: &Location, ctes: &st
             "{ctes}\nSELECT event_id FROM ods GROUP BY event_id HAVING count(*) > 1"
         ))
         .await?;
-    let schema = Arc::new(ids.schema().as_arrow().clone());
     let (state, plan) = ids.into_parts();
     let parquet = format_as_file_type(Arc::new(ParquetFormatFactory::new()));
     let plan =
@@ -916,24 +913,24 @@ async fn register_copied_ids(ctx: &SessionContext, scratch: &Location, ctes: &st
         submitted::collect(DataFrame::new(state, plan), "tauc layering: dwd copied ids").await?;
     // The count decides whether the DWD query joins the ids at all: a
     // result of another shape is an error, never "no copies".
+    // A re-submitted job (a lost executor) writes its ids again beside the
+    // first attempt's files: the joins below only ask whether an id is in
+    // `copied`, so a doubled id changes nothing.
+    let rows: usize = written.iter().map(|b| b.num_rows()).sum();
     let count = written
         .iter()
-        .find(|b| b.num_rows() > 0)
-        .filter(|b| b.num_columns() == 1 && b.num_rows() == 1)
-        .filter(|_| written.iter().map(|b| b.num_rows()).sum::<usize>() == 1)
+        .find(|b| rows == 1 && b.num_rows() == 1)
         .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
-        .and_then(|n| n.iter().next().flatten())
+        .map(|n| n.value(0))
         .ok_or_else(|| {
             Error::Invariant(format!(
                 "the copied-ids job did not answer one count ({written:?}); nothing was committed: run the same command again"
             ))
         })?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(ListingTableUrl::parse(dir.url())?)
-        .with_listing_options(options)
-        .with_schema(schema);
-    ctx.register_table("copied", Arc::new(ListingTable::try_new(config)?))?;
+    ctx.register_table(
+        "copied",
+        event_id_table(vec![ListingTableUrl::parse(dir.url())?])?,
+    )?;
     tracing::info!(
         event_ids = count,
         "event ids seen more than once in the read set"

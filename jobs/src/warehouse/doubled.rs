@@ -14,19 +14,15 @@
 //! twice. The in-process engine has one executor that is never lost and
 //! skips it.
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::store::Location;
 use crate::warehouse::commit::{PartitionRef, WriteOutcome};
+use crate::warehouse::table::event_id_table;
 use crate::warehouse::tables::Table;
 
 /// A partition whose new files hold some `event_id` more than once.
@@ -62,7 +58,7 @@ pub async fn doubled_events(
     let mut branches = Vec::new();
     for (i, (_, urls)) in parts.iter().enumerate() {
         let table = format!("tauc_new_events_{i}");
-        ctx.register_table(&table, event_ids(urls.clone())?)?;
+        ctx.register_table(&table, event_id_table(urls.clone())?)?;
         branches.push(format!(
             "SELECT {i} AS part, count(*) AS n, count(DISTINCT event_id) AS d FROM {table}"
         ));
@@ -134,25 +130,13 @@ fn file_urls(
     Ok(urls)
 }
 
-/// The `event_id` column of `files` (other columns are not read).
-fn event_ids(files: Vec<ListingTableUrl>) -> Result<Arc<ListingTable>> {
-    let schema = Arc::new(Schema::new(vec![Field::new(
-        "event_id",
-        DataType::Utf8,
-        true,
-    )]));
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(files)
-        .with_listing_options(options)
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use chrono::NaiveDate;
     use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
     use crate::engine::session::Engine;

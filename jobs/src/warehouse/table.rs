@@ -387,6 +387,23 @@ pub async fn dim_table(
     Ok(Some(Arc::new(ListingTable::try_new(config)?)))
 }
 
+/// The `event_id` column of the Parquet files or folders `paths` (other
+/// columns are not read): the DWD check's written files, the DWD stage's
+/// copied ids.
+pub fn event_id_table(paths: Vec<ListingTableUrl>) -> Result<Arc<ListingTable>> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "event_id",
+        DataType::Utf8,
+        true,
+    )]));
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(paths)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
