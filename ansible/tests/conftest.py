@@ -43,13 +43,13 @@ HOSTS = {
     "collector": (20, True),
     "s3": (30, False),
     "kafka": (31, False),
-    "superset": (40, True),
+    "bi": (40, True),  # the Superset host
 }
 GROUPS = {
     "tauc_scheduler": ["master"],
     "tauc_executor": ["exec1", "exec2"],
     "tauc_collector": ["collector"],
-    "superset": ["superset"],
+    "superset": ["bi"],
 }
 VERSION, VERSION2 = "0.0.0-deploytest1", "0.0.0-deploytest2"
 
@@ -82,6 +82,10 @@ def binary(name: str) -> Path:
 def artifacts(workdir):
     """Two releases of the built binaries (the same code under two versions:
     the second is the 'new binary' a rolling upgrade installs)."""
+    # DEPLOY_TEST_DIST: reuse the artifacts of an earlier run (a developer's
+    # shortcut while changing the roles; the binaries must be the same)
+    if os.environ.get("DEPLOY_TEST_DIST"):
+        return Path(os.environ["DEPLOY_TEST_DIST"])
     out = workdir / "dist"
     for v in (VERSION, VERSION2):
         run([REPO / "scripts/release", "--profile", "dev", "--no-build", "--version", v, "--out", out],
@@ -216,7 +220,7 @@ class Deploy:
         """Runs a playbook from the jump host; returns the run and its seconds."""
         self.runs += 1
         env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-               "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+               "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
         argv = [VENV_BIN / "ansible-playbook", "-i", self.dir, "--vault-password-file", self.vault_pass,
                 ANSIBLE / "playbooks" / playbook, *extra]
         start = time.monotonic()

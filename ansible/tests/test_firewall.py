@@ -36,7 +36,7 @@ def test_each_open_port_answers_exactly_its_sources(net, rules, converged):
 def test_the_named_cases(net, converged):
     a = {name: h.address for name, h in net.hosts.items()}
     # the Flight SQL port answers the Superset host and refuses an executor host
-    assert net.can_connect("superset", a["master"], 50060)
+    assert net.can_connect("bi", a["master"], 50060)
     assert not net.can_connect("exec1", a["master"], 50060)
     # the scheduler's port answers executors and refuses the collector host
     assert net.can_connect("exec2", a["master"], 50050)
@@ -44,8 +44,8 @@ def test_the_named_cases(net, converged):
     # SSH from the jump host only
     assert net.can_connect("jump", a["exec1"], 22)
     assert not net.can_connect("master", a["exec1"], 22)
-    assert not net.can_connect("superset", a["collector"], 22)
+    assert not net.can_connect("bi", a["collector"], 22)
     # Superset from the office, the collector from the load balancer
-    assert net.can_connect("jump", a["superset"], 8088)
-    assert not net.can_connect("exec1", a["superset"], 8088)
+    assert net.can_connect("jump", a["bi"], 8088)
+    assert not net.can_connect("exec1", a["bi"], 8088)
     assert not net.can_connect("master", a["collector"], 8080)

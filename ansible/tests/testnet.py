@@ -82,6 +82,11 @@ class TestNet:
 
     # -- life cycle -------------------------------------------------------
     def up(self):
+        # every booted host's systemd holds inotify instances of its own;
+        # the default of 128 per user runs out after a few hosts
+        limit = Path("/proc/sys/fs/inotify/max_user_instances")
+        if int(limit.read_text()) < 1024:
+            limit.write_text("1024\n")
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.ssh_key])
         run(["ip", "netns", "add", self.switch])
         run(["ip", "-n", self.switch, "link", "add", "br0", "type", "bridge"])
@@ -150,8 +155,10 @@ class TestNet:
                 p.kill()
                 p.wait()
             if host.nspawn and host.nspawn.poll() is None:
-                # SIGKILL: nspawn's SIGTERM is an orderly shutdown, not needed here
-                host.nspawn.send_signal(signal.SIGKILL)
+                # SIGKILL to the host's PID 1 ends everything in it (killing
+                # nspawn alone would leave the host's systemd running)
+                for pid in run(["pgrep", "-P", host.nspawn.pid], check=False).stdout.split():
+                    os.kill(int(pid), signal.SIGKILL)
                 host.nspawn.wait()
         time.sleep(0.5)
         for host in self.hosts.values():
