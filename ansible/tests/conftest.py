@@ -88,7 +88,7 @@ def artifacts(workdir):
         return Path(os.environ["DEPLOY_TEST_DIST"])
     out = workdir / "dist"
     for v in (VERSION, VERSION2):
-        run([REPO / "scripts/release", "--profile", "dev", "--no-build", "--version", v, "--out", out],
+        run([REPO / "scripts/release", "--profile", "dev", "--no-build", "--fast-gzip", "--version", v, "--out", out],
             cwd=REPO, env={**os.environ, "CARGO_TARGET_DIR": str(TARGET.parent)})
     return out
 
@@ -220,7 +220,10 @@ class Deploy:
         """Runs a playbook from the jump host; returns the run and its seconds."""
         self.runs += 1
         env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-               "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+               "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+               # a fresh SSH control path: a master connection of an earlier run to
+               # the same address would be reused
+               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.logs / "cp"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
         argv = [VENV_BIN / "ansible-playbook", "-i", self.dir, "--vault-password-file", self.vault_pass,
                 ANSIBLE / "playbooks" / playbook, *extra]
         start = time.monotonic()
@@ -238,7 +241,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     """PLAY RECAP counters per host."""
     out = {}
     for line in output.split("PLAY RECAP", 1)[-1].splitlines():
-        m = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        m = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line.strip())
         if m:
             out[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
     return out

@@ -128,12 +128,12 @@ def test_daily_runs_on_both_executors_and_matches_in_process(net, deploy, conver
         written[h] = sum(float(v) for v in re.findall(r"^tauc_executor_files_written_total\S* (\S+)$", metrics, re.M))
     assert all(n > 0 for n in written.values()), written
     # ... and files of both are in the committed partitions (a file's name
-    # carries its writer, the executor's address and port)
+    # carries its writer: the executor's address, port and incarnation)
     manifests = list((workdir / "s3" / BUCKET / "warehouse").rglob("_SUCCESS"))
     listed = " ".join(m.read_text() for m in manifests)
     for h in ("exec1", "exec2"):
         writer = net.hosts[h].address.replace(".", "_") + "_50051"
-        assert f"-{writer}-" in listed, f"no committed file of {h} ({writer})"
+        assert f"-{writer}_" in listed, f"no committed file of {h} ({writer})"
 
     # the same day in-process (this checkout's tauc-job) into another warehouse
     tauc_job(net, deploy, ["sample", "--date", DATE, "--events-per-day", "3000"], "warehouse-local")
@@ -166,7 +166,7 @@ def test_superset_reads_an_ads_table_through_flight_sql(net, deploy, converged):
 
 def test_rolling_upgrade_of_the_executors_while_a_job_runs(net, deploy, converged, timings):
     day = "2024-06-20"
-    tauc_job(net, deploy, ["sample", "--date", day, "--events-per-day", "20000"], "warehouse")
+    tauc_job(net, deploy, ["sample", "--date", day, "--events-per-day", "8000"], "warehouse")
     unit = f"tauc-daily@{day}.service"
     net.sh("master", f"systemctl start --no-block {unit}")
     p, took = deploy.playbook("site.yml", "--limit", "tauc_executor", "-e", f"tauc_version={VERSION2}")

@@ -250,7 +250,11 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
         .external_host
         .clone()
         .unwrap_or_else(|| opts.bind_host.clone());
-    let executor_id = format!("{host}-{}", opts.port)
+    // A new id each start: the scheduler keeps a stopped executor's
+    // registration until it times out, and refuses the same id until then
+    // (a restarted executor would idle for --executor-timeout-secs).
+    let incarnation = uuid::Uuid::new_v4().simple().to_string();
+    let executor_id = format!("{host}-{}-{}", opts.port, &incarnation[..8])
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
