@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -128,12 +129,12 @@ def test_daily_runs_on_both_executors_and_matches_in_process(net, deploy, conver
         written[h] = sum(float(v) for v in re.findall(r"^tauc_executor_files_written_total\S* (\S+)$", metrics, re.M))
     assert all(n > 0 for n in written.values()), written
     # ... and files of both are in the committed partitions (a file's name
-    # carries its writer: the executor's address, port and incarnation)
+    # carries its writer: the executor's address and port)
     manifests = list((workdir / "s3" / BUCKET / "warehouse").rglob("_SUCCESS"))
     listed = " ".join(m.read_text() for m in manifests)
     for h in ("exec1", "exec2"):
         writer = net.hosts[h].address.replace(".", "_") + "_50051"
-        assert f"-{writer}_" in listed, f"no committed file of {h} ({writer})"
+        assert f"-{writer}-" in listed, f"no committed file of {h} ({writer})"
 
     # the same day in-process (this checkout's tauc-job) into another warehouse
     tauc_job(net, deploy, ["sample", "--date", DATE, "--events-per-day", "3000"], "warehouse-local")
@@ -164,22 +165,48 @@ def test_superset_reads_an_ads_table_through_flight_sql(net, deploy, converged):
                                                                   else list(r) for r in got]
 
 
+def test_an_artifact_that_does_not_match_its_checksum_is_refused(net, deploy, converged):
+    before = show(net, "exec1", "tauc-executor", ["ExecStart"])["ExecStart"]
+    p, _ = deploy.playbook("site.yml", "--limit", "exec1", "-e", f"tauc_version={VERSION2}",
+                           "-e", "tauc_artifact_sha256=" + "0" * 64, fail_ok=True)
+    assert p.returncode != 0 and "refusing to install it" in p.stdout, p.stdout[-3000:]
+    assert show(net, "exec1", "tauc-executor", ["ExecStart"])["ExecStart"] == before
+    assert net.sh("exec1", f"test -e /opt/tauc/releases/tauc-{VERSION2}", check=False).returncode != 0
+
+
 def test_rolling_upgrade_of_the_executors_while_a_job_runs(net, deploy, converged, timings):
     day = "2024-06-20"
-    tauc_job(net, deploy, ["sample", "--date", day, "--events-per-day", "8000"], "warehouse")
+    tauc_job(net, deploy, ["sample", "--date", day, "--events-per-day", "30000"], "warehouse")
     unit = f"tauc-daily@{day}.service"
+    roll: dict = {}
+    thread = threading.Thread(target=lambda: roll.update(
+        zip(("run", "took"), deploy.playbook("site.yml", "--limit", "tauc_executor", "-e", f"tauc_version={VERSION2}"))))
+    thread.start()
+    # start the job once the new release is unpacked on the first executor:
+    # its restart comes seconds later, the second one's after that
+    while net.sh("exec1", f"test -x /opt/tauc/releases/tauc-{VERSION2}/bin/tauc-executor", check=False).returncode:
+        assert thread.is_alive(), "the roll ended before it unpacked the release"
+        time.sleep(0.5)
     net.sh("master", f"systemctl start --no-block {unit}")
-    p, took = deploy.playbook("site.yml", "--limit", "tauc_executor", "-e", f"tauc_version={VERSION2}")
-    timings["roll a new release over 2 executors"] = f"{took:.0f} s"
+    thread.join()
+    assert "took" in roll, "the roll failed (see its log)"
+    timings["roll a new release over 2 executors"] = f"{roll['took']:.0f} s"
+    restarts = {}
     for h in ("exec1", "exec2"):
-        start = show(net, h, "tauc-executor", ["ExecStart", "ActiveState"])
-        assert VERSION2 in start["ExecStart"] and start["ActiveState"] == "active", (h, start)
+        p = show(net, h, "tauc-executor", ["ExecStart", "ActiveState", "ActiveEnterTimestampMonotonic"])
+        assert VERSION2 in p["ExecStart"] and p["ActiveState"] == "active", (h, p)
         assert net.sh(h, f"curl -fsS http://{net.hosts[h].address}:50053/readyz", check=False).returncode == 0
+        restarts[h] = int(p["ActiveEnterTimestampMonotonic"])
     deadline = time.monotonic() + 900
     while (s := show(net, "master", unit, ["ActiveState", "Result"]))["ActiveState"] in ("activating", "active"):
         assert time.monotonic() < deadline, f"{unit} still running: {s}"
         time.sleep(2)
-    timings["the job that ran during the roll"] = s["Result"]
+    job = show(net, "master", unit, ["ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic"])
+    began, ended = int(job["ExecMainStartTimestampMonotonic"]), int(job["ExecMainExitTimestampMonotonic"])
+    during = [h for h, t in restarts.items() if began < t < ended]
+    assert during, f"no executor restarted while the job ran ({began}..{ended}: {restarts})"
+    timings["the job that ran during the roll"] = (
+        f"{s['Result']} ({len(during)} of 2 executors restarted while it ran, {(ended - began) / 1e6:.0f} s)")
     if s["Result"] != "success":
         # nothing stuck: the same day again, on the upgraded executors, commits
         net.sh("master", f"systemctl start {unit}", timeout=1200)

@@ -250,11 +250,7 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
         .external_host
         .clone()
         .unwrap_or_else(|| opts.bind_host.clone());
-    // A new id each start: the scheduler keeps a stopped executor's
-    // registration until it times out, and refuses the same id until then
-    // (a restarted executor would idle for --executor-timeout-secs).
-    let incarnation = uuid::Uuid::new_v4().simple().to_string();
-    let executor_id = format!("{host}-{}-{}", opts.port, &incarnation[..8])
+    let worker = format!("{host}-{}", opts.port)
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -264,7 +260,14 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
             }
         })
         .collect::<String>();
-    crate::warehouse::writer::set_worker_name(&executor_id);
+    // Files name their writer by host and port (kept short: keys are long
+    // enough); Ballista gets a new id each start, because the scheduler
+    // keeps a stopped executor's registration until it times out and
+    // refuses the same id until then (a restarted executor would idle for
+    // --executor-timeout-secs).
+    crate::warehouse::writer::set_worker_name(&worker);
+    let incarnation = uuid::Uuid::new_v4().simple().to_string();
+    let executor_id = format!("{worker}-{}", &incarnation[..8]);
     let work_dir = engine.scratch.shuffle().to_string_lossy().into_owned();
     tracing::info!(executor_id = %executor_id, work_dir = %work_dir, "executor scratch directory (removed at exit)");
     let mut config = ExecutorProcessConfig {
