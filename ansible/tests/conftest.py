@@ -179,6 +179,10 @@ class Deploy:
             "tauc_collector_allowed_origins": ["http://portal.test"],
             "tauc_uploader_max_wait": "2s",
             "tauc_executor_vcores": 2,
+            # a restarted executor's old registration (and the shuffle output
+            # a running job loses with it) is given up after this long
+            "tauc_executor_heartbeat_secs": 5,
+            "tauc_scheduler_executor_timeout_secs": 20,
             "tauc_executor_memory_limit": "1G",
             "tauc_executor_memory_max": "3G",
             "tauc_scheduler_job_memory_limit": "1G",
