@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -158,7 +159,7 @@ def test_superset_reads_an_ads_table_through_flight_sql(net, deploy, converged):
         "print(json.dumps(superset_api.query(sys.argv[2], sys.argv[3], 'tauc', sys.argv[4])))\n"
     )
     url = f"http://{net.hosts['bi'].address}:8088"
-    out = net.in_jump([__import__('sys').executable, "-c", code, str(Path(__file__).parent), url,
+    out = net.in_jump([sys.executable, "-c", code, str(Path(__file__).parent), url,
                        deploy.admin_password, sql]).stdout
     got = json.loads(out)
     assert [[r["target_type"], r["clicks"]] for r in expected] == [list(r.values()) if isinstance(r, dict)
