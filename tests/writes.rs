@@ -655,15 +655,28 @@ fn wait_for_line(w: &World, name: &str, child: &mut std::process::Child, needle:
     }
 }
 
-/// The S3 server down while the ODS manifests are written (each write held
-/// 1 s by the test hook, so the first one meets the outage): down for 4 s
-/// it is retried through (`TAUC_S3_RETRY_TIMEOUT_SECS`, 30 s by default)
-/// and the run commits the rows of an undisturbed run; down for longer than
+/// The S3 server down when the run starts, for 12 s: its first reads are
+/// retried for the whole `[s3] retry-timeout-secs` budget (30 s by
+/// default), not given up after a fixed ten tries (~4 s), and the run
+/// commits the rows of an undisturbed run. Down while the ODS manifests
+/// are written (each write held 1 s by the test hook, so the first one
+/// meets the outage): down for 4 s it is retried through and the run
+/// commits the same rows; down for longer than
 /// a 2 s retry budget, the run fails (exit 1) naming the store error, with
 /// nothing committed, and the same command afterwards completes.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_outage_is_retried_through_and_a_long_one_fails_cleanly() {
     let reference = reference_rows("outage-ref", "1500").await;
+
+    let mut w = World::new("outage-start");
+    sample(&w);
+    w.stop_s3();
+    let job = spawn_layering_env(&w, "start", &[], None, &[]);
+    std::thread::sleep(Duration::from_secs(12));
+    w.start_s3();
+    wait_ok(&w, "start", job);
+    assert_eq!(snapshot(&w).await, reference);
+    assert_clean(&w).await;
 
     let mut w = World::new("outage");
     sample(&w);

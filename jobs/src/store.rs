@@ -113,11 +113,13 @@ impl S3Options {
             b = b.with_allow_http(allow);
         }
         let timeout = Duration::from_secs(self.retry_timeout_secs.unwrap_or(30));
-        // A busy S3 answers 500/503 for a moment: back off up to 5 s between
-        // tries (10 tries within the timeout) rather than give up in half a
-        // second, as 4 quick retries did under a 200 000-object day.
+        // The timeout is the whole budget: object_store stops at whichever
+        // of `max_retries` and `retry_timeout` comes first, and 10 jittered
+        // retries were spent in ~4 s of a 30 s budget (a 5 s S3 restart
+        // failed the run). Backing off up to 5 s between tries keeps a busy
+        // S3's 500/503s from being hammered.
         b = b.with_retry(RetryConfig {
-            max_retries: 10,
+            max_retries: usize::MAX,
             retry_timeout: timeout,
             backoff: object_store::BackoffConfig {
                 init_backoff: Duration::from_millis(200),
