@@ -117,14 +117,37 @@ async fn missing_dim_user_names_the_table() {
         r#"{"event_id":"a","event_type":"page_enter","client_ts":1718668800000,"collector_ts":1718668800000,"device_id":"d"}"#).await;
     let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_fails(&r, 2, "dim table dim_user not found");
+    assert!(w.keys("wh/ods").await.is_empty(), "work started: {r}");
     w.put("wh/dim/dim_user/u.csv", "id,sex,born\nu1,M,1990-01-01\n")
         .await;
     let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_fails(
         &r,
         2,
-        "has no column 'user_id' (expected user_id,gender,birth_date)",
+        "dim/dim_user/u.csv: dim_user has no column 'user_id' (expected user_id,gender,birth_date; found id,sex,born)",
     );
+    // a dim error means nothing ran (docs/configuration.md)
+    assert!(w.keys("wh/ods").await.is_empty(), "work started: {r}");
+}
+
+/// A `dim_user` CSV written by a spreadsheet — a UTF-8 byte-order mark,
+/// quoted column names — is read as its columns say: the user's gender and
+/// age band (34 on 2024-06-18: `25-34`, analyses.md) reach the DWD row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dim_user_csv_with_a_bom_and_quoted_header_is_read() {
+    let w = World::new("dimbom");
+    w.put("raw/uat/aps1/2024/06/18/messages-1718668800000.txt",
+        r#"{"event_id":"a","event_type":"page_enter","client_ts":1718668800000,"collector_ts":1718668800000,"device_id":"d","user_id":"u2"}"#).await;
+    w.put(
+        "wh/dim/dim_user/u.csv",
+        "\u{feff}\"user_id\",\"gender\",\"birth_date\"\r\n\"u1\",\"M\",\"1980-05-05\"\r\nu2,F,1990-01-01\r\n",
+    )
+    .await;
+    let r = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
+    r.ok();
+    let d = w.rows(Table::DwdTrkEvent, "2024-06-18", "aps1").await;
+    assert_eq!(strs(&d, "gender"), vec![Some("F".into())]);
+    assert_eq!(strs(&d, "age_band"), vec![Some("25-34".into())]);
 }
 
 /// `dim_user` is checked before any work: a short row stops the run (exit

@@ -15,6 +15,9 @@ use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
+use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+use object_store::{ObjectMeta, ObjectStore};
+
 use crate::error::{Error, Result};
 use crate::store::{Location, StoreRegistry};
 
@@ -79,20 +82,40 @@ impl fmt::Display for DimUserCheck {
     }
 }
 
-/// Checks every CSV file under `{warehouse}/dim/dim_user/`. Parquet files
-/// carry typed columns and no short rows; their values are mapped as the
-/// spec says, unchecked here. A missing table is not an error here: the
-/// job's own check names it.
+/// The columns the layering job reads from `dim_user`.
+pub const COLUMNS: [&str; 3] = ["user_id", "gender", "birth_date"];
+
+/// Checks `{warehouse}/dim/dim_user/` before any work: the table exists,
+/// every file has the spec's columns (a CSV header may start with a UTF-8
+/// byte-order mark or quote its names), and every CSV row is as wide as
+/// its header. Parquet files carry typed columns and no short rows; their
+/// values are mapped as the spec says, unchecked here.
 pub async fn check(stores: &StoreRegistry, warehouse: &Location) -> Result<DimUserCheck> {
     let dir = warehouse.join("dim/dim_user");
     let store = stores.for_location(&dir)?;
     let mut files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
     files.sort_by(|a, b| a.location.cmp(&b.location));
+    let key = |f: &object_store::ObjectMeta| f.location.as_ref().to_string();
+    let parquet: Vec<_> = files.iter().filter(|f| key(f).ends_with(".parquet")).collect();
+    let csv: Vec<_> = files.iter().filter(|f| key(f).ends_with(".csv")).collect();
+    if parquet.is_empty() && csv.is_empty() {
+        return Err(Error::MissingInput(format!(
+            "dim table dim_user not found: no .csv or .parquet file under {dir}; the layering job needs it for gender and age_band (columns user_id,gender,birth_date; `tauc-job sample` writes one)"
+        )));
+    }
     let mut found = DimUserCheck::default();
-    for f in files
-        .iter()
-        .filter(|f| f.location.as_ref().ends_with(".csv"))
-    {
+    // the scan reads the Parquet files when there are any, else the CSV ones
+    if !parquet.is_empty() {
+        for f in parquet {
+            let url = dir.object_url(f.location.as_ref());
+            let names = parquet_columns(store.as_ref(), f).await.map_err(|e| {
+                Error::config(format!("{url}: not a readable Parquet file: {e}"))
+            })?;
+            require_columns(&url, &names)?;
+        }
+        return Ok(found);
+    }
+    for f in csv {
         let url = dir.object_url(f.location.as_ref());
         let bytes = store.get(&f.location).await?.bytes().await?;
         check_csv(&url, &bytes, &mut found)?;
@@ -100,8 +123,34 @@ pub async fn check(stores: &StoreRegistry, warehouse: &Location) -> Result<DimUs
     Ok(found)
 }
 
-/// Checks one CSV file's rows into `found`; a row of the wrong width is an
-/// error naming the file and line.
+/// The top-level column names of a Parquet file, from its footer alone
+/// (the last 8 bytes say how long the metadata before them is).
+async fn parquet_columns(store: &dyn ObjectStore, f: &ObjectMeta) -> Result<Vec<String>> {
+    let bad = || Error::config("too short for a Parquet footer".to_string());
+    let tail_at = f.size.checked_sub(8).ok_or_else(bad)?;
+    let tail = store.get_range(&f.location, tail_at..f.size).await?;
+    let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    let start = tail_at.checked_sub(len).ok_or_else(bad)?;
+    let meta = store.get_range(&f.location, start..tail_at).await?;
+    let meta = ParquetMetaDataReader::decode_metadata(&meta)?;
+    let root = meta.file_metadata().schema_descr().root_schema();
+    Ok(root.get_fields().iter().map(|c| c.name().to_string()).collect())
+}
+
+/// An error naming `url` when a column of [`COLUMNS`] is not in `names`.
+fn require_columns(url: &str, names: &[String]) -> Result<()> {
+    match COLUMNS.iter().find(|c| !names.iter().any(|n| n == *c)) {
+        Some(c) => Err(Error::config(format!(
+            "{url}: dim_user has no column '{c}' (expected {}; found {})",
+            COLUMNS.join(","),
+            names.join(",")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Checks one CSV file's rows into `found`; a missing column or a row of
+/// the wrong width is an error naming the file (and line).
 pub fn check_csv(url: &str, bytes: &[u8], found: &mut DimUserCheck) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -111,11 +160,10 @@ pub fn check_csv(url: &str, bytes: &[u8], found: &mut DimUserCheck) -> Result<()
         .headers()
         .map_err(|e| Error::config(format!("{url}: unreadable CSV header: {e}")))?
         .clone();
-    let column = |name: &str| header.iter().position(|h| h.trim() == name);
-    let (Some(gender), Some(birth)) = (column("gender"), column("birth_date")) else {
-        // the job's schema check names the missing column
-        return Ok(());
-    };
+    let names: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
+    require_columns(url, &names)?;
+    let column = |name: &str| names.iter().position(|h| h == name).unwrap_or_default();
+    let (gender, birth) = (column("gender"), column("birth_date"));
     for record in reader.records() {
         let record = record.map_err(|e| Error::config(format!("{url}: unreadable CSV: {e}")))?;
         let line = record.position().map_or(0, |p| p.line());
@@ -161,6 +209,17 @@ mod tests {
         assert_eq!(
             found.bad_birth_date.first.as_deref(),
             Some("mem://u.csv:4 '1990-02-30'")
+        );
+        // a byte-order mark and quoted names are the same header
+        let mut bom = DimUserCheck::default();
+        let csv = "\u{feff}\"user_id\",\"gender\",\"birth_date\"\nu1,X,\n";
+        check_csv("mem://b.csv", csv.as_bytes(), &mut bom).unwrap();
+        assert_eq!((bom.rows, bom.bad_gender.count), (1, 1));
+        let err = check_csv("mem://n.csv", b"id,gender,birth_date\n", &mut bom).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("mem://n.csv: dim_user has no column 'user_id'"),
+            "{err}"
         );
         let short = "user_id,gender,birth_date\nu1,M,1990-01-01\nu2,F\n";
         let err = check_csv("mem://s.csv", short.as_bytes(), &mut found).unwrap_err();

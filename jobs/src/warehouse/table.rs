@@ -353,21 +353,17 @@ pub async fn dim_table(
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         (parquet, options, None)
     } else if let Some(first) = csv.first() {
-        let head = object_store::ObjectStoreExt::get(store.as_ref(), &first.location)
-            .await?
-            .bytes()
-            .await?;
-        let text = String::from_utf8_lossy(&head);
-        let header = text.lines().next().unwrap_or_default();
-        if header.trim().is_empty() {
-            return Err(Error::config(format!(
-                "{}: empty header line; a DIM CSV file starts with its column names",
-                dir.object_url(first.location.as_ref())
-            )));
-        }
-        let fields: Vec<Field> = header
-            .split(',')
-            .map(|c| Field::new(c.trim(), DataType::Utf8, true))
+        // the header only: a dim_user of millions of rows is read by the scan
+        let head = object_store::ObjectStoreExt::get_range(
+            store.as_ref(),
+            &first.location,
+            0..first.size.min(64 * 1024),
+        )
+        .await?;
+        let url = dir.object_url(first.location.as_ref());
+        let fields: Vec<Field> = csv_header(&url, &head)?
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, true))
             .collect();
         let options = ListingOptions::new(Arc::new(CsvFormat::default().with_has_header(true)))
             .with_file_extension(".csv");
@@ -385,6 +381,27 @@ pub async fn dim_table(
         None => config.infer_schema(&ctx.state()).await?,
     };
     Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+}
+
+/// The column names of a DIM CSV file's header, read as a CSV record (so
+/// a UTF-8 byte-order mark is dropped and quoted names are unquoted), each
+/// trimmed; an error naming `url` when there is no header.
+pub fn csv_header(url: &str, bytes: &[u8]) -> Result<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut record = csv::StringRecord::new();
+    let read = reader
+        .read_record(&mut record)
+        .map_err(|e| Error::config(format!("{url}: unreadable CSV header: {e}")))?;
+    let names: Vec<String> = record.iter().map(|c| c.trim().to_string()).collect();
+    if !read || names.iter().all(String::is_empty) {
+        return Err(Error::config(format!(
+            "{url}: empty header line; a DIM CSV file starts with its column names"
+        )));
+    }
+    Ok(names)
 }
 
 /// The `event_id` column of the Parquet files or folders `paths` (other
@@ -414,6 +431,15 @@ mod tests {
             dt: NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap(),
             region: region.into(),
         }
+    }
+
+    #[test]
+    fn a_csv_header_drops_a_bom_and_quotes() {
+        let names = |b: &str| csv_header("mem://d.csv", b.as_bytes()).unwrap();
+        assert_eq!(names("a, b ,c\n1,2,3\n"), ["a", "b", "c"]);
+        assert_eq!(names("\u{feff}\"a\",\"b,c\"\r\n"), ["a", "b,c"]);
+        let err = csv_header("mem://e.csv", b"\n").unwrap_err().to_string();
+        assert!(err.contains("mem://e.csv: empty header line"), "{err}");
     }
 
     #[test]
