@@ -594,6 +594,44 @@ async fn a_local_raw_root_does_not_follow_symbolic_links() {
     assert_eq!(q.num_rows(), 0, "{:?}", strs(&q, "raw_line"));
 }
 
+/// A raw object whose name holds a tab (S3 takes any UTF-8 key; the
+/// uploader never writes one) is counted with the ignored files and named
+/// in a warning; the batches listed around it are all read (issue: one
+/// such object failed the run with `InvalidPath … BadSegment`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raw_object_named_with_a_tab_is_ignored_and_the_rest_read() {
+    let w = World::new("tabname");
+    let folder = "raw/uat/aps1/2024/06/18";
+    for (i, t) in [C0 + H, C0 + 2 * H, C0 + 3 * H, C0 + 4 * H]
+        .iter()
+        .enumerate()
+    {
+        let line = json!({"event_id": format!("t{i}"), "event_type": "page_enter",
+            "client_ts": t, "collector_ts": t, "device_id": "d"});
+        w.put(&format!("{folder}/messages-{t}.txt"), line.to_string())
+            .await;
+    }
+    // written beside the server's files: a client library would escape it
+    let day = w.dir.path().join("s3/tabname").join(folder);
+    let bad = day.join(format!("messages-{}\t.txt", C0 + 2 * H));
+    std::fs::write(&bad, "{\"event_id\":\"bad\"}\n").unwrap();
+    w.put("wh/dim/dim_user/u.csv", "user_id,gender,birth_date\n")
+        .await;
+    let run = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
+    run.ok();
+    assert!(
+        run.stderr.contains("ignored a raw object")
+            && run
+                .stderr
+                .contains(&format!("messages-{}\\t.txt", C0 + 2 * H)),
+        "no warning names the object:\n{run}"
+    );
+    let s = w.rows(Table::OdsLoadStats, "2024-06-18", "aps1").await;
+    assert_eq!(i64s(&s, "files"), vec![Some(4)]);
+    assert_eq!(i64s(&s, "files_ignored"), vec![Some(1)]);
+    assert_eq!(i64s(&s, "valid_rows"), vec![Some(4)]);
+}
+
 /// layers.md dedupes by `event_id` over the rows a partition reads, and a
 /// DWD partition reads its own region's ODS: one id collected in two
 /// regions is two events, kept once in each; a copy within a region is

@@ -9,11 +9,12 @@
 //! plan, so they never travel to the scheduler or show in its API.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::list::PaginatedListStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, RetryConfig};
@@ -127,10 +128,28 @@ impl S3Options {
                 base: 2.0,
             },
         });
-        Ok(Arc::new(b.build().map_err(|e| {
+        let s3 = Arc::new(b.build().map_err(|e| {
             Error::config(format!("cannot configure S3 for bucket '{bucket}': {e}"))
-        })?))
+        })?);
+        PAGERS
+            .write()
+            .expect("pager lock")
+            .insert(bucket.to_string(), s3.clone());
+        Ok(s3)
     }
+}
+
+/// The S3 client of each bucket, as built last in this process, for
+/// listings paged by hand (`ingest::listing`): DataFusion hands a scan only
+/// `dyn ObjectStore`, which cannot list from a key `object_store` refuses.
+static PAGERS: LazyLock<RwLock<HashMap<String, Arc<AmazonS3>>>> = LazyLock::new(Default::default);
+
+/// The paged lister of `store_url` (`s3://bucket`) when it is an S3 store
+/// built by this process.
+pub fn s3_pager(store_url: &str) -> Option<Arc<dyn PaginatedListStore>> {
+    let bucket = store_url.strip_prefix("s3://")?.trim_end_matches('/');
+    let pagers = PAGERS.read().expect("pager lock");
+    Some(pagers.get(bucket)?.clone() as Arc<dyn PaginatedListStore>)
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool> {

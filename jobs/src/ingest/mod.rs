@@ -3,4 +3,5 @@
 
 pub mod event;
 pub mod event_time;
+pub mod listing;
 pub mod raw_scan;

@@ -418,12 +418,23 @@ impl RangeJob {
     {
         let prefix = self.folder.location.path();
         let local = self.folder.location.store_url.starts_with("file");
-        let listing = match &self.slice.after {
-            Some(after) => store.list_with_offset(
+        let skipped = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listing = match (
+            crate::store::s3_pager(&self.folder.location.store_url),
+            &self.slice.after,
+        ) {
+            (Some(pager), after) => crate::ingest::listing::list_after(
+                pager,
+                &self.folder.location.prefix,
+                after.clone(),
+                self.slice.up_to.clone(),
+                skipped.clone(),
+            ),
+            (None, Some(after)) => store.list_with_offset(
                 Some(&prefix),
                 &object_store::path::Path::from(after.as_str()),
             ),
-            None => store.list(Some(&prefix)),
+            (None, None) => store.list(Some(&prefix)),
         };
         let slice = self.slice.clone();
         let folder_prefix = self.folder.location.prefix.clone();
@@ -477,7 +488,15 @@ impl RangeJob {
         if !pending.is_empty() {
             send(lines_batch(&self.folder, &pending)?).await;
         }
-        stats.files_ignored = ignored.load(std::sync::atomic::Ordering::Relaxed);
+        let skipped = std::mem::take(&mut *skipped.lock().expect("skipped lock"));
+        for key in &skipped {
+            tracing::warn!(
+                key = ?key,
+                "ignored a raw object whose name has a control character or a '.' segment (never a batch the uploader wrote)"
+            );
+        }
+        stats.files_ignored =
+            ignored.load(std::sync::atomic::Ordering::Relaxed) + skipped.len() as i64;
         send(stats_batch(&self.folder, stats)?).await;
         Ok(())
     }

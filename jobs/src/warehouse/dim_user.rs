@@ -96,7 +96,10 @@ pub async fn check(stores: &StoreRegistry, warehouse: &Location) -> Result<DimUs
     let mut files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
     files.sort_by(|a, b| a.location.cmp(&b.location));
     let key = |f: &object_store::ObjectMeta| f.location.as_ref().to_string();
-    let parquet: Vec<_> = files.iter().filter(|f| key(f).ends_with(".parquet")).collect();
+    let parquet: Vec<_> = files
+        .iter()
+        .filter(|f| key(f).ends_with(".parquet"))
+        .collect();
     let csv: Vec<_> = files.iter().filter(|f| key(f).ends_with(".csv")).collect();
     if parquet.is_empty() && csv.is_empty() {
         return Err(Error::MissingInput(format!(
@@ -108,9 +111,9 @@ pub async fn check(stores: &StoreRegistry, warehouse: &Location) -> Result<DimUs
     if !parquet.is_empty() {
         for f in parquet {
             let url = dir.object_url(f.location.as_ref());
-            let names = parquet_columns(store.as_ref(), f).await.map_err(|e| {
-                Error::config(format!("{url}: not a readable Parquet file: {e}"))
-            })?;
+            let names = parquet_columns(store.as_ref(), f)
+                .await
+                .map_err(|e| Error::config(format!("{url}: not a readable Parquet file: {e}")))?;
             require_columns(&url, &names)?;
         }
         return Ok(found);
@@ -134,7 +137,11 @@ async fn parquet_columns(store: &dyn ObjectStore, f: &ObjectMeta) -> Result<Vec<
     let meta = store.get_range(&f.location, start..tail_at).await?;
     let meta = ParquetMetaDataReader::decode_metadata(&meta)?;
     let root = meta.file_metadata().schema_descr().root_schema();
-    Ok(root.get_fields().iter().map(|c| c.name().to_string()).collect())
+    Ok(root
+        .get_fields()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect())
 }
 
 /// An error naming `url` when a column of [`COLUMNS`] is not in `names`.

@@ -1,0 +1,115 @@
+//! Listing a raw folder in key order, stepping over keys `object_store`
+//! cannot name.
+//!
+//! S3 accepts any UTF-8 key, but `object_store` refuses a listing page
+//! holding a key with a control character (a tab, say) or a `.`/`..`
+//! segment: the whole page, and with it the run, failed on one such
+//! object. Such a key is never a `messages-*.txt` batch the uploader
+//! wrote, so the scan counts it as ignored, names it in a warning and goes
+//! on. The S3 listing is paged by hand for that: a page that fails is
+//! fetched again in halves until the bad key is the only one, and the next
+//! page starts after it (S3's `start-after` takes any string).
+
+use std::sync::{Arc, Mutex};
+
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::{ObjectMeta, path};
+
+/// A page of a full listing, as S3 gives one at most.
+const PAGE: usize = 1000;
+
+/// Where a paged listing is.
+struct Cursor {
+    pager: Arc<dyn PaginatedListStore>,
+    /// `folder/`: S3 prefixes are plain strings.
+    prefix: String,
+    /// The last key listed or stepped over.
+    after: Option<String>,
+    /// Keys past this end the listing (they belong to another range).
+    up_to: Option<String>,
+    page: usize,
+    done: bool,
+    /// Keys stepped over, for the caller to count and name.
+    skipped: Arc<Mutex<Vec<String>>>,
+}
+
+/// The objects under `folder/` after `after` (all when `None`), in key
+/// order, up to the first key past `up_to`; keys `object_store` cannot
+/// name are pushed onto `skipped` (those up to `up_to`) instead.
+pub fn list_after(
+    pager: Arc<dyn PaginatedListStore>,
+    folder: &str,
+    after: Option<String>,
+    up_to: Option<String>,
+    skipped: Arc<Mutex<Vec<String>>>,
+) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    let cursor = Cursor {
+        pager,
+        prefix: format!("{folder}/"),
+        after,
+        up_to,
+        page: PAGE,
+        done: false,
+        skipped,
+    };
+    stream::try_unfold(cursor, |mut c| async move {
+        if c.done {
+            return Ok(None);
+        }
+        let objects = c.next_page().await?;
+        Ok(Some((stream::iter(objects.into_iter().map(Ok)), c)))
+    })
+    .map(|page| match page {
+        Ok(s) => s.boxed(),
+        Err(e) => stream::once(async { Err(e) }).boxed(),
+    })
+    .flatten()
+    .boxed()
+}
+
+impl Cursor {
+    /// The next page's objects; steps over unnameable keys on the way.
+    async fn next_page(&mut self) -> object_store::Result<Vec<ObjectMeta>> {
+        loop {
+            let opts = PaginatedListOptions {
+                offset: self.after.clone(),
+                max_keys: Some(self.page),
+                ..Default::default()
+            };
+            match self.pager.list_paginated(Some(&self.prefix), opts).await {
+                Ok(r) => {
+                    let objects = r.result.objects;
+                    match objects.last() {
+                        Some(last) if r.page_token.is_some() => {
+                            self.after = Some(last.location.to_string());
+                        }
+                        _ => self.done = true,
+                    }
+                    return Ok(objects);
+                }
+                Err(object_store::Error::InvalidPath {
+                    source: path::Error::BadSegment { path, .. },
+                }) if self.page > 1 => {
+                    tracing::debug!(key = ?path, "listing page holds an unnameable key; halving it");
+                    self.page /= 2;
+                }
+                Err(object_store::Error::InvalidPath {
+                    source: path::Error::BadSegment { path, .. },
+                }) => {
+                    if self.up_to.as_deref().is_some_and(|u| path.as_str() > u) {
+                        self.done = true;
+                        return Ok(Vec::new());
+                    }
+                    self.skipped
+                        .lock()
+                        .expect("skipped lock")
+                        .push(path.clone());
+                    self.after = Some(path);
+                    self.page = PAGE;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
