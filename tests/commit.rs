@@ -2,8 +2,12 @@
 //! leaves every partition at its old or new version, and the next run
 //! removes the strays.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::prelude::SessionContext;
+use tauc_jobs::store::Location;
+use tauc_jobs::warehouse::table::WarehouseTable;
 use tauc_jobs::warehouse::tables::Table;
 
 use crate::harness::*;
@@ -49,7 +53,10 @@ async fn readers_ignore_strays_and_the_next_run_removes_them() {
         .assert_only_listed_files(Table::OdsEvent, "2024-06-18", "aps1")
         .await;
     let keys = w.keys(dir).await;
-    assert_eq!(keys.len(), m.files.len() + 1, "{keys:?}");
+    // the new version's files, the first version's (kept for readers) and
+    // the manifest
+    assert_eq!(m.replaced.len(), m.files.len(), "{m:?}");
+    assert_eq!(keys.len(), 2 * m.files.len() + 1, "{keys:?}");
     assert!(keys.iter().all(|k| !k.contains("deadbeef")));
     // a partition without _SUCCESS does not exist
     w.put(
@@ -110,7 +117,8 @@ async fn killed_runs_leave_old_or_new_versions() {
     std::thread::sleep(Duration::from_secs(3));
     load(&w, "2024-06-18", &["--to", "2024-06-19"]);
     check_all_partitions(&w).await;
-    // after a clean run no partition directory holds unlisted files
+    // after a clean run no partition directory holds unlisted files (the
+    // replaced ones, kept for running queries, are listed as such)
     for k in w
         .keys("wh")
         .await
@@ -133,7 +141,7 @@ async fn killed_runs_leave_old_or_new_versions() {
                 )
                 .await
                 .unwrap();
-            m.files.len()
+            m.files.len() + m.replaced.len()
         };
         assert_eq!(
             files.len(),
@@ -141,4 +149,90 @@ async fn killed_runs_leave_old_or_new_versions() {
             "strays left in {dir}: {files:?}"
         );
     }
+}
+
+/// A query that read a partition's manifest before a re-run replaced it
+/// still reads that version's files after the commit (issue: it failed
+/// with `NotFound` on a deleted file): the replaced files stay for
+/// `--keep-replaced-secs`, and the partition's next commit after that
+/// deletes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_planned_before_a_rerun_reads_its_version_after_the_commit() {
+    let w = World::new("keep-replaced");
+    write_dataset(&w).await;
+    load(&w, "2024-06-18", &[]);
+    let first = w
+        .read(Table::OdsEvent, "2024-06-18", "aps1")
+        .await
+        .unwrap()
+        .0;
+    let state = w.engine.state(w.engine.session_config()).unwrap();
+    let ctx = SessionContext::new_with_state(state);
+    let wh = Location::parse(&w.warehouse()).unwrap();
+    ctx.register_table("ods", Arc::new(WarehouseTable::new(Table::OdsEvent, &wh)))
+        .unwrap();
+    let sql = "SELECT event_id FROM ods WHERE dt = DATE '2024-06-18' ORDER BY event_id";
+    let expected = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    // planned: the manifest is read, its files chosen
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    load(&w, "2024-06-18", &["--keep-replaced-secs", "2"]);
+    let second = w
+        .read(Table::OdsEvent, "2024-06-18", "aps1")
+        .await
+        .unwrap()
+        .0;
+    assert!(first.files.iter().all(|f| !second.files.contains(f)));
+    let got = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .expect("the planned query reads the version it planned with");
+    let render = |b: &[datafusion::arrow::array::RecordBatch]| {
+        b.iter()
+            .flat_map(|b| render_sorted(b, &[]))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(render(&got), render(&expected));
+
+    // past the keep time, the next commit deletes the first version's files
+    std::thread::sleep(Duration::from_secs(3));
+    load(&w, "2024-06-18", &["--keep-replaced-secs", "2"]);
+    let third = w
+        .read(Table::OdsEvent, "2024-06-18", "aps1")
+        .await
+        .unwrap()
+        .0;
+    let dir = "wh/ods/ods_fe_event_di/dt=2024-06-18/region=aps1";
+    let keys = w.keys(dir).await;
+    assert!(
+        first
+            .files
+            .iter()
+            .all(|f| !keys.contains(&format!("{dir}/{f}"))),
+        "{keys:?}"
+    );
+    let replaced: Vec<&str> = third.replaced.iter().map(|r| r.file.as_str()).collect();
+    let mut second_files: Vec<&str> = second.files.iter().map(String::as_str).collect();
+    second_files.sort();
+    assert_eq!(replaced, second_files);
+    // a sweep deletes replaced files past their keep time, nothing else
+    let out = w.tauc_job(&["sweep", "--keep-replaced-secs", "0"], true);
+    assert!(out.ok().contains("ods_fe_event_di: deleted"), "{out}");
+    let mut keys = w.keys(dir).await;
+    keys.sort();
+    let mut expected: Vec<String> = third.files.iter().map(|f| format!("{dir}/{f}")).collect();
+    expected.push(format!("{dir}/_SUCCESS"));
+    expected.sort();
+    assert_eq!(keys, expected);
+    let rows: usize = got.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        w.rows(Table::OdsEvent, "2024-06-18", "aps1")
+            .await
+            .num_rows(),
+        rows
+    );
 }

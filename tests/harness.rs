@@ -291,7 +291,13 @@ impl World {
             .read(table, dt, region)
             .await
             .expect("committed partition");
-        let mut expected: Vec<String> = m.files.iter().map(|f| format!("{dir}/{f}")).collect();
+        // the data files, and the replaced ones kept for running queries
+        let mut expected: Vec<String> = m
+            .files
+            .iter()
+            .chain(m.replaced.iter().map(|r| &r.file))
+            .map(|f| format!("{dir}/{f}"))
+            .collect();
         expected.push(format!("{dir}/_SUCCESS"));
         expected.sort();
         assert_eq!(

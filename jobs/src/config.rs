@@ -50,6 +50,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_FILE_MAX_ROWS",
     "TAUC_FILE_MAX_MB",
     "TAUC_LEASE_WAIT_SECS",
+    "TAUC_KEEP_REPLACED_SECS",
     "TAUC_COMMIT_DELAY_MS",
     "TAUC_STRICT_DIMS",
     "TAUC_STALL_SECS",
@@ -106,6 +107,8 @@ pub struct FileConfig {
     pub funnels: Option<String>,
     /// `dim_user` values outside the spec's forms stop a run (exit 2).
     pub strict_dims: Option<bool>,
+    /// Seconds a replaced data file stays for running queries.
+    pub keep_replaced_secs: Option<u64>,
     /// S3 client options.
     #[serde(default)]
     pub s3: S3Options,

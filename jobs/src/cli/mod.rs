@@ -23,6 +23,7 @@ use crate::jobs::reports::{self, ReportsArgs, ReportsInputs, ReportsReport};
 use crate::jobs::run_metrics;
 use crate::jobs::sample::{self, SampleArgs};
 use crate::store::{Location, S3Options};
+use crate::warehouse::commit;
 use crate::warehouse::dim_user::{self, DimUserCheck};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
@@ -120,6 +121,8 @@ pub enum Command {
     Sql(SqlCmd),
     /// List the warehouse tables with their committed partitions and rows.
     Tables(TablesCmd),
+    /// Delete the data files re-runs replaced, once their keep time is over.
+    Sweep(SweepCmd),
     /// Write one self-contained HTML page of a date's committed ADS tables.
     Report(report::ReportCmd),
     /// Serve the committed warehouse over Arrow Flight SQL (for Superset),
@@ -281,6 +284,12 @@ pub struct SubmitArgs {
     /// before giving up (exit 1).
     #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
     pub lease_wait: u64,
+    /// Seconds a data file replaced by a re-run stays for the queries that
+    /// planned with the version listing it (keep it above the SQL
+    /// surface's `--query-timeout`); the partition's next commit, or
+    /// `tauc-job sweep`, deletes it after. Default 900.
+    #[arg(long, env = "TAUC_KEEP_REPLACED_SECS")]
+    pub keep_replaced_secs: Option<u64>,
     /// Stop (exit 2) on a `dim_user` row whose gender or birth date is
     /// outside the spec's forms, instead of counting it as `unknown` with a
     /// warning.
@@ -359,6 +368,18 @@ pub struct TablesCmd {
     /// Where data lives.
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `sweep` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SweepCmd {
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Seconds a replaced file stays after the commit that replaced it
+    /// (as `submit --keep-replaced-secs`). Default 900.
+    #[arg(long, env = "TAUC_KEEP_REPLACED_SECS")]
+    pub keep_replaced_secs: Option<u64>,
 }
 
 /// `sample` flags.
@@ -590,7 +611,33 @@ pub async fn run(cli: Cli) -> Result<String> {
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             crate::cli::sql::tables(&r.engine, &r.warehouse).await
         }
+        Command::Sweep(c) => {
+            let r = resolve(g, &c.store, &Resources::default())?;
+            preflight(&r.engine, &r.warehouse, "warehouse").await?;
+            set_keep_replaced(c.keep_replaced_secs, &r.file);
+            let store = r.engine.registry.for_location(&r.warehouse)?;
+            let mut out = String::new();
+            for t in Table::all() {
+                let n = commit::sweep(store.as_ref(), &t.location(&r.warehouse)).await?;
+                if n > 0 {
+                    out.push_str(&format!("{}: deleted {n} replaced file(s)\n", t.name()));
+                }
+            }
+            if out.is_empty() {
+                out.push_str("no replaced file past its keep time\n");
+            }
+            Ok(out)
+        }
     }
+}
+
+/// Sets this process's keep time of replaced files: flag or variable,
+/// else the file's `keep-replaced-secs`, else the default.
+fn set_keep_replaced(flag: Option<u64>, file: &FileConfig) {
+    commit::keep_replaced::set(
+        flag.or(file.keep_replaced_secs)
+            .unwrap_or(commit::keep_replaced::DEFAULT_SECS),
+    );
 }
 
 /// A client context on the scheduler, or in-process.
@@ -647,6 +694,7 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         .or(r.file.lateness_days)
         .unwrap_or(config::DEFAULT_LATENESS_DAYS);
     let scheduler = s.scheduler.clone().or(r.file.scheduler.clone());
+    set_keep_replaced(s.keep_replaced_secs, &r.file);
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
     if s.job != JobName::Reports {
         preflight(&r.engine, &r.raw_root, "raw root").await?;

@@ -4,7 +4,10 @@
 //! 1. the run writes its data files, named with its run id;
 //! 2. it replaces `_SUCCESS` (a single PUT: atomic on S3 and, through a
 //!    rename, on a local disk);
-//! 3. it deletes the partition's files the new manifest does not list.
+//! 3. it deletes the partition's files the new manifest does not list —
+//!    but the previous version's files only once running queries are done
+//!    with them: the manifest keeps them as `replaced` for a while
+//!    ([`keep_replaced`]) and a later commit (or [`sweep`]) deletes them.
 //!
 //! A run killed before 2 leaves the old manifest and some unlisted strays;
 //! killed after 2, the new version. Readers follow the manifest, so they
@@ -67,6 +70,51 @@ pub struct Manifest {
     pub rows: u64,
     /// When the manifest was written (RFC 3339, UTC).
     pub committed_at: String,
+    /// Files of earlier versions, kept for readers that planned with them
+    /// until `at` + the keep time ([`keep_replaced`]); a later commit of the
+    /// partition (or `tauc-job sweep`) deletes them then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<Replaced>,
+}
+
+/// A data file an earlier version listed, and when it stopped being listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replaced {
+    /// File name, relative to the partition directory.
+    pub file: String,
+    /// When the commit that replaced it wrote its manifest (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl Replaced {
+    /// Is the keep time since it was replaced over?
+    pub fn expired(&self, now: chrono::DateTime<Utc>) -> bool {
+        chrono::DateTime::parse_from_rfc3339(&self.at).map_or(true, |at| {
+            now - at.with_timezone(&Utc) >= keep_replaced::get()
+        })
+    }
+}
+
+/// How long a replaced data file stays for the readers that planned with
+/// the version listing it (a query opens a partition's files after reading
+/// its manifest; a file deleted in between failed the query). Longer than
+/// the longest query deadline; `--keep-replaced-secs`, 15 min by default.
+pub mod keep_replaced {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The default keep time, in seconds.
+    pub const DEFAULT_SECS: u64 = 900;
+    static SECS: AtomicU64 = AtomicU64::new(DEFAULT_SECS);
+
+    /// Sets this process's keep time.
+    pub fn set(secs: u64) {
+        SECS.store(secs, Ordering::Relaxed);
+    }
+
+    /// This process's keep time.
+    pub fn get() -> chrono::TimeDelta {
+        chrono::TimeDelta::seconds(SECS.load(Ordering::Relaxed) as i64)
+    }
 }
 
 /// One partition of a table: `{table}/dt={dt}/region={region}`; ordered
@@ -323,15 +371,19 @@ pub async fn commit_files(
     partition: &PartitionRef,
     files: &[DataFile],
 ) -> Result<Manifest> {
+    let now = Utc::now();
+    let previous = read_manifest(store, dir).await?;
+    let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
     let manifest = Manifest {
+        replaced: still_kept(previous.as_ref(), &names, now),
         run_id: run_id.to_string(),
         job: job.to_string(),
         table: table.path().to_string(),
         dt: partition.dt,
         region: partition.region.clone(),
-        files: files.iter().map(|f| f.name.clone()).collect(),
+        files: names,
         rows: files.iter().map(|f| f.rows).sum(),
-        committed_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        committed_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     let body = serde_json::to_vec_pretty(&manifest)?;
     let path = Path::from(format!("{}/{MANIFEST}", dir.prefix));
@@ -341,6 +393,35 @@ pub async fn commit_files(
     latency::record(put.elapsed());
     remove_strays(store, dir, &manifest).await?;
     Ok(manifest)
+}
+
+/// The replaced files a new version listing `files` keeps: the previous
+/// version's files it does not list (replaced `now`), and the previous
+/// version's own replaced files whose keep time is not over.
+fn still_kept(
+    previous: Option<&Manifest>,
+    files: &[String],
+    now: chrono::DateTime<Utc>,
+) -> Vec<Replaced> {
+    let Some(prev) = previous else {
+        return Vec::new();
+    };
+    let at = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let newly = prev.files.iter().map(|f| Replaced {
+        file: f.clone(),
+        at: at.clone(),
+    });
+    let mut kept: Vec<Replaced> = prev
+        .replaced
+        .iter()
+        .filter(|r| !r.expired(now))
+        .cloned()
+        .chain(newly)
+        .filter(|r| !files.contains(&r.file))
+        .collect();
+    kept.sort_by(|a, b| a.file.cmp(&b.file));
+    kept.dedup_by(|a, b| a.file == b.file);
+    kept
 }
 
 /// How long this process's manifest PUTs — the commit points — took.
@@ -393,18 +474,22 @@ async fn commit_delay() {
 }
 
 /// Deletes the files of a partition directory that neither `m` nor the
-/// partition's current manifest lists (leftovers of killed runs and of
-/// failed task attempts). The current manifest is read again just before,
-/// so a file a newer commit lists is never deleted.
+/// partition's current manifest lists, or keeps as replaced (leftovers of
+/// killed runs and of failed task attempts, replaced files past their keep
+/// time). The current manifest is read again just before, so a file a
+/// newer commit lists is never deleted.
 pub async fn remove_strays(store: &dyn ObjectStore, dir: &Location, m: &Manifest) -> Result<usize> {
     let listed: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
     let current = read_manifest(store, dir).await?;
+    let now = Utc::now();
+    let listed_by = |v: &Manifest, name: &str| {
+        v.files.iter().any(|f| f == name)
+            || v.replaced.iter().any(|r| r.file == name && !r.expired(now))
+    };
     let keep = |name: &str| {
         name == MANIFEST
-            || m.files.iter().any(|f| f == name)
-            || current
-                .as_ref()
-                .is_some_and(|c| c.files.iter().any(|f| f == name))
+            || listed_by(m, name)
+            || current.as_ref().is_some_and(|c| listed_by(c, name))
     };
     let mut removed = 0;
     for meta in listed {
@@ -422,6 +507,48 @@ pub async fn remove_strays(store: &dyn ObjectStore, dir: &Location, m: &Manifest
         }
     }
     Ok(removed)
+}
+
+/// Deletes the replaced files of every partition of the table at `table`
+/// whose keep time is over (for partitions no later run commits again);
+/// returns how many. Manifests are not rewritten — a deleted replaced
+/// file is only a name the next commit drops — so no lease is needed, and
+/// a partition's current files and a running job's unlisted ones are
+/// never touched.
+pub async fn sweep(store: &dyn ObjectStore, table: &Location) -> Result<usize> {
+    let listed: Vec<_> = store.list(Some(&table.path())).try_collect().await?;
+    let now = Utc::now();
+    let mut deleted = 0;
+    for meta in listed
+        .iter()
+        .filter(|m| m.location.as_ref().ends_with(MANIFEST))
+    {
+        let key = meta.location.as_ref();
+        let dir = Location {
+            store_url: table.store_url.clone(),
+            prefix: key
+                .trim_end_matches(MANIFEST)
+                .trim_end_matches('/')
+                .to_string(),
+        };
+        let Some(m) = read_manifest(store, &dir).await? else {
+            continue;
+        };
+        for r in m
+            .replaced
+            .iter()
+            .filter(|r| r.expired(now) && !m.files.contains(&r.file))
+        {
+            let path = Path::from(format!("{}/{}", dir.prefix, r.file));
+            if listed.iter().any(|l| l.location == path) {
+                match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Deletes every object under `dir` (a run's scratch files), and on a
