@@ -383,3 +383,43 @@ async fn json_logs_carry_the_job_and_run_id() {
     assert!(text.contains("run committed"), "{text}");
     assert!(!text.contains('\u{1b}'), "{text}");
 }
+
+/// `submit`'s stderr, not a terminal, is the run's stage lines: a line per
+/// in-process task only at `RUST_LOG=debug` (issue: 40 task lines for one
+/// sample day drowned the summary on stdout).
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_logs_stages_and_tasks_only_at_debug() {
+    let w = World::new("quiet-submit");
+    w.sample_day("400");
+    let submit = |log: &str| {
+        let out = std::process::Command::new(bin("tauc-job"))
+            .args([
+                "submit",
+                "layering",
+                "--date",
+                "2024-06-18",
+                "--region",
+                "aps1",
+            ])
+            .args(w.store_flags())
+            .current_dir(w.dir.path())
+            .env("RUST_LOG", log)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (stdout, stderr) = submit("info");
+    assert!(
+        stderr.contains("stage started stage=dwd: committing"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("task wrote its files"), "{stderr}");
+    assert!(!stderr.contains("Ballista job submitted"), "{stderr}");
+    assert!(stdout.contains(" committed: ods "), "{stdout}");
+    let (_, stderr) = submit("info,tauc_jobs=debug");
+    assert!(stderr.contains("task wrote its files"), "{stderr}");
+}

@@ -667,3 +667,19 @@ async fn a_cluster_over_mutual_tls_gives_the_same_rows_and_refuses_strangers() {
         }
     }
 }
+
+/// While its scheduler is down an executor says so once (a minute), not at
+/// each 50 ms retry of Ballista's poll loop (issue: ~20 warnings a second).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_says_once_that_its_scheduler_is_gone() {
+    let w = World::new("sched-gone");
+    let mut cluster = Cluster::start(&w, 1);
+    cluster.kill_scheduler();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let log = std::fs::read_to_string(w.dir.path().join("executor-0.log")).unwrap();
+    assert_eq!(
+        log.matches("poll work loop failed").count(),
+        1,
+        "the executor's log:\n{log}"
+    );
+}

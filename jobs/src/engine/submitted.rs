@@ -264,7 +264,7 @@ fn announce(id: &str, name: &str, shown: &AtomicBool) -> Option<SchedulerClient>
         return client;
     }
     let Some(c) = &client else {
-        tracing::info!(job_id = %id, job_name = %name, "in-process Ballista job submitted");
+        tracing::debug!(job_id = %id, job_name = %name, "in-process Ballista job submitted");
         return None;
     };
     let url = c.url();

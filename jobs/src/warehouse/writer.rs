@@ -568,15 +568,31 @@ impl TaskWriter {
             task_metrics::file_written(table.map(Table::name).unwrap_or_default(), *n, *bytes);
         }
         task_metrics::task_finished();
-        tracing::info!(
-            executor_id = worker_name(),
-            run_id = %self.spec.run_id,
-            task = %self.task.attempt,
-            work = %self.task.work,
-            files = self.written.len(),
-            rows = self.written.iter().map(|w| w.2).sum::<u64>(),
-            "task wrote its files"
-        );
+        let rows_written = self.written.iter().map(|w| w.2).sum::<u64>();
+        // an executor's log keeps a line per task; `tauc-job`'s in-process
+        // tasks are its own progress, at debug (the stage lines and the
+        // summary are what its user reads)
+        if WORKER.get().is_some() {
+            tracing::info!(
+                executor_id = worker_name(),
+                run_id = %self.spec.run_id,
+                task = %self.task.attempt,
+                work = %self.task.work,
+                files = self.written.len(),
+                rows = rows_written,
+                "task wrote its files"
+            );
+        } else {
+            tracing::debug!(
+                executor_id = worker_name(),
+                run_id = %self.spec.run_id,
+                task = %self.task.attempt,
+                work = %self.task.work,
+                files = self.written.len(),
+                rows = rows_written,
+                "task wrote its files"
+            );
+        }
         rows.finish()
     }
 }
