@@ -9,6 +9,7 @@ pub mod dim_user;
 pub mod doubled;
 pub mod lease;
 pub mod query;
+pub mod redact;
 pub mod table;
 pub mod tables;
 pub mod writer;
