@@ -339,6 +339,22 @@ impl Collector {
         terminate(&mut p)
     }
 
+    /// SIGTERM, then waits up to `within` for the exit: its code and how
+    /// long it took, or `None` (and a SIGKILL) when it was still running.
+    pub fn terminate_within(&mut self, within: Duration) -> Option<(Option<i32>, Duration)> {
+        let mut p = self.proc.take()?;
+        let pid = p.child.id().to_string();
+        let start = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        while start.elapsed() < within {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some((status.code(), start.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// `POST /v1/events`.
     pub fn post(&self, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         http(self.port, "POST", "/v1/events", headers, body)

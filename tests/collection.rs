@@ -291,6 +291,137 @@ fn an_event_acknowledged_before_a_sigkill_reaches_kafka_after_a_restart() {
     );
 }
 
+/// A raw connection that sends `text` and then holds still; `read_end`
+/// waits (up to `within`) for what the server answers before it closes.
+struct SlowClient {
+    conn: std::net::TcpStream,
+    since: Instant,
+}
+
+impl SlowClient {
+    fn open(port: u16, text: &str) -> SlowClient {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        conn.write_all(text.as_bytes()).unwrap();
+        SlowClient {
+            conn,
+            since: Instant::now(),
+        }
+    }
+
+    /// `Some((answer, after))` once the server closed the connection,
+    /// `None` when it was still open after `within`.
+    fn read_end(mut self, within: Duration) -> Option<(String, Duration)> {
+        use std::io::Read;
+        let deadline = self.since + within;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.conn.set_read_timeout(Some(left)).unwrap();
+            match self.conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(_) => return None,
+            }
+        }
+        Some((
+            String::from_utf8_lossy(&got).into_owned(),
+            self.since.elapsed(),
+        ))
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_sigterm_with_kafka_down_and_slow_clients_ends_the_collector_in_bounded_time_and_keeps_the_spool()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let _logs = LogsOnFailure(dir.path().to_path_buf());
+    let mut broker = Broker::start(dir.path());
+    broker.stop(); // Kafka down for the whole first run
+    // a spool left world-readable by an older collector, with one segment
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let old_segment = spool.join(format!("{:020}.spool", 1));
+    std::fs::write(&old_segment, format!("{}\n", event("old", "d0"))).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&old_segment, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut c = Collector::start(dir.path(), &broker.addr(), &[]);
+    for i in 0..5 {
+        c.post_json(&event(&format!("e{i}"), "d1").to_string());
+    }
+    let mut modes: Vec<(String, u32)> = vec![("spool".into(), mode(&spool))];
+    for e in std::fs::read_dir(&spool).unwrap().flatten() {
+        modes.push((
+            e.file_name().to_string_lossy().into_owned(),
+            mode(&e.path()),
+        ));
+    }
+    // half a header, and a whole header with a tenth of its body
+    let header = SlowClient::open(c.port, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le");
+    let body = SlowClient::open(
+        c.port,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"a\":",
+    );
+    let header = std::thread::spawn(move || header.read_end(Duration::from_secs(40)));
+    let body = std::thread::spawn(move || body.read_end(Duration::from_secs(60)));
+    let (header, body) = (header.join().unwrap(), body.join().unwrap());
+    // one more half header in hand at SIGTERM
+    let _held = SlowClient::open(c.port, "POST /v1/events HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(200));
+    let exit = c.terminate_within(Duration::from_secs(60));
+    let left = c.spool_bytes();
+    eprintln!(
+        "modes {modes:?}; half header closed: {:?}; slow body: {:?}; SIGTERM: {exit:?}; spool left {left} bytes",
+        header.as_ref().map(|h| h.1),
+        body.as_ref()
+            .map(|(a, t)| (a.lines().next().unwrap_or("").to_string(), *t)),
+    );
+    assert!(
+        modes
+            .iter()
+            .all(|(n, m)| *m == if n == "spool" { 0o700 } else { 0o600 }),
+        "the spool directory is 0700 and its files 0600: {modes:?}"
+    );
+    let (_, after) = header.expect("a connection stuck in its header is closed");
+    assert!(
+        after < Duration::from_secs(30),
+        "half header closed after {after:?}"
+    );
+    let (answer, after) = body.expect("a connection stuck in its body is answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+    assert!(
+        after < Duration::from_secs(50),
+        "slow body answered after {after:?}"
+    );
+    let (code, took) = exit.expect("the collector exits after SIGTERM");
+    assert_eq!(code, Some(0), "a clean exit");
+    // 5 s for connections + 10 s of shipping (collection.md), with room
+    // for a loaded machine
+    assert!(took < Duration::from_secs(30), "SIGTERM took {took:?}");
+    assert!(left > 0, "the unshipped events stay in the spool");
+    // nothing lost: the next start ships them all
+    broker.resume();
+    broker.create_topic(TOPIC, 4);
+    c.resume();
+    let records = broker.records(TOPIC, 6, Duration::from_secs(90));
+    let mut ids: Vec<String> = by_event_id(&records).into_keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4", "old"]);
+}
+
 #[test]
 fn with_the_broker_down_events_spool_then_all_arrive_in_order_and_a_full_spool_says_503() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,9 +2,16 @@
 //!
 //! On SIGTERM (or Ctrl-C) the collector stops accepting, lets the
 //! requests in hand finish (their events are fsynced before they are
-//! answered), then gives the shipper a few seconds to send what it can;
-//! whatever is left stays in the spool for the next start. The uploader
-//! writes out and commits the batches in hand, then leaves its group.
+//! answered) for at most [`CONNECTION_GRACE`], then gives the shipper
+//! [`DRAIN`] to send what it can; whatever is left stays in the spool for
+//! the next start. So a SIGTERM ends the collector within about 15 s
+//! whatever Kafka or the clients do. The uploader writes out and commits
+//! the batches in hand, then leaves its group.
+//!
+//! The collector runs its own HTTP/1 accept loop rather than
+//! `axum::serve`, which gives hyper no timer: without one a client that
+//! sends half a request header holds its connection (and a graceful
+//! shutdown) for as long as it likes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,7 +32,16 @@ use crate::spool::Spool;
 use crate::uploader::Uploader;
 
 /// How long the shipper may keep sending after SIGTERM.
-const DRAIN: Duration = Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long requests in hand may take to finish after SIGTERM; then their
+/// connections are closed (a request whose events were already handed to
+/// the spool is still written; its client, seeing no answer, retries).
+pub const CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+/// Longest a connection may take to send a request's header, and longest
+/// an idle keep-alive connection waits for the next one.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the collector until SIGTERM.
 pub async fn run_collector(s: CollectorSettings) -> Result<()> {
@@ -58,9 +74,7 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
         metrics,
     });
     tracing::info!(bind = %s.bind, topic = s.topic, spool = %s.spool.dir.display(), "collector listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(terminated())
-        .await?;
+    serve_http1(listener, app, terminated()).await;
     tracing::info!("stopped accepting; shipping what the spool holds");
     let _ = stop_tx.send(true);
     let shipped = tokio::task::spawn_blocking(move || shipping.join()).await;
@@ -70,6 +84,73 @@ pub async fn run_collector(s: CollectorSettings) -> Result<()> {
     match shipped {
         Ok(Ok(r)) => r,
         _ => Err(Error::Task("the shipper thread failed".into())),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1 with
+/// keep-alive, [`HEADER_READ_TIMEOUT`] per request header (and per idle
+/// wait between requests). On shutdown it stops accepting, closes idle
+/// connections, lets the others finish their request for up to
+/// [`CONNECTION_GRACE`] and then drops them.
+async fn serve_http1(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let (closing_tx, closing) = watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // out of file descriptors and the like: pause, go on
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let mut closing = closing.clone();
+                conns.spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => return finished(r),
+                        _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+                    }
+                    finished(conn.await);
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let open = conns.len();
+    let all_done = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(CONNECTION_GRACE, all_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = conns.len(),
+            of = open,
+            "closing connections still open after the shutdown grace"
+        );
+        conns.shutdown().await;
+    }
+}
+
+/// Logs why a connection ended, when it was not a clean close.
+fn finished(r: std::result::Result<(), hyper::Error>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended");
     }
 }
 

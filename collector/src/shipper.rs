@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -136,10 +136,37 @@ impl Shipper {
     }
 
     /// Ships until `stop` turns true, then for up to `drain` more while
-    /// there is something left, and flushes the producer.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>, drain: Duration) -> Result<()> {
+    /// there is something left, and flushes the producer. The `drain`
+    /// bound holds whatever Kafka does: a delivery still waiting for its
+    /// acknowledgement then is abandoned, and its events stay in the spool
+    /// (their cursor never moved past them) for the next start.
+    pub async fn run(mut self, stop: watch::Receiver<bool>, drain: Duration) -> Result<()> {
+        let mut stopped = stop.clone();
+        let give_up = async move {
+            // a dropped sender counts as a stop
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        };
+        let caught_up = tokio::select! {
+            r = self.ship_until_stopped(stop) => r?,
+            () = give_up => false,
+        };
+        if caught_up {
+            let _ = self.producer.flush(Duration::from_secs(5));
+        } else {
+            tracing::warn!(
+                bytes = self.spool.bytes(),
+                "Kafka did not take the spool within the shutdown drain; it stays on disk and ships at the next start"
+            );
+            // dropping the producer purges what it still holds
+        }
+        Ok(())
+    }
+
+    /// Ships until `stop` turns true and then until everything durable is
+    /// acknowledged (`true`); the caller bounds how long.
+    async fn ship_until_stopped(&mut self, mut stop: watch::Receiver<bool>) -> Result<bool> {
         let mut durable = self.spool.durable();
-        let mut deadline: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
         loop {
             let active = *durable.borrow_and_update();
@@ -160,9 +187,8 @@ impl Shipper {
                 }
             };
             if *stop.borrow() {
-                let end = *deadline.get_or_insert_with(|| Instant::now() + drain);
-                if caught_up || Instant::now() >= end {
-                    break;
+                if caught_up {
+                    return Ok(true);
                 }
                 continue;
             }
@@ -174,8 +200,6 @@ impl Shipper {
                 }
             }
         }
-        let _ = self.producer.flush(Duration::from_secs(5));
-        Ok(())
     }
 
     /// After a failed delivery the producer may be stuck (an idempotent
@@ -318,9 +342,18 @@ async fn read_cursor(path: &Path) -> u64 {
 
 async fn write_cursor(path: &Path, at: u64) -> Result<()> {
     let tmp = path.with_extension("acked.tmp");
-    tokio::fs::write(&tmp, at.to_string())
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
         .await
         .map_err(|e| Error::spool(&tmp, e))?;
+    file.write_all(at.to_string().as_bytes())
+        .await
+        .map_err(|e| Error::spool(&tmp, e))?;
+    drop(file);
     tokio::fs::rename(&tmp, path)
         .await
         .map_err(|e| Error::spool(path, e))

@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -323,6 +324,7 @@ fn new_segment(dir: &Path, seq: u64) -> Result<File> {
     let file = OpenOptions::new()
         .create_new(true)
         .append(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| Error::spool(&path, e))?;
     File::open(dir)
@@ -331,16 +333,47 @@ fn new_segment(dir: &Path, seq: u64) -> Result<File> {
     Ok(file)
 }
 
+/// Creates the spool directory 0700, or makes an existing one 0700 and
+/// its files 0600: the spool holds users' events, readable by the
+/// collector's user alone. A directory the collector cannot make private
+/// (another owner) is refused rather than used as it is.
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.is_dir() {
+        return std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::spool(dir, e));
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::spool(dir, e))
+    let private = |path: &Path, mode: u32| -> Result<()> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::spool(path, e))?;
+        if meta.permissions().mode() & 0o777 == mode {
+            return Ok(());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            Error::spool(
+                path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "mode {:o} and it cannot be made {mode:o} ({e}); give the directory to the collector's user or remove it",
+                        meta.permissions().mode() & 0o777
+                    ),
+                ),
+            )
+        })?;
+        tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "made the spool private");
+        Ok(())
+    };
+    private(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::spool(dir, e))? {
+        let entry = entry.map_err(|e| Error::spool(dir, e))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            private(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

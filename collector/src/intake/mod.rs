@@ -39,7 +39,13 @@ pub enum Rejection {
     Unavailable(String),
     /// 503: writing the spool failed; the client retries later.
     SpoolFailed(String),
+    /// 408: the body did not arrive within [`BODY_READ_TIMEOUT`].
+    TimedOut(String),
 }
+
+/// Longest a request's body may take to arrive (a slow client holds a
+/// connection and a task for no longer than this).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Rejection {
     fn status(&self) -> StatusCode {
@@ -51,6 +57,7 @@ impl Rejection {
             Rejection::Unavailable(_) | Rejection::SpoolFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Rejection::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -62,6 +69,7 @@ impl Rejection {
             Rejection::Forbidden(_) => "forbidden",
             Rejection::Unavailable(_) => "spool_full",
             Rejection::SpoolFailed(_) => "spool_error",
+            Rejection::TimedOut(_) => "timeout",
         }
     }
 
@@ -72,7 +80,8 @@ impl Rejection {
             | Rejection::Unsupported(m)
             | Rejection::Forbidden(m)
             | Rejection::Unavailable(m)
-            | Rejection::SpoolFailed(m) => m,
+            | Rejection::SpoolFailed(m)
+            | Rejection::TimedOut(m) => m,
         }
     }
 }
@@ -142,11 +151,19 @@ async fn post_events(State(intake): State<Intake>, headers: HeaderMap, body: Bod
 /// Reads, checks and spools one request; the number of events on success.
 async fn accept(intake: &Intake, headers: &HeaderMap, body: Body) -> Result<usize, Rejection> {
     let max = intake.limits.max_body;
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-        Rejection::TooLarge(format!(
-            "body is over {max} bytes or could not be read: {e}"
-        ))
-    })?;
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| {
+            Rejection::TimedOut(format!(
+                "the body did not arrive within {} s; send it at once and retry",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            Rejection::TooLarge(format!(
+                "body is over {max} bytes or could not be read: {e}"
+            ))
+        })?;
     let text = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
     let decoded = parse::decode(
         text(header::CONTENT_TYPE),
