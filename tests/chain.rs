@@ -414,7 +414,20 @@ impl Uploader {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Uploader {
-        let metrics_port = free_port();
+        Uploader::start_on(dir, name, brokers, raw_root, extra, env, free_port())
+    }
+
+    /// [`Uploader::start`] with its metrics on `metrics_port`: a restart of
+    /// the same uploader (its name in the group is host and metrics port).
+    pub fn start_on(
+        dir: &Path,
+        name: &str,
+        brokers: &str,
+        raw_root: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        metrics_port: u16,
+    ) -> Uploader {
         let log = dir.join(format!("uploader-{name}.log"));
         let mut cmd = Command::new(bin("tauc-uploader"));
         cmd.args([

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::chain::{
     ALLOWED, Broker, Collector, LogsOnFailure, Uploader, eventually, http, local_objects, uuid,
 };
-use crate::harness::World;
+use crate::harness::{World, free_port};
 
 const TOPIC: &str = "tauc-uat-aps1";
 
@@ -630,25 +630,29 @@ async fn the_uploader_writes_every_record_once_across_crashes() {
         "--s3-allow-http",
     ];
     let raw = world.raw_root();
+    // one uploader (one metrics port: one name in the group), restarted as
+    // systemd would after each crash
+    let port = free_port();
     // crash at each point of a batch, then once more with a real SIGKILL
     for (i, fault) in ["before-put:2", "after-put:3", "after-commit:2"]
         .iter()
         .enumerate()
     {
-        let mut u = Uploader::start(
+        let mut u = Uploader::start_on(
             dir,
             &format!("crash{i}"),
             &broker.addr(),
             &raw,
             &flags,
             &[("TAUC_UPLOADER_FAULT", fault)],
+            port,
         );
         let status = u.wait_exit(Duration::from_secs(60));
         assert!(!status.success(), "{fault}: aborted");
         let log = std::fs::read_to_string(&u.log).unwrap();
         assert!(log.contains("aborting at"), "{fault}: {log}");
     }
-    let mut u = Uploader::start(dir, "killed", &broker.addr(), &raw, &flags, &[]);
+    let mut u = Uploader::start_on(dir, "killed", &broker.addr(), &raw, &flags, &[], port);
     let log = u.log.clone();
     eventually(
         Duration::from_secs(60),
@@ -661,7 +665,7 @@ async fn the_uploader_writes_every_record_once_across_crashes() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     u.proc = None; // SIGKILL mid-run
-    let mut u = Uploader::start(dir, "last", &broker.addr(), &raw, &flags, &[]);
+    let mut u = Uploader::start_on(dir, "last", &broker.addr(), &raw, &flags, &[], port);
     let deadline = Instant::now() + Duration::from_secs(90);
     let objects = loop {
         let keys = world.keys("raw/").await;
@@ -704,6 +708,107 @@ async fn the_uploader_writes_every_record_once_across_crashes() {
     assert_eq!(days.len(), 2, "{days:?}");
     let p = u.proc.as_mut().unwrap();
     assert_eq!(crate::chain::terminate(p), Some(0), "SIGTERM: a clean exit");
+}
+
+/// Records produced at ~20/s to 4 partitions until `stop`, acknowledged
+/// each, into `known`.
+fn produce_flowing(
+    broker: &Broker,
+    stop: &std::sync::atomic::AtomicBool,
+    known: &std::sync::Mutex<HashMap<String, (i32, i64)>>,
+) {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let p = n % 4;
+        let ts = Utc::now().timestamp_millis();
+        let recs: Vec<(String, i64, String)> = (0..4)
+            .map(|i| {
+                let v = json!({"event_id": format!("f{n}-{i}-{}", uuid()), "device_id": "d"});
+                ("d".to_string(), ts, v.to_string())
+            })
+            .collect();
+        broker.produce(TOPIC, p, &recs);
+        let mut k = known.lock().unwrap();
+        for (_, ts, v) in recs {
+            k.insert(v, (p, ts));
+        }
+        drop(k);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// SIGKILLed uploaders restarted at once, three times in ten seconds (as
+/// systemd's `Restart=` does), while records flow, take their partitions
+/// back: every acknowledged record is in S3 exactly once within one session
+/// timeout (10 s) + `--max-wait` (1 s) + 15 s of the last restart (issue:
+/// on tansu the restarted member was assigned nothing for 200+ s).
+fn restarted_uploaders_take_their_partitions_back(uploaders: usize) {
+    let world = World::new(&format!("restart{uploaders}"));
+    let dir = world.dir.path();
+    let _logs = LogsOnFailure(dir.to_path_buf());
+    let broker = Broker::start(dir);
+    broker.create_topic(TOPIC, 4);
+    let flags = [
+        "--max-wait",
+        "1s",
+        "--s3-endpoint",
+        &world.endpoint,
+        "--s3-allow-http",
+    ];
+    let raw = world.raw_root();
+    let ports: Vec<u16> = (0..uploaders).map(|_| free_port()).collect();
+    let start = |i: usize, round: usize| {
+        let name = format!("u{i}-{round}");
+        Uploader::start_on(dir, &name, &broker.addr(), &raw, &flags, &[], ports[i])
+    };
+    let mut ups: Vec<Uploader> = (0..uploaders).map(|i| start(i, 0)).collect();
+    let known = std::sync::Mutex::new(HashMap::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| produce_flowing(&broker, &stop, &known));
+        eventually(
+            Duration::from_secs(60),
+            "the first records uploaded",
+            || !rt.block_on(world.keys("raw/")).is_empty(),
+        );
+        // uploader 0 is killed and restarted at once, three times in 10 s
+        for round in 1..=3 {
+            ups[0].proc = None;
+            ups[0] = start(0, round);
+            std::thread::sleep(Duration::from_millis(3300));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let known = known.into_inner().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10 + 1 + 15);
+    let objects = loop {
+        let mut objects = Vec::new();
+        for k in rt.block_on(world.keys("raw/")) {
+            let body = rt.block_on(world.get(&k));
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            objects.push((k.trim_start_matches("raw/").to_string(), text));
+        }
+        let lines: usize = objects.iter().map(|(_, b)| b.lines().count()).sum();
+        if lines >= known.len() || Instant::now() > deadline {
+            break objects;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    check_objects(&objects, &known, 1000);
+    drop(ups);
+}
+
+#[test]
+fn a_restarted_uploader_takes_its_partitions_back() {
+    restarted_uploaders_take_their_partitions_back(1);
+}
+
+#[test]
+fn two_uploaders_one_restarted_take_their_partitions_back() {
+    restarted_uploaders_take_their_partitions_back(2);
 }
 
 #[test]

@@ -60,18 +60,30 @@ impl KafkaConn {
     }
 
     /// The uploader's consumer settings: manual commits only, and a new
-    /// group starts from the oldest record.
-    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+    /// group starts from the oldest record; `member` names it in the group
+    /// (its `client.id`).
+    pub fn consumer_config(&self, group: &str, member: &str) -> ClientConfig {
+        let session = SESSION_TIMEOUT.as_millis().to_string();
         self.config(&[
             ("group.id", group),
-            ("client.id", "tauc-uploader"),
+            ("client.id", &uploader_client_id(member)),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", "10000"),
+            ("session.timeout.ms", &session),
             ("heartbeat.interval.ms", "1000"),
         ])
     }
+}
+
+/// How long the group waits for a silent uploader before it reassigns
+/// its partitions.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `client.id` of the uploader named `member`: the same at each
+/// restart, so a new process can tell its predecessor in the group.
+pub fn uploader_client_id(member: &str) -> String {
+    format!("tauc-uploader/{member}")
 }
 
 /// Parses `key=value` of `--kafka-option`.

@@ -50,6 +50,9 @@ pub struct UploaderConfig {
     pub store: Arc<dyn ObjectStore>,
     /// Where batches are cut.
     pub cut: Cut,
+    /// This uploader's name in the group, the same at each restart
+    /// (`{host}:{metrics port}`): its Kafka `client.id` carries it.
+    pub member: String,
 }
 
 /// Partition changes seen by the rebalance callback, applied by the loop.
@@ -136,11 +139,10 @@ impl Uploader {
         let changes = Arc::new(Mutex::new(Changes::default()));
         let consumer: StreamConsumer<Context> = config
             .kafka
-            .consumer_config(&config.group)
+            .consumer_config(&config.group, &config.member)
             .create_with_context(Context {
                 changes: changes.clone(),
             })?;
-        consumer.subscribe(&[&config.topic])?;
         Ok(Uploader {
             writer: Arc::new(Writer {
                 config,
@@ -155,6 +157,13 @@ impl Uploader {
     /// Uploads until `stop` turns true; then writes out the batches in
     /// hand, commits them and leaves the group.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        tokio::select! {
+            _ = self.outlive_predecessor() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        self.writer
+            .consumer
+            .subscribe(&[&self.writer.config.topic])?;
         let cut = self.writer.config.cut;
         let tick = (cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
@@ -190,6 +199,45 @@ impl Uploader {
         }
         writer.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Waits out the session of this uploader's previous process when the
+    /// group still lists it (a restart within `session.timeout.ms`, as a
+    /// systemd restart after a crash is). Joining beside it, the new member
+    /// was assigned nothing for minutes on tansu 0.6.0, whose coordinator
+    /// evicts an expired member only when another one joins and otherwise
+    /// keeps a dead leader's (empty) assignment; joining after the old
+    /// session has ended evicts it, and the group is assigned afresh.
+    /// (A static `group.instance.id` does not help there: docs/collection.md.)
+    async fn outlive_predecessor(&self) {
+        let w = self.writer.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let client_id = kafka::uploader_client_id(&w.config.member);
+            match w.consumer.fetch_group_list(Some(&w.config.group), Duration::from_secs(10)) {
+                // a member id is `{client.id}-{uuid}` (tansu lists no
+                // client ids, Kafka does)
+                Ok(list) => list.groups().iter().any(|g| {
+                    g.members().iter().any(|m| {
+                        m.client_id() == client_id || m.id().starts_with(&format!("{client_id}-"))
+                    })
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot describe the consumer group; joining at once");
+                    false
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if listed {
+            let wait = kafka::SESSION_TIMEOUT + Duration::from_secs(1);
+            tracing::info!(
+                member = self.writer.config.member,
+                wait_secs = wait.as_secs(),
+                "the group still lists this uploader's previous process; joining once its session has ended"
+            );
+            tokio::time::sleep(wait).await;
+        }
     }
 
     fn apply_changes(&mut self) {
