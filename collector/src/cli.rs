@@ -349,6 +349,18 @@ impl UploaderArgs {
     }
 }
 
+/// This host's name (`localhost` when it has none).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match rc {
+        0 if len > 0 => String::from_utf8_lossy(&buf[..len]).into_owned(),
+        _ => "localhost".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,17 +378,5 @@ mod tests {
         assert!(check_origin("*").is_err());
         assert!(check_origin("https://a.com/path").is_err());
         assert!(check_origin("www.example.com").is_err());
-    }
-}
-
-/// This host's name (`localhost` when it has none).
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into `buf`.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match rc {
-        0 if len > 0 => String::from_utf8_lossy(&buf[..len]).into_owned(),
-        _ => "localhost".to_string(),
     }
 }
