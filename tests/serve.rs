@@ -190,6 +190,23 @@ async fn flight_sql_serves_the_warehouse_to_real_clients() {
         got["adbc_prepared"],
         serde_json::json!([[totals["aps1"].0]])
     );
+    // qmark parameters as ADBC's and SQLAlchemy's docs show them; a '?'
+    // inside a literal stays text
+    let n = totals["aps1"].0;
+    assert_eq!(got["adbc_qmark"], serde_json::json!([[n, "?"]]));
+    let e = got["adbc_qmark_count"]
+        .as_str()
+        .expect("a missing parameter");
+    assert!(e.contains("2 parameter(s) but 1 were bound"), "{e}");
+    let e = got["adbc_mixed"].as_str().expect("? and $n mixed");
+    assert!(e.contains("not both"), "{e}");
+    // table functions and DESCRIBE answer (or are refused by name)
+    assert_eq!(got["adbc_series"], serde_json::json!([[10]]));
+    let describe = got["adbc_describe"].to_string();
+    assert!(
+        describe.contains("page_path") && !describe.contains("rror"),
+        "{describe}"
+    );
     // a static service token works like a login
     assert_eq!(got["dbapi_token"], serde_json::json!([[totals["aps1"].0]]));
 

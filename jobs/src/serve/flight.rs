@@ -45,6 +45,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::serve::auth::{Auth, Caller};
+use crate::serve::placeholders;
 use crate::serve::quota::{self, QueryRuntime, Slot, Slots};
 
 /// The catalog and schema every table is in (DataFusion's defaults).
@@ -153,7 +154,8 @@ impl Service {
         sql: &str,
         params: &[ScalarValue],
     ) -> Result<DataFrame, Status> {
-        let df = crate::warehouse::query::plan(ctx, sql, false)
+        let sql = placeholders::numbered(sql)?;
+        let df = crate::warehouse::query::plan(ctx, &sql, false)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let wanted = df
@@ -569,6 +571,15 @@ fn handle_of(ticket: &TicketStatementQuery) -> Result<StatementHandle, Status> {
         .map_err(|_| Status::invalid_argument("not a ticket of this server"))
 }
 
+/// A parameter's value: flightsql-dbapi sends each one in a dense union
+/// (so each may have its own type); the value is the union's member.
+fn union_value(v: ScalarValue) -> ScalarValue {
+    match v {
+        ScalarValue::Union(Some((_, inner)), _, _) => *inner,
+        other => other,
+    }
+}
+
 fn prepared_id(handle: &[u8]) -> Result<String, Status> {
     String::from_utf8(handle.to_vec())
         .map_err(|_| Status::invalid_argument("not a prepared statement of this server"))
@@ -645,7 +656,8 @@ impl FlightSqlService for Service {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         self.check(&request)?;
-        let df = crate::warehouse::query::plan(&self.ctx, &query.query, false)
+        let sql = placeholders::numbered(&query.query)?;
+        let df = crate::warehouse::query::plan(&self.ctx, &sql, false)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let types = df
@@ -665,7 +677,7 @@ impl FlightSqlService for Service {
             .insert(
                 id.clone(),
                 Prepared {
-                    sql: query.query,
+                    sql,
                     params: Vec::new(),
                 },
             );
@@ -705,7 +717,7 @@ impl FlightSqlService for Service {
             Some(b) => b
                 .columns()
                 .iter()
-                .map(|c| ScalarValue::try_from_array(c, 0))
+                .map(|c| ScalarValue::try_from_array(c, 0).map(union_value))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };

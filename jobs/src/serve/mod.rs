@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod bounded;
 pub mod flight;
+pub mod placeholders;
 pub mod quota;
 pub mod users;
 
