@@ -190,6 +190,23 @@ async fn flight_sql_serves_the_warehouse_to_real_clients() {
         got["adbc_prepared"],
         serde_json::json!([[totals["aps1"].0]])
     );
+    // qmark parameters as ADBC's and SQLAlchemy's docs show them; a '?'
+    // inside a literal stays text
+    let n = totals["aps1"].0;
+    assert_eq!(got["adbc_qmark"], serde_json::json!([[n, "?"]]));
+    let e = got["adbc_qmark_count"]
+        .as_str()
+        .expect("a missing parameter");
+    assert!(e.contains("2 parameter(s) but 1 were bound"), "{e}");
+    let e = got["adbc_mixed"].as_str().expect("? and $n mixed");
+    assert!(e.contains("not both"), "{e}");
+    // table functions and DESCRIBE answer (or are refused by name)
+    assert_eq!(got["adbc_series"], serde_json::json!([[10]]));
+    let describe = got["adbc_describe"].to_string();
+    assert!(
+        describe.contains("page_path") && !describe.contains("rror"),
+        "{describe}"
+    );
     // a static service token works like a login
     assert_eq!(got["dbapi_token"], serde_json::json!([[totals["aps1"].0]]));
 
@@ -573,4 +590,221 @@ async fn flight_sql_over_tls_with_cancellation_and_a_deadline() {
         Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err().to_string(),
     };
     assert!(err.contains("--query-timeout"), "{err}");
+}
+
+/// A logged-in plain Flight SQL client of the server on `port`.
+async fn flight_client(
+    port: u16,
+    user: &str,
+    password: &str,
+) -> arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connection");
+    let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    client.handshake(user, password).await.expect("login");
+    client
+}
+
+/// Runs `sql` to its end; the batches, or the error's text.
+async fn flight_query(
+    port: u16,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>, String> {
+    let run = async {
+        let mut client = flight_client(port, user, password).await;
+        flight_run(&mut client, sql).await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {sql} in 120 s"))
+}
+
+async fn flight_run(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>, String> {
+    use futures::TryStreamExt;
+    let info = client
+        .execute(sql.into(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    match client.do_get(ticket).await {
+        Err(e) => Err(e.to_string()),
+        Ok(s) => s.try_collect().await.map_err(|e| e.to_string()),
+    }
+}
+
+/// User and system CPU time of process `pid` so far.
+fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // the fields after the command name, which may hold spaces
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    std::time::Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// The peak resident memory of process `pid` (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// Bytes of the files under `dir`.
+fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => du(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_query_cannot_take_the_server() {
+    let w = World::new("serve-share");
+    let _logs = crate::chain::LogsOnFailure(w.dir.path().to_path_buf());
+    w.sample_day("1500");
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let alice_pw = "a long enough secret";
+    let users = add_user(&w, "alice", alice_pw);
+    let users_s = users.to_str().unwrap();
+    users_cmd(&w, &["add", "bob", "--users", users_s], "bobs own secret\n").ok();
+    let work = w.dir.path().join("work");
+    let port = free_port();
+    let log = w.dir.path().join("serve-share.log");
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--users", users_s, "--query-timeout", "8s"])
+        .args(["--memory-limit", "512M", "--max-rows", "1000"])
+        .args(["--work-dir", work.to_str().unwrap()])
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .env("RUST_LOG", "info");
+    let server = Proc::spawn(cmd, log.clone());
+    let pid = server.child.id();
+    wait_for_port(port, "tauc-job serve", &log);
+
+    // bob's small query, unloaded: the best of three
+    let small = "SELECT count(*) AS n FROM ods_fe_event_di";
+    let mut unloaded = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        flight_query(port, "bob", "bobs own secret", small)
+            .await
+            .unwrap();
+        unloaded = unloaded.min(t.elapsed());
+    }
+    eprintln!("unloaded: {unloaded:?}");
+
+    // alice: the tester's cross join (its result is over --max-rows at
+    // once), and a join that works without a row to show until its deadline
+    let cross = "SELECT * FROM dwd_trk_event_di a CROSS JOIN dwd_trk_event_di b";
+    let burn = "SELECT count(*) AS n FROM ods_fe_event_di a CROSS JOIN ods_fe_event_di b \
+                CROSS JOIN ods_fe_event_di c WHERE a.line_no + b.line_no + c.line_no > 0";
+    let heavy: Vec<_> = [cross, burn]
+        .into_iter()
+        .map(|sql| tokio::spawn(flight_query(port, "alice", alice_pw, sql)))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // bob still gets answers while they run: within ten times the
+    // unloaded time (and at least 5 s: two cores shared with the builds)
+    let bound = (unloaded * 10).max(std::time::Duration::from_secs(5));
+    let t = std::time::Instant::now();
+    flight_query(port, "bob", "bobs own secret", small)
+        .await
+        .expect("bob's query under load");
+    let loaded = t.elapsed();
+    eprintln!("loaded: {loaded:?}");
+    assert!(
+        loaded < bound,
+        "bob waited {loaded:?} under load, {unloaded:?} unloaded"
+    );
+    let mut scratch_peak = 0;
+    let mut errors = Vec::new();
+    for h in heavy {
+        while !h.is_finished() {
+            scratch_peak = scratch_peak.max(du(&work));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        errors.push(h.await.unwrap().expect_err("a heavy query passed"));
+    }
+    assert!(errors[0].contains("--max-rows"), "{}", errors[0]);
+    assert!(errors[1].contains("--query-timeout"), "{}", errors[1]);
+    // results stream: the scratch directory stays far below one query's
+    // default limit (2G)
+    assert!(
+        scratch_peak < 512 << 20,
+        "scratch reached {scratch_peak} bytes"
+    );
+
+    // the work stops with the deadline: the server's CPU time stops growing
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let spent = cpu_time(pid) - before;
+    eprintln!("CPU after the queries: {spent:?}; scratch peak {scratch_peak} B");
+    assert!(
+        spent < std::time::Duration::from_secs(1),
+        "the server spent {spent:?} of CPU in the 5 s after the queries ended"
+    );
+
+    // a string bigger than a query's memory share is refused before it is
+    // built; the server stays far below the 1 GB it would take
+    let e = flight_query(
+        port,
+        "alice",
+        alice_pw,
+        "SELECT length(repeat('x', 1000000000)) AS n",
+    )
+    .await
+    .expect_err("a 1 GB string");
+    assert!(e.contains("--memory-limit"), "{e}");
+    let peak = peak_rss(pid);
+    assert!(
+        peak < 900 << 20,
+        "the server's peak RSS was {} MiB",
+        peak >> 20
+    );
+
+    // each query is logged with its user, fingerprint, rows, time and
+    // outcome, and not its text
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" query ")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("user=bob") && l.contains("outcome=ok")),
+        "no logged query of bob:\n{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("user=alice") && l.contains("DeadlineExceeded")),
+        "no logged deadline of alice:\n{text}"
+    );
+    assert!(
+        !text.contains("CROSS JOIN"),
+        "the SQL text in the log:\n{text}"
+    );
 }

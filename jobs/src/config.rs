@@ -69,6 +69,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_TOKEN_TTL",
     "TAUC_QUERY_TIMEOUT",
     "TAUC_MAX_ROWS",
+    "TAUC_MAX_QUERIES",
+    "TAUC_MAX_QUERIES_PER_USER",
+    "TAUC_QUERY_SCRATCH",
     // the collection chain (tauc-collector, tauc-uploader)
     "TAUC_REGION",
     "TAUC_SPOOL_DIR",
@@ -170,6 +173,12 @@ pub struct ServeFile {
     pub query_timeout: Option<String>,
     /// Most rows one result may have.
     pub max_rows: Option<u64>,
+    /// Most queries running at once.
+    pub max_queries: Option<usize>,
+    /// Most queries of one user running at once.
+    pub max_queries_per_user: Option<usize>,
+    /// Spill files one query may write, e.g. `2G`.
+    pub query_scratch: Option<String>,
 }
 
 /// The `[collector]` section: what `tauc-collector` reads when a flag and

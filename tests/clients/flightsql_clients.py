@@ -16,6 +16,8 @@ from flightsql import FlightSQLClient, connect
 port, user, password, token = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 AGG = "SELECT region, count(*) AS n, sum(pv) AS pv FROM ads_trk_page_1d GROUP BY region ORDER BY region"
 PARAM = "SELECT count(*) AS n FROM ads_trk_page_1d WHERE region = $1"
+# qmark, the DB-API paramstyle of both drivers; the '?' literal stays text
+QMARK = "SELECT count(*) AS n, '?' AS q FROM ads_trk_page_1d WHERE pv >= ?"
 out = {}
 
 
@@ -77,6 +79,16 @@ with adbc.connect(uri, db_kwargs={"username": user, "password": password}) as co
         out["adbc_aggregate"] = plain(cur.fetchall())
         cur.execute(PARAM, parameters=("aps1",))
         out["adbc_prepared"] = plain(cur.fetchall())
+        cur.execute(QMARK, parameters=(0,))
+        out["adbc_qmark"] = plain(cur.fetchall())
+        out["adbc_qmark_count"] = error_of(lambda: cur.execute(QMARK + " AND pv <= ?", parameters=(0,)))
+        out["adbc_mixed"] = error_of(lambda: cur.execute(QMARK + " AND pv <= $2", parameters=(0, 1)))
+        for key, sql in [("adbc_series", "SELECT count(*) AS n FROM generate_series(1, 10)"), ("adbc_describe", "DESCRIBE ads_trk_page_1d")]:
+            try:
+                cur.execute(sql)
+                out[key] = plain(cur.fetchall())
+            except Exception as e:  # noqa: BLE001 - a clear refusal is an answer too
+                out[key] = f"{type(e).__name__}: {e}"
     objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
     out["adbc_tables"] = sorted(
         t["table_name"] for c in objects for s in c["catalog_db_schemas"] or [] for t in s["db_schema_tables"] or []

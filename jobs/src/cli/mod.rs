@@ -596,9 +596,28 @@ pub async fn run(cli: Cli) -> Result<String> {
             let settings = sv.settings(&r.file)?;
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             let scheduler = sv.scheduler.clone().or(r.file.scheduler.clone());
-            let ctx = connect(&r.engine, scheduler.as_deref(), sv.parallelism).await?;
+            // In-process queries run on DataFusion itself, not the embedded
+            // Ballista: results stream as they come, a dropped stream aborts
+            // its tasks, and each query gets its own memory pool and
+            // scratch limit ([`crate::serve::quota`]).
+            let (ctx, local) = match scheduler.as_deref() {
+                Some(url) => (connect(&r.engine, Some(url), sv.parallelism).await?, None),
+                None => {
+                    let parallelism = sv.parallelism.unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(2, |n| n.get())
+                    });
+                    let share = r.engine.memory_limit / settings.limits.max_queries;
+                    let local = crate::serve::quota::QueryRuntime::new(
+                        r.engine.registry.clone(),
+                        r.engine.scratch.spill(),
+                        share,
+                        settings.limits.query_scratch,
+                    );
+                    (r.engine.local_context(parallelism)?, Some(local))
+                }
+            };
             crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
-            crate::serve::run(ctx, settings).await
+            crate::serve::run(ctx, settings, local).await
         }
         Command::Users(u) => {
             config::check_env()?;

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::cli::{EngineArgs, StoreArgs};
 use crate::config::{FileConfig, parse_duration};
+use crate::engine::scratch::parse_size;
 use crate::error::{Error, Result};
 use crate::serve::users::Users;
 use crate::serve::{ServeSettings, flight::Limits};
@@ -43,6 +44,17 @@ pub struct ServeCmd {
     /// Most rows one result may have [default: 1000000].
     #[arg(long, env = "TAUC_MAX_ROWS")]
     pub max_rows: Option<u64>,
+    /// Most queries running at once; more wait for a slot until their
+    /// deadline. Each in-process query gets this share of --memory-limit
+    /// [default: 4].
+    #[arg(long, env = "TAUC_MAX_QUERIES")]
+    pub max_queries: Option<usize>,
+    /// Most queries of one user (or token) running at once [default: 2].
+    #[arg(long, env = "TAUC_MAX_QUERIES_PER_USER")]
+    pub max_queries_per_user: Option<usize>,
+    /// Spill files one in-process query may write (2G, 512M) [default: 2G].
+    #[arg(long, env = "TAUC_QUERY_SCRATCH", value_parser = parse_size)]
+    pub query_scratch: Option<usize>,
     /// Ballista scheduler, df://host:port; without it queries run in-process.
     #[arg(long, env = "TAUC_SCHEDULER")]
     pub scheduler: Option<String>,
@@ -99,9 +111,27 @@ impl ServeCmd {
         let token_ttl = duration("token-ttl", self.token_ttl, &f.token_ttl, 8 * 3600)?;
         let query_timeout = duration("query-timeout", self.query_timeout, &f.query_timeout, 300)?;
         let max_rows = self.max_rows.or(f.max_rows).unwrap_or(1_000_000);
-        if max_rows == 0 || query_timeout.is_zero() || token_ttl.is_zero() {
+        let max_queries = self.max_queries.or(f.max_queries).unwrap_or(4);
+        let max_queries_per_user = self
+            .max_queries_per_user
+            .or(f.max_queries_per_user)
+            .unwrap_or(2);
+        let query_scratch = match (self.query_scratch, &f.query_scratch) {
+            (Some(n), _) => n,
+            (None, Some(t)) => {
+                parse_size(t).map_err(|e| Error::config(format!("[serve] query-scratch: {e}")))?
+            }
+            (None, None) => 2 << 30,
+        };
+        if max_rows == 0
+            || query_timeout.is_zero()
+            || token_ttl.is_zero()
+            || max_queries == 0
+            || max_queries_per_user == 0
+            || query_scratch == 0
+        {
             return Err(Error::config(
-                "--max-rows, --query-timeout and --token-ttl must be above zero",
+                "--max-rows, --query-timeout, --token-ttl, --max-queries, --max-queries-per-user and --query-scratch must be above zero",
             ));
         }
         Ok(ServeSettings {
@@ -112,6 +142,9 @@ impl ServeCmd {
             limits: Limits {
                 query_timeout,
                 max_rows,
+                max_queries,
+                max_queries_per_user,
+                query_scratch: query_scratch as u64,
             },
         })
     }

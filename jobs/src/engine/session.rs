@@ -123,6 +123,15 @@ impl Engine {
         Ok((&self.state(self.session_config())?).into())
     }
 
+    /// A plain DataFusion context on this process's engine, `parallelism`
+    /// partitions wide: no Ballista, no shuffle files (`tauc-job serve`).
+    pub fn local_context(&self, parallelism: usize) -> Result<SessionContext> {
+        let config = self
+            .session_config()
+            .with_target_partitions(parallelism.max(1));
+        Ok(SessionContext::new_with_state(self.state(config)?))
+    }
+
     /// A client context: in-process Ballista standalone when `scheduler`
     /// is `None`, else connected to `df://host:port`.
     pub async fn connect(

@@ -235,13 +235,16 @@ async fn scheduler_lost(e: Error, plan: &Arc<dyn ExecutionPlan>, name: &str) -> 
     }
 }
 
-fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+/// The Ballista job id of a plan submitted to a scheduler, once accepted.
+pub(crate) fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
     plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
         .and_then(|q| q.job_id())
         .map(|id| id.to_string())
 }
 
-async fn cancel(job_id: &str) {
+/// Cancels `job_id` on the process's scheduler (in-process jobs stop
+/// with their stream).
+pub(crate) async fn cancel(job_id: &str) {
     let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match client {
         Some(c) => match c.cancel(job_id).await {

@@ -34,7 +34,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -43,7 +44,9 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
-use crate::serve::auth::Auth;
+use crate::serve::auth::{Auth, Caller};
+use crate::serve::placeholders;
+use crate::serve::quota::{self, QueryRuntime, Slot, Slots};
 
 /// The catalog and schema every table is in (DataFusion's defaults).
 const CATALOG: &str = "datafusion";
@@ -60,6 +63,12 @@ pub struct Limits {
     pub query_timeout: Duration,
     /// Most rows one result may have.
     pub max_rows: u64,
+    /// Most queries running at once.
+    pub max_queries: usize,
+    /// Most queries of one user running at once.
+    pub max_queries_per_user: usize,
+    /// Most bytes of spill files one query may write (in-process engine).
+    pub query_scratch: u64,
 }
 
 /// What a statement ticket carries.
@@ -81,6 +90,9 @@ pub struct Service {
     auth: Arc<Auth>,
     limits: Limits,
     sql_info: SqlInfoData,
+    /// The in-process engine's per-query resources; `None` on a cluster.
+    local: Option<QueryRuntime>,
+    slots: Slots,
     prepared: Mutex<HashMap<String, Prepared>>,
     /// Cancellation switches of queries handed out and not yet finished.
     queries: Queries,
@@ -93,7 +105,12 @@ type Queries = Arc<Mutex<HashMap<String, (Instant, watch::Sender<bool>)>>>;
 
 impl Service {
     /// A service over the tables registered on `ctx`.
-    pub fn new(ctx: SessionContext, auth: Arc<Auth>, limits: Limits) -> Result<Service, Error> {
+    pub fn new(
+        ctx: SessionContext,
+        auth: Arc<Auth>,
+        limits: Limits,
+        local: Option<QueryRuntime>,
+    ) -> Result<Service, Error> {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "tauc");
         b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -114,18 +131,31 @@ impl Service {
             auth,
             limits,
             sql_info: info,
+            local,
+            slots: Slots::new(limits.max_queries, limits.max_queries_per_user),
             prepared: Mutex::new(HashMap::new()),
             queries: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
-    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        self.auth.check(req.metadata()).map(|_| ())
+    fn check<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.auth.check(req.metadata())
     }
 
     /// Plans `sql` with `params` bound; errors say what is wrong.
     async fn plan(&self, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, Status> {
-        let df = crate::warehouse::query::plan(&self.ctx, sql, false)
+        self.plan_in(&self.ctx, sql, params).await
+    }
+
+    /// Plans `sql` in `ctx` with `params` bound.
+    async fn plan_in(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<DataFrame, Status> {
+        let sql = placeholders::numbered(sql)?;
+        let df = crate::warehouse::query::plan(ctx, &sql, false)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let wanted = df
@@ -165,9 +195,57 @@ impl Service {
             .or_insert_with(|| (Instant::now(), watch::channel(false).0));
     }
 
-    /// Runs a planned query as a stream of Flight data.
-    async fn run(&self, id: &str, df: DataFrame, started: Instant) -> Result<DoGetStream, Status> {
+    /// The context a query runs in: on the in-process engine a copy of the
+    /// session with the query's own runtime (memory share, scratch limit);
+    /// on a cluster the shared session (the executors hold the memory).
+    fn query_ctx(&self) -> Result<SessionContext, Status> {
+        let Some(local) = &self.local else {
+            return Ok(self.ctx.clone());
+        };
+        let runtime = local
+            .runtime()
+            .map_err(|e| Status::internal(format!("cannot set up the query: {e}")))?;
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(runtime)
+            .with_physical_optimizer_rule(Arc::new(quota::YieldEverywhere))
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Plans and runs `sql` for `caller` as a stream of Flight data; the
+    /// query is logged when it ends, however it ends.
+    async fn execute(
+        &self,
+        id: &str,
+        caller: &Caller,
+        sql: &str,
+        params: &[ScalarValue],
+        started: Instant,
+    ) -> Result<DoGetStream, Status> {
+        let mut log = QueryLog::new(&caller.name, sql, started);
+        match self.start(id, caller, sql, params, started).await {
+            Ok(run) => Ok(self.stream(run, log)),
+            Err(status) => {
+                log.outcome = Some(outcome_of(&status));
+                Err(status)
+            }
+        }
+    }
+
+    /// Everything up to the first batch: a slot, the plan, the stream.
+    async fn start(
+        &self,
+        id: &str,
+        caller: &Caller,
+        sql: &str,
+        params: &[ScalarValue],
+        started: Instant,
+    ) -> Result<Run, Status> {
         self.register(id);
+        let registration = Registration {
+            queries: self.queries.clone(),
+            id: id.to_string(),
+        };
         let cancel = {
             let q = self.queries.lock().unwrap_or_else(|e| e.into_inner());
             q.get(id).map(|(_, tx)| tx.subscribe())
@@ -176,31 +254,45 @@ impl Service {
         if *cancel.borrow() {
             return Err(Status::cancelled("the query was cancelled"));
         }
-        let schema = plain_schema(df.schema().as_arrow());
         let deadline = tokio::time::Instant::from_std(started + self.limits.query_timeout);
-        let inner = tokio::time::timeout_at(deadline, df.execute_stream())
+        let slot = self.slots.take(&caller.name, deadline).await?;
+        let ctx = self.query_ctx()?;
+        let df = self.plan_in(&ctx, sql, params).await?;
+        let schema = plain_schema(df.schema().as_arrow());
+        let (state, logical) = df.into_parts();
+        let local = self.local.as_ref();
+        let plan = tokio::time::timeout_at(deadline, state.create_physical_plan(&logical))
             .await
             .map_err(|_| self.timed_out())?
-            .map_err(|e| Status::internal(format!("query failed: {e}")))?;
-        let run = Run {
+            .map_err(|e| quota::explain(&e, local))?;
+        let inner = execute_stream(plan.clone(), state.task_ctx())
+            .map_err(|e| quota::explain(&e, local))?;
+        Ok(Run {
             inner,
-            schema: schema.clone(),
+            plan,
+            schema,
             rows: 0,
             limits: self.limits,
+            local: self.local.clone(),
             deadline,
             cancel,
             done: false,
-            _registration: Registration {
-                queries: self.queries.clone(),
-                id: id.to_string(),
-            },
-        };
+            log: None,
+            _slot: slot,
+            _registration: registration,
+        })
+    }
+
+    /// A started query's batches, encoded for Flight.
+    fn stream(&self, mut run: Run, log: QueryLog) -> DoGetStream {
+        let schema = run.schema.clone();
+        run.log = Some(log);
         let batches = futures::stream::unfold(run, Run::step);
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
             .map_err(Status::from);
-        Ok(Box::pin(data))
+        Box::pin(data)
     }
 
     fn timed_out(&self) -> Status {
@@ -274,15 +366,21 @@ impl Drop for Registration {
 }
 
 /// A running query: batches until the end, the deadline, the row limit or
-/// a cancellation, whichever comes first.
+/// a cancellation, whichever comes first. Dropping it (the end, an error,
+/// or a client that went away) drops the engine's stream, which aborts
+/// its in-process tasks, and cancels its Ballista job on a cluster.
 struct Run {
     inner: SendableRecordBatchStream,
+    plan: Arc<dyn ExecutionPlan>,
     schema: SchemaRef,
     rows: u64,
     limits: Limits,
+    local: Option<QueryRuntime>,
     deadline: tokio::time::Instant,
     cancel: watch::Receiver<bool>,
     done: bool,
+    log: Option<QueryLog>,
+    _slot: Slot,
     _registration: Registration,
 }
 
@@ -301,26 +399,118 @@ impl Run {
             b = self.inner.next() => Ok(b),
         };
         let item = match next {
-            Ok(None) => return None,
-            Ok(Some(Ok(b))) => {
-                self.rows += b.num_rows() as u64;
-                if self.rows > self.limits.max_rows {
-                    Err(Status::resource_exhausted(format!(
-                        "the result has more than {} rows, the server's limit (--max-rows); add LIMIT, a WHERE clause or an aggregate",
-                        self.limits.max_rows
-                    )))
-                } else {
-                    plain_batch(&b, &self.schema).map_err(|e| Status::internal(e.to_string()))
-                }
+            Ok(None) => {
+                self.outcome("ok".into());
+                return None;
             }
-            Ok(Some(Err(e))) => Err(Status::internal(format!("query failed: {e}"))),
+            Ok(Some(Ok(b))) => self.batch(&b),
+            Ok(Some(Err(e))) => Err(quota::explain(&e, self.local.as_ref())),
             Err(status) => Err(status),
         };
-        if item.is_err() {
+        if let Err(status) = &item {
             self.done = true;
+            self.outcome(outcome_of(status));
         }
         Some((item.map_err(|s| FlightError::Tonic(Box::new(s))), self))
     }
+
+    /// Counts a batch against the row limit and makes its types plain.
+    fn batch(&mut self, b: &RecordBatch) -> Result<RecordBatch, Status> {
+        self.rows += b.num_rows() as u64;
+        if self.rows > self.limits.max_rows {
+            return Err(Status::resource_exhausted(format!(
+                "the result has more than {} rows, the server's limit (--max-rows); add LIMIT, a WHERE clause or an aggregate",
+                self.limits.max_rows
+            )));
+        }
+        let plain = plain_batch(b, &self.schema).map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(log) = &mut self.log {
+            log.rows = self.rows;
+            log.bytes += plain.get_array_memory_size() as u64;
+        }
+        Ok(plain)
+    }
+
+    fn outcome(&mut self, outcome: String) {
+        if let Some(log) = &mut self.log {
+            log.outcome = Some(outcome);
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let finished = self
+            .log
+            .as_ref()
+            .is_some_and(|l| l.outcome.as_deref() == Some("ok"));
+        if finished {
+            return;
+        }
+        // a cluster job does not stop with its client: ask the scheduler
+        if let (Some(job), Ok(rt)) = (
+            crate::engine::submitted::job_id(&self.plan),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            rt.spawn(async move { crate::engine::submitted::cancel(&job).await });
+        }
+    }
+}
+
+/// One query's log line, written when it ends: who, which statement (a
+/// fingerprint: the text may hold literals that are secrets, and bound
+/// parameter values are never logged), rows, bytes, time and outcome.
+struct QueryLog {
+    user: String,
+    fingerprint: String,
+    started: Instant,
+    rows: u64,
+    bytes: u64,
+    outcome: Option<String>,
+}
+
+impl QueryLog {
+    fn new(user: &str, sql: &str, started: Instant) -> QueryLog {
+        QueryLog {
+            user: user.to_string(),
+            fingerprint: fingerprint(sql),
+            started,
+            rows: 0,
+            bytes: 0,
+            outcome: None,
+        }
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        let outcome = self.outcome.as_deref().unwrap_or("client went away");
+        tracing::info!(
+            user = %self.user,
+            sql = %self.fingerprint,
+            rows = self.rows,
+            bytes = self.bytes,
+            ms = self.started.elapsed().as_millis() as u64,
+            outcome = %outcome,
+            "query"
+        );
+    }
+}
+
+/// The first 16 hex digits of the statement's SHA-256: the same statement
+/// has the same fingerprint, and the text cannot be read back from it.
+fn fingerprint(sql: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(sql.trim().as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A failed query's outcome for the log: the status code and the message.
+fn outcome_of(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 /// The type a client gets for `t`: view types as their plain forms.
@@ -379,6 +569,15 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
 fn handle_of(ticket: &TicketStatementQuery) -> Result<StatementHandle, Status> {
     serde_json::from_slice(&ticket.statement_handle)
         .map_err(|_| Status::invalid_argument("not a ticket of this server"))
+}
+
+/// A parameter's value: flightsql-dbapi sends each one in a dense union
+/// (so each may have its own type); the value is the union's member.
+fn union_value(v: ScalarValue) -> ScalarValue {
+    match v {
+        ScalarValue::Union(Some((_, inner)), _, _) => *inner,
+        other => other,
+    }
 }
 
 fn prepared_id(handle: &[u8]) -> Result<String, Status> {
@@ -442,11 +641,13 @@ impl FlightSqlService for Service {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let started = Instant::now();
         let handle = handle_of(&ticket)?;
-        let df = self.plan(&handle.sql, &[]).await?;
-        Ok(Response::new(self.run(&handle.id, df, started).await?))
+        let stream = self
+            .execute(&handle.id, &caller, &handle.sql, &[], started)
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn do_action_create_prepared_statement(
@@ -455,7 +656,8 @@ impl FlightSqlService for Service {
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         self.check(&request)?;
-        let df = crate::warehouse::query::plan(&self.ctx, &query.query, false)
+        let sql = placeholders::numbered(&query.query)?;
+        let df = crate::warehouse::query::plan(&self.ctx, &sql, false)
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let types = df
@@ -475,7 +677,7 @@ impl FlightSqlService for Service {
             .insert(
                 id.clone(),
                 Prepared {
-                    sql: query.query,
+                    sql,
                     params: Vec::new(),
                 },
             );
@@ -515,7 +717,7 @@ impl FlightSqlService for Service {
             Some(b) => b
                 .columns()
                 .iter()
-                .map(|c| ScalarValue::try_from_array(c, 0))
+                .map(|c| ScalarValue::try_from_array(c, 0).map(union_value))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
@@ -548,12 +750,12 @@ impl FlightSqlService for Service {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let started = Instant::now();
         let id = prepared_id(&cmd.prepared_statement_handle)?;
         let (sql, params) = self.prepared_statement(&id)?;
-        let df = self.plan(&sql, &params).await?;
-        Ok(Response::new(self.run(&id, df, started).await?))
+        let stream = self.execute(&id, &caller, &sql, &params, started).await?;
+        Ok(Response::new(stream))
     }
 
     async fn do_action_close_prepared_statement(

@@ -8,7 +8,10 @@
 //! default, or on the cluster with `--scheduler`.
 
 pub mod auth;
+pub mod bounded;
 pub mod flight;
+pub mod placeholders;
+pub mod quota;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -37,8 +40,13 @@ pub struct ServeSettings {
     pub limits: flight::Limits,
 }
 
-/// Serves until SIGTERM or Ctrl-C.
-pub async fn run(ctx: SessionContext, settings: ServeSettings) -> Result<String> {
+/// Serves until SIGTERM or Ctrl-C. `local` is the in-process engine's
+/// per-query resources (`None` when queries run on a cluster).
+pub async fn run(
+    ctx: SessionContext,
+    settings: ServeSettings,
+    local: Option<quota::QueryRuntime>,
+) -> Result<String> {
     let users = users::Users::load(&settings.users)?;
     if users.users.is_empty() && users.tokens.is_empty() {
         return Err(Error::config(format!(
@@ -48,7 +56,10 @@ pub async fn run(ctx: SessionContext, settings: ServeSettings) -> Result<String>
         )));
     }
     let auth = Arc::new(auth::Auth::new(users, settings.token_ttl));
-    let service = flight::Service::new(ctx, auth, settings.limits)?;
+    if let Some(q) = &local {
+        bounded::register(&ctx, q.memory_share);
+    }
+    let service = flight::Service::new(ctx, auth, settings.limits, local)?;
     let mut server = Server::builder();
     if let Some((cert, key)) = &settings.tls {
         let read = |p: &PathBuf| {
