@@ -194,6 +194,7 @@ async fn flight_sql_serves_the_warehouse_to_real_clients() {
     // inside a literal stays text
     let n = totals["aps1"].0;
     assert_eq!(got["adbc_qmark"], serde_json::json!([[n, "?"]]));
+    assert_eq!(got["dbapi_bound"], serde_json::json!([[n]]));
     let e = got["adbc_qmark_count"]
         .as_str()
         .expect("a missing parameter");

@@ -45,6 +45,17 @@ with engine.connect() as c:
         for t in ["ads_trk_page_1d", "ads_mon_cors_anomaly_hh"]
     }
     out["dbapi_aggregate"] = plain(c.execute(sqlalchemy.text(AGG)).fetchall())
+    # bound parameters as Superset sends them: a Core query whose values the
+    # dialect binds as literals (flightsql-dbapi's compiler always does; a
+    # text() query's :name values are unknown when it compiles and become
+    # NULL there, a limit of that client, docs/superset.md)
+    t = sqlalchemy.table("ads_trk_page_1d", sqlalchemy.column("region"), sqlalchemy.column("pv"), sqlalchemy.column("page_path"))
+    bound = (
+        sqlalchemy.select(sqlalchemy.func.count().label("n"))
+        .select_from(t)
+        .where(t.c.region == "aps1", t.c.pv >= 0, t.c.page_path != "it's ? $1")
+    )
+    out["dbapi_bound"] = plain(c.execute(bound).fetchall())
     out["dbapi_types"] = [
         type(v).__name__ for v in c.execute(sqlalchemy.text("SELECT region, page_path FROM ads_trk_page_1d LIMIT 1")).fetchone()
     ]
