@@ -809,3 +809,73 @@ async fn one_query_cannot_take_the_server() {
         "the SQL text in the log:\n{text}"
     );
 }
+
+/// What a client reads names tables and partitions, never the server's
+/// paths, bucket or S3 endpoint: a query over a partition whose file went
+/// missing fails naming the partition, and EXPLAIN's plan lists the
+/// partitions it reads (issue: `NotFound { path: "/tmp/…/ads/…parquet" }`).
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_see_tables_and_partitions_not_server_paths() {
+    let w = World::new("serve-paths");
+    let _logs = crate::chain::LogsOnFailure(w.dir.path().to_path_buf());
+    w.sample_day("400");
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let pw = "a long enough secret";
+    let users = add_user(&w, "alice", pw);
+    let port = free_port();
+    let log = w.dir.path().join("serve-paths.log");
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--users", users.to_str().unwrap()])
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .env("RUST_LOG", "info");
+    let _server = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-job serve", &log);
+    let leaks = |text: &str| {
+        ["serve-paths", "/wh/", "wh/dwd", "127.0.0.1", "/tmp/"]
+            .into_iter()
+            .filter(|s| text.contains(s))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+
+    let sql = "EXPLAIN SELECT count(*) FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18'";
+    let plan = flight_query(port, "alice", pw, sql).await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("dwd_trk_event_di dt=2024-06-18 region=aps1"),
+        "{text}"
+    );
+    assert_eq!(leaks(&text), Vec::<String>::new(), "{text}");
+
+    // a file the manifest lists is gone (lost by hand, not by a re-run)
+    let (m, _) = w
+        .read(Table::DwdTrkEvent, "2024-06-18", "aps1")
+        .await
+        .unwrap();
+    let dir = "wh/dwd/dwd_trk_event_di/dt=2024-06-18/region=aps1";
+    std::fs::remove_file(
+        w.dir
+            .path()
+            .join("s3/serve-paths")
+            .join(dir)
+            .join(&m.files[0]),
+    )
+    .unwrap();
+    let err = flight_query(
+        port,
+        "alice",
+        pw,
+        "SELECT * FROM dwd_trk_event_di LIMIT 1000",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("dwd_trk_event_di dt=2024-06-18 region=aps1"),
+        "{err}"
+    );
+    assert_eq!(leaks(&err), Vec::<String>::new(), "{err}");
+}

@@ -617,7 +617,7 @@ pub async fn run(cli: Cli) -> Result<String> {
                 }
             };
             crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
-            crate::serve::run(ctx, settings, local).await
+            crate::serve::run(ctx, settings, local, r.warehouse.clone()).await
         }
         Command::Users(u) => {
             config::check_env()?;

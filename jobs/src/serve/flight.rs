@@ -29,12 +29,13 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
     SchemaAsIpc, Ticket,
 };
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -47,6 +48,8 @@ use crate::error::Error;
 use crate::serve::auth::{Auth, Caller};
 use crate::serve::placeholders;
 use crate::serve::quota::{self, QueryRuntime, Slot, Slots};
+use crate::store::Location;
+use crate::warehouse::redact;
 
 /// The catalog and schema every table is in (DataFusion's defaults).
 const CATALOG: &str = "datafusion";
@@ -96,6 +99,8 @@ pub struct Service {
     prepared: Mutex<HashMap<String, Prepared>>,
     /// Cancellation switches of queries handed out and not yet finished.
     queries: Queries,
+    /// The warehouse, whose paths clients see as tables and partitions.
+    warehouse: Arc<Location>,
 }
 
 type DoGetStream = <Service as FlightService>::DoGetStream;
@@ -110,6 +115,7 @@ impl Service {
         auth: Arc<Auth>,
         limits: Limits,
         local: Option<QueryRuntime>,
+        warehouse: Location,
     ) -> Result<Service, Error> {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "tauc");
@@ -135,6 +141,7 @@ impl Service {
             slots: Slots::new(limits.max_queries, limits.max_queries_per_user),
             prepared: Mutex::new(HashMap::new()),
             queries: Arc::new(Mutex::new(HashMap::new())),
+            warehouse: Arc::new(warehouse),
         })
     }
 
@@ -144,7 +151,9 @@ impl Service {
 
     /// Plans `sql` with `params` bound; errors say what is wrong.
     async fn plan(&self, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, Status> {
-        self.plan_in(&self.ctx, sql, params).await
+        self.plan_in(&self.ctx, sql, params)
+            .await
+            .map_err(|s| redact_status(s, &self.warehouse))
     }
 
     /// Plans `sql` in `ctx` with `params` bound.
@@ -257,16 +266,18 @@ impl Service {
         let deadline = tokio::time::Instant::from_std(started + self.limits.query_timeout);
         let slot = self.slots.take(&caller.name, deadline).await?;
         let ctx = self.query_ctx()?;
-        let df = self.plan_in(&ctx, sql, params).await?;
+        let redact = |s: Status| redact_status(s, &self.warehouse);
+        let df = self.plan_in(&ctx, sql, params).await.map_err(redact)?;
         let schema = plain_schema(df.schema().as_arrow());
         let (state, logical) = df.into_parts();
+        let explain = matches!(logical, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         let local = self.local.as_ref();
         let plan = tokio::time::timeout_at(deadline, state.create_physical_plan(&logical))
             .await
             .map_err(|_| self.timed_out())?
-            .map_err(|e| quota::explain(&e, local))?;
+            .map_err(|e| redact(quota::explain(&e, local)))?;
         let inner = execute_stream(plan.clone(), state.task_ctx())
-            .map_err(|e| quota::explain(&e, local))?;
+            .map_err(|e| redact(quota::explain(&e, local)))?;
         Ok(Run {
             inner,
             plan,
@@ -278,6 +289,8 @@ impl Service {
             cancel,
             done: false,
             log: None,
+            explain,
+            warehouse: self.warehouse.clone(),
             _slot: slot,
             _registration: registration,
         })
@@ -380,6 +393,9 @@ struct Run {
     cancel: watch::Receiver<bool>,
     done: bool,
     log: Option<QueryLog>,
+    /// EXPLAIN's text names the files it reads: they are redacted too.
+    explain: bool,
+    warehouse: Arc<Location>,
     _slot: Slot,
     _registration: Registration,
 }
@@ -411,6 +427,7 @@ impl Run {
             self.done = true;
             self.outcome(outcome_of(status));
         }
+        let item = item.map_err(|s| redact_status(s, &self.warehouse));
         Some((item.map_err(|s| FlightError::Tonic(Box::new(s))), self))
     }
 
@@ -423,7 +440,11 @@ impl Run {
                 self.limits.max_rows
             )));
         }
-        let plain = plain_batch(b, &self.schema).map_err(|e| Status::internal(e.to_string()))?;
+        let mut plain =
+            plain_batch(b, &self.schema).map_err(|e| Status::internal(e.to_string()))?;
+        if self.explain {
+            plain = redact_batch(&plain, &self.warehouse)?;
+        }
         if let Some(log) = &mut self.log {
             log.rows = self.rows;
             log.bytes += plain.get_array_memory_size() as u64;
@@ -564,6 +585,28 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
         .try_into()
         .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
     Ok(bytes)
+}
+
+/// `s` with its message's warehouse paths named as tables and partitions.
+fn redact_status(s: Status, warehouse: &Location) -> Status {
+    Status::new(s.code(), redact::redact(s.message(), warehouse))
+}
+
+/// A batch of text (EXPLAIN's plan) with its warehouse paths redacted.
+fn redact_batch(b: &RecordBatch, warehouse: &Location) -> Result<RecordBatch, Status> {
+    let columns = b
+        .columns()
+        .iter()
+        .map(|c| match c.as_string_opt::<i32>() {
+            Some(text) => Arc::new(
+                text.iter()
+                    .map(|v| v.map(|v| redact::redact(v, warehouse)))
+                    .collect::<StringArray>(),
+            ) as ArrayRef,
+            None => c.clone(),
+        })
+        .collect();
+    RecordBatch::try_new(b.schema(), columns).map_err(|e| Status::internal(e.to_string()))
 }
 
 fn handle_of(ticket: &TicketStatementQuery) -> Result<StatementHandle, Status> {

@@ -41,11 +41,13 @@ pub struct ServeSettings {
 }
 
 /// Serves until SIGTERM or Ctrl-C. `local` is the in-process engine's
-/// per-query resources (`None` when queries run on a cluster).
+/// per-query resources (`None` when queries run on a cluster); paths
+/// under `warehouse` reach clients as table and partition names.
 pub async fn run(
     ctx: SessionContext,
     settings: ServeSettings,
     local: Option<quota::QueryRuntime>,
+    warehouse: crate::store::Location,
 ) -> Result<String> {
     let users = users::Users::load(&settings.users)?;
     if users.users.is_empty() && users.tokens.is_empty() {
@@ -59,7 +61,7 @@ pub async fn run(
     if let Some(q) = &local {
         bounded::register(&ctx, q.memory_share);
     }
-    let service = flight::Service::new(ctx, auth, settings.limits, local)?;
+    let service = flight::Service::new(ctx, auth, settings.limits, local, warehouse)?;
     let mut server = Server::builder();
     if let Some((cert, key)) = &settings.tls {
         let read = |p: &PathBuf| {

@@ -23,7 +23,13 @@ pub fn redact(text: &str, warehouse: &Location) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some((at, root)) = next_root(rest, &roots) {
-        out.push_str(&rest[..at]);
+        // the whole token goes: an S3 error's URL names the endpoint too
+        let start = rest[..at]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| ends_path(*c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        out.push_str(&rest[..start]);
         let tail = &rest[at + root.len()..];
         let end = tail.find(ends_path).unwrap_or(tail.len());
         out.push_str(&name_of(&tail[..end]));
@@ -94,6 +100,11 @@ mod tests {
         assert_eq!(
             redact(err, &s3),
             "NotFound { path: \"ads_trk_page_1d dt=2024-06-18 region=aps1\" } at <warehouse>"
+        );
+        let url = "Error performing GET http://10.0.0.9:9000/bkt/warehouse/ads/ads_trk_page_1d/dt=2024-06-18/region=aps1/p.parquet in 2ms";
+        assert_eq!(
+            redact(url, &s3),
+            "Error performing GET ads_trk_page_1d dt=2024-06-18 region=aps1 in 2ms"
         );
         assert_eq!(redact("no paths here", &wh), "no paths here");
     }
