@@ -744,7 +744,15 @@ fn produce_flowing(
 /// timeout (10 s) + `--max-wait` (1 s) + 15 s of the last restart (issue:
 /// on tansu the restarted member was assigned nothing for 200+ s).
 fn restarted_uploaders_take_their_partitions_back(uploaders: usize) {
-    let world = World::new(&format!("restart{uploaders}"));
+    uploaders_lose_one(uploaders, true, Duration::from_secs(10 + 1 + 15));
+}
+
+/// Starts `uploaders` uploaders while records flow; kills uploader 0 —
+/// restarted at once three times in 10 s when `restart`, else for good —
+/// and checks every acknowledged record is in S3 exactly once within
+/// `within` of the last kill or restart.
+fn uploaders_lose_one(uploaders: usize, restart: bool, within: Duration) {
+    let world = World::new(&format!("lose{uploaders}{restart}"));
     let dir = world.dir.path();
     let _logs = LogsOnFailure(dir.to_path_buf());
     let broker = Broker::start(dir);
@@ -773,17 +781,21 @@ fn restarted_uploaders_take_their_partitions_back(uploaders: usize) {
             "the first records uploaded",
             || !rt.block_on(world.keys("raw/")).is_empty(),
         );
-        // uploader 0 is killed and restarted at once, three times in 10 s
-        for round in 1..=3 {
+        if restart {
+            // uploader 0 is killed and restarted at once, three times in 10 s
+            for round in 1..=3 {
+                ups[0].proc = None;
+                ups[0] = start(0, round);
+                std::thread::sleep(Duration::from_millis(3300));
+            }
+        } else {
             ups[0].proc = None;
-            ups[0] = start(0, round);
-            std::thread::sleep(Duration::from_millis(3300));
         }
         std::thread::sleep(Duration::from_secs(2));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     let known = known.into_inner().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10 + 1 + 15);
+    let deadline = Instant::now() + within;
     let objects = loop {
         let mut objects = Vec::new();
         for k in rt.block_on(world.keys("raw/")) {
@@ -809,6 +821,15 @@ fn a_restarted_uploader_takes_its_partitions_back() {
 #[test]
 fn two_uploaders_one_restarted_take_their_partitions_back() {
     restarted_uploaders_take_their_partitions_back(2);
+}
+
+/// One of two uploaders SIGKILLed for good: the other takes its
+/// partitions over (on tansu, through its watchdog: a backlog nobody
+/// commits for a session timeout + 2 `--max-wait` + 10 s makes it leave and
+/// rejoin the group), and every acknowledged record is in S3 exactly once.
+#[test]
+fn an_uploader_that_dies_for_good_leaves_its_partitions_to_the_other() {
+    uploaders_lose_one(2, false, Duration::from_secs(75));
 }
 
 #[test]

@@ -13,6 +13,7 @@
 
 pub mod batch;
 mod fault;
+pub mod orphans;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,10 @@ use crate::error::Result;
 use crate::kafka;
 use crate::metrics::UploaderMetrics;
 pub use batch::{Batch, Cut};
+use orphans::Orphans;
+
+/// How often the watchdog looks at the group's partitions.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
 
 /// What one uploader does.
 pub struct UploaderConfig {
@@ -167,6 +172,8 @@ impl Uploader {
         let cut = self.writer.config.cut;
         let tick = (cut.max_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(tick);
+        let mut watchdog = tokio::time::interval(WATCH_EVERY);
+        let mut orphans = Orphans::default();
         let writer = self.writer.clone();
         loop {
             let record = tokio::select! {
@@ -178,6 +185,10 @@ impl Uploader {
                 }),
                 _ = ticker.tick() => {
                     self.flush_due().await;
+                    continue;
+                }
+                _ = watchdog.tick() => {
+                    self.watch(&mut orphans).await?;
                     continue;
                 }
                 _ = stop.changed() => break,
@@ -192,12 +203,56 @@ impl Uploader {
             }
         }
         tracing::info!("stopping: writing out the batches in hand");
+        self.write_out_all().await;
+        writer.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Writes out and commits every batch in hand.
+    async fn write_out_all(&mut self) {
         let parts: Vec<i32> = self.parts.keys().copied().collect();
         for p in parts {
             self.flush(p).await;
             self.settle(p).await;
         }
-        writer.consumer.unsubscribe();
+    }
+
+    /// The watchdog ([`orphans`]): when partitions outside this member's
+    /// assignment keep a backlog nobody commits, writes out what it holds,
+    /// leaves the group and joins again (after a jitter, so that two
+    /// members do not rejoin in step).
+    async fn watch(&mut self, orphans: &mut Orphans) -> Result<()> {
+        let w = self.writer.clone();
+        let looks =
+            tokio::task::spawn_blocking(move || orphans::look(&w.consumer, &w.config.topic))
+                .await
+                .map_err(|e| crate::error::Error::Io(std::io::Error::other(e)))?;
+        let looks = match looks {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "watchdog: cannot look at the partitions");
+                return Ok(());
+            }
+        };
+        let stall = kafka::SESSION_TIMEOUT + 2 * self.writer.config.cut.max_wait + WATCH_EVERY * 2;
+        let stalled = orphans.stalled(&looks, std::time::Instant::now(), stall);
+        if stalled.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            partitions = ?stalled,
+            stalled_secs = stall.as_secs(),
+            "partitions outside this member's assignment have a backlog nobody commits; leaving the group and joining again"
+        );
+        self.write_out_all().await;
+        self.writer.consumer.unsubscribe();
+        self.parts.clear();
+        let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 8);
+        tokio::time::sleep(jitter).await;
+        self.writer
+            .consumer
+            .subscribe(&[&self.writer.config.topic])?;
+        orphans.reset();
         Ok(())
     }
 
