@@ -13,4 +13,5 @@ mod harness;
 mod layering;
 mod reports;
 mod serve;
+mod serve_auth;
 mod writes;

@@ -80,7 +80,7 @@ fn python() -> std::path::PathBuf {
     p
 }
 
-fn users_cmd(w: &World, args: &[&str], stdin: &str) -> Run {
+pub(crate) fn users_cmd(w: &World, args: &[&str], stdin: &str) -> Run {
     let mut cmd = Command::new(bin("tauc-job"));
     cmd.arg("users")
         .args(args)
@@ -105,7 +105,7 @@ fn users_cmd(w: &World, args: &[&str], stdin: &str) -> Run {
 }
 
 /// Makes the world's users file with one user; returns its path.
-fn add_user(w: &World, name: &str, password: &str) -> std::path::PathBuf {
+pub(crate) fn add_user(w: &World, name: &str, password: &str) -> std::path::PathBuf {
     let users = w.dir.path().join("users.toml");
     let args = ["add", name, "--users", users.to_str().unwrap()];
     users_cmd(w, &args, &format!("{password}\n")).ok();

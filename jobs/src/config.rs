@@ -67,6 +67,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_TLS_CERT",
     "TAUC_TLS_KEY",
     "TAUC_TOKEN_TTL",
+    "TAUC_LOGIN_ATTEMPTS",
+    "TAUC_LOGIN_BACKOFF",
     "TAUC_QUERY_TIMEOUT",
     "TAUC_MAX_ROWS",
     "TAUC_MAX_QUERIES",
@@ -169,6 +171,10 @@ pub struct ServeFile {
     pub tls_key: Option<PathBuf>,
     /// How long a login lasts, e.g. `8h`.
     pub token_ttl: Option<String>,
+    /// Failed logins in a row before logins back off.
+    pub login_attempts: Option<u32>,
+    /// The first back-off window, e.g. `1s`.
+    pub login_backoff: Option<String>,
     /// Longest a query may run, e.g. `300s`.
     pub query_timeout: Option<String>,
     /// Most rows one result may have.

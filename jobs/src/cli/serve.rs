@@ -12,6 +12,7 @@ use crate::cli::{EngineArgs, StoreArgs};
 use crate::config::{FileConfig, parse_duration};
 use crate::engine::scratch::parse_size;
 use crate::error::{Error, Result};
+use crate::serve::backoff::LoginLimits;
 use crate::serve::users::Users;
 use crate::serve::{ServeSettings, flight::Limits};
 
@@ -38,6 +39,14 @@ pub struct ServeCmd {
     /// How long a login lasts, e.g. 8h [default: 8h].
     #[arg(long, env = "TAUC_TOKEN_TTL", value_parser = parse_duration)]
     pub token_ttl: Option<Duration>,
+    /// Failed logins in a row, per user name and per client address,
+    /// before logins back off [default: 5].
+    #[arg(long, env = "TAUC_LOGIN_ATTEMPTS")]
+    pub login_attempts: Option<u32>,
+    /// The first back-off window after --login-attempts failures, e.g. 1s;
+    /// each further failure doubles it, up to 5 minutes [default: 1s].
+    #[arg(long, env = "TAUC_LOGIN_BACKOFF", value_parser = parse_duration)]
+    pub login_backoff: Option<Duration>,
     /// Longest a query may run, e.g. 300s [default: 300s].
     #[arg(long, env = "TAUC_QUERY_TIMEOUT", value_parser = parse_duration)]
     pub query_timeout: Option<Duration>,
@@ -110,6 +119,17 @@ impl ServeCmd {
         };
         let token_ttl = duration("token-ttl", self.token_ttl, &f.token_ttl, 8 * 3600)?;
         let query_timeout = duration("query-timeout", self.query_timeout, &f.query_timeout, 300)?;
+        let defaults = LoginLimits::default();
+        let login_attempts = self
+            .login_attempts
+            .or(f.login_attempts)
+            .unwrap_or(defaults.attempts);
+        let login_backoff = duration(
+            "login-backoff",
+            self.login_backoff,
+            &f.login_backoff,
+            defaults.backoff.as_secs(),
+        )?;
         let max_rows = self.max_rows.or(f.max_rows).unwrap_or(1_000_000);
         let max_queries = self.max_queries.or(f.max_queries).unwrap_or(4);
         let max_queries_per_user = self
@@ -129,9 +149,11 @@ impl ServeCmd {
             || max_queries == 0
             || max_queries_per_user == 0
             || query_scratch == 0
+            || login_attempts == 0
+            || login_backoff.is_zero()
         {
             return Err(Error::config(
-                "--max-rows, --query-timeout, --token-ttl, --max-queries, --max-queries-per-user and --query-scratch must be above zero",
+                "--max-rows, --query-timeout, --token-ttl, --max-queries, --max-queries-per-user, --query-scratch, --login-attempts and --login-backoff must be above zero",
             ));
         }
         Ok(ServeSettings {
@@ -139,6 +161,10 @@ impl ServeCmd {
             users,
             tls,
             token_ttl,
+            logins: LoginLimits {
+                attempts: login_attempts,
+                backoff: login_backoff,
+            },
             limits: Limits {
                 query_timeout,
                 max_rows,
@@ -252,4 +278,45 @@ fn read_password(name: &str) -> Result<String> {
         ));
     }
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeCmd,
+    }
+
+    fn settings(args: &[&str], file: &str) -> Result<ServeSettings> {
+        let cli = Cli::try_parse_from(["serve", "--users", "u.toml"].iter().chain(args))
+            .map_err(|e| Error::config(e.to_string()))?;
+        cli.serve.settings(&toml::from_str(file).unwrap())
+    }
+
+    #[test]
+    fn login_limits_come_from_flags_over_the_file_over_defaults() {
+        let s = settings(&[], "").unwrap();
+        assert_eq!(s.logins, LoginLimits::default());
+        let file = "[serve]\nlogin-attempts = 3\nlogin-backoff = \"2s\"\n";
+        let s = settings(&[], file).unwrap();
+        assert_eq!((s.logins.attempts, s.logins.backoff.as_secs()), (3, 2));
+        let s = settings(&["--login-attempts", "9", "--login-backoff", "500ms"], file).unwrap();
+        assert_eq!(s.logins.attempts, 9);
+        assert_eq!(s.logins.backoff, Duration::from_millis(500));
+        for bad in [
+            &["--login-attempts", "0"][..],
+            &["--login-backoff", "0s"][..],
+        ] {
+            let e = settings(bad, "").unwrap_err().to_string();
+            assert!(e.contains("must be above zero"), "{e}");
+        }
+        let e = settings(&[], "[serve]\nlogin-backoff = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("login-backoff") && e.contains("'soon'"), "{e}");
+    }
 }

@@ -7,14 +7,24 @@
 //! call must carry `authorization: Bearer <token>`: a session token or a
 //! static service token of the users file. Refusals are `Unauthenticated`
 //! and are logged with the user name and the reason, never the secret.
+//!
+//! Password guessing is held back: failed logins back off by user name and
+//! by client address ([`crate::serve::backoff`]), answered
+//! `ResourceExhausted` without a password check, and a wrong password
+//! costs the same time and gets the same words whether or not the user
+//! exists ([`Users::verify`]). Session tokens are kept and looked up by
+//! their SHA-256, static tokens compared in constant time, so the time of
+//! a token check tells nothing about a valid token.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::serve::backoff::{Backoff, LoginLimits};
 use crate::serve::users::{Users, token_digest};
 
 /// Who made a call.
@@ -35,21 +45,30 @@ pub struct Auth {
     ttl: Duration,
     /// By SHA-256 of the token, so a heap dump holds no live token.
     sessions: Mutex<HashMap<String, Session>>,
+    backoff: Backoff,
 }
 
 impl Auth {
-    /// Checks against `users`; session tokens live `ttl`.
-    pub fn new(users: Users, ttl: Duration) -> Auth {
+    /// Checks against `users`; session tokens live `ttl`; failed logins
+    /// back off after `limits`. Slow (makes the hash unknown names are
+    /// checked against).
+    pub fn new(users: Users, ttl: Duration, limits: LoginLimits) -> Auth {
+        users.dummy_hash();
         Auth {
             users: Arc::new(users),
             ttl,
             sessions: Mutex::new(HashMap::new()),
+            backoff: Backoff::new(limits),
         }
     }
 
-    /// Checks a handshake's basic credentials; returns the new bearer
-    /// token.
-    pub async fn login(&self, metadata: &MetadataMap) -> Result<(String, Caller), Status> {
+    /// Checks a handshake's basic credentials from client `peer`; returns
+    /// the new bearer token.
+    pub async fn login(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<IpAddr>,
+    ) -> Result<(String, Caller), Status> {
         let header = header(metadata).ok_or_else(|| {
             refuse(
                 "-",
@@ -79,13 +98,19 @@ impl Auth {
                 "send base64(user:password)",
             )
         })?;
+        let attempt = self
+            .backoff
+            .begin(user, peer, Instant::now())
+            .map_err(|wait| too_many(user, peer, wait))?;
         let (users, u, p) = (self.users.clone(), user.to_string(), password.to_string());
         let ok = tokio::task::spawn_blocking(move || users.verify(&u, &p))
             .await
             .unwrap_or(false);
         if !ok {
+            attempt.failed(Instant::now());
             return Err(refuse(user, "wrong user name or password", "check them"));
         }
+        attempt.succeeded(Instant::now());
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -144,6 +169,19 @@ fn header(metadata: &MetadataMap) -> Option<&str> {
     metadata.get("authorization").and_then(|v| v.to_str().ok())
 }
 
+/// The refusal of a login in a back-off window: the same for every name,
+/// existing or not.
+fn too_many(user: &str, peer: Option<IpAddr>, wait: Duration) -> Status {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    tracing::warn!(
+        user,
+        peer = %peer.map_or("-".to_string(), |p| p.to_string()),
+        wait_secs = secs,
+        "login refused: backing off after failed logins"
+    );
+    Status::resource_exhausted(format!("too many failed logins; try again in {secs} s"))
+}
+
 fn refuse(user: &str, why: &str, what_to_do: &str) -> Status {
     tracing::warn!(user, reason = why, "authentication refused");
     Status::unauthenticated(format!("{why}: {what_to_do}"))
@@ -181,10 +219,10 @@ mod tests {
         let mut users = Users::default();
         users.set_password("alice", "correct horse").unwrap();
         let svc = users.new_token("superset").unwrap();
-        let auth = Auth::new(users, Duration::from_millis(300));
+        let auth = Auth::new(users, Duration::from_millis(300), LoginLimits::default());
         // alice:correct horse
         let (token, caller) = auth
-            .login(&md("Basic YWxpY2U6Y29ycmVjdCBob3JzZQ=="))
+            .login(&md("Basic YWxpY2U6Y29ycmVjdCBob3JzZQ=="), None)
             .await
             .unwrap();
         assert_eq!(caller.name, "alice");
@@ -197,7 +235,10 @@ mod tests {
             "superset"
         );
         // alice:wrong
-        let e = auth.login(&md("Basic YWxpY2U6d3Jvbmc=")).await.unwrap_err();
+        let e = auth
+            .login(&md("Basic YWxpY2U6d3Jvbmc="), None)
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(auth.check(&MetadataMap::new()).is_err());
         assert!(auth.check(&md("Bearer nope")).is_err());

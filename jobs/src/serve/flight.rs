@@ -3,10 +3,12 @@
 //! Statements and prepared statements are planned by
 //! [`crate::warehouse::query::plan`], so the same read-only rule holds as
 //! for `tauc-job sql`. A ticket carries the statement (not a result held
-//! on the server): `DoGet` plans it again and streams the batches as they
-//! come, with string and binary view columns cast to plain `Utf8` /
+//! on the server), signed for the user it was issued to
+//! ([`crate::serve::ticket`]): `DoGet` checks the signature, plans the
+//! statement again and streams the batches as they come, with string and binary view columns cast to plain `Utf8` /
 //! `Binary`, which every client reads. Each query has a deadline and a row
-//! limit, and can be cancelled with `CancelQuery`.
+//! limit, and can be cancelled with `CancelQuery`. Prepared statements
+//! are kept on the server and answer only the user who prepared them.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -40,7 +42,6 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execut
 use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -48,6 +49,7 @@ use crate::error::Error;
 use crate::serve::auth::{Auth, Caller};
 use crate::serve::placeholders;
 use crate::serve::quota::{self, QueryRuntime, Slot, Slots};
+use crate::serve::ticket::Signer;
 use crate::store::Location;
 use crate::warehouse::redact;
 
@@ -74,17 +76,18 @@ pub struct Limits {
     pub query_scratch: u64,
 }
 
-/// What a statement ticket carries.
-#[derive(Serialize, Deserialize)]
-struct StatementHandle {
-    id: String,
-    sql: String,
-}
-
-/// A prepared statement: its SQL and the parameters bound last.
+/// A prepared statement: who prepared it, its SQL and the parameters
+/// bound last.
 struct Prepared {
+    user: String,
     sql: String,
     params: Vec<ScalarValue>,
+}
+
+/// The refusal of a prepared statement that is not the caller's (closed,
+/// never made, or another user's: the same words for all three).
+fn no_such_prepared() -> Status {
+    Status::not_found("no such prepared statement (closed?): prepare it again")
 }
 
 /// The service: one warehouse session shared by every client.
@@ -97,6 +100,8 @@ pub struct Service {
     local: Option<QueryRuntime>,
     slots: Slots,
     prepared: Mutex<HashMap<String, Prepared>>,
+    /// Signs the statement tickets handed out.
+    tickets: Signer,
     /// Cancellation switches of queries handed out and not yet finished.
     queries: Queries,
     /// The warehouse, whose paths clients see as tables and partitions.
@@ -140,6 +145,9 @@ impl Service {
             local,
             slots: Slots::new(limits.max_queries, limits.max_queries_per_user),
             prepared: Mutex::new(HashMap::new()),
+            // a ticket is fetched at once; a slow client still has twice
+            // the query deadline, at least a minute
+            tickets: Signer::new((2 * limits.query_timeout).max(Duration::from_secs(60)))?,
             queries: Arc::new(Mutex::new(HashMap::new())),
             warehouse: Arc::new(warehouse),
         })
@@ -609,11 +617,6 @@ fn redact_batch(b: &RecordBatch, warehouse: &Location) -> Result<RecordBatch, St
     RecordBatch::try_new(b.schema(), columns).map_err(|e| Status::internal(e.to_string()))
 }
 
-fn handle_of(ticket: &TicketStatementQuery) -> Result<StatementHandle, Status> {
-    serde_json::from_slice(&ticket.statement_handle)
-        .map_err(|_| Status::invalid_argument("not a ticket of this server"))
-}
-
 /// A parameter's value: flightsql-dbapi sends each one in a dense union
 /// (so each may have its own type); the value is the union's member.
 fn union_value(v: ScalarValue) -> ScalarValue {
@@ -639,7 +642,8 @@ impl FlightSqlService for Service {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let (token, _) = self.auth.login(request.metadata()).await?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let (token, _) = self.auth.login(request.metadata(), peer).await?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -659,18 +663,14 @@ impl FlightSqlService for Service {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let df = self.plan(&query.query, &[]).await?;
         let schema = plain_schema(df.schema().as_arrow());
-        let handle = StatementHandle {
-            id: uuid::Uuid::new_v4().to_string(),
-            sql: query.query,
-        };
-        self.register(&handle.id);
+        let id = uuid::Uuid::new_v4().to_string();
+        let handle = self.tickets.issue(&id, &query.query, &caller.name)?;
+        self.register(&id);
         let ticket = TicketStatementQuery {
-            statement_handle: serde_json::to_vec(&handle)
-                .map_err(|e| Status::internal(e.to_string()))?
-                .into(),
+            statement_handle: handle.into(),
         };
         self.info(
             &schema,
@@ -686,7 +686,7 @@ impl FlightSqlService for Service {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = self.check(&request)?;
         let started = Instant::now();
-        let handle = handle_of(&ticket)?;
+        let handle = self.tickets.open(&ticket.statement_handle, &caller.name)?;
         let stream = self
             .execute(&handle.id, &caller, &handle.sql, &[], started)
             .await?;
@@ -698,7 +698,7 @@ impl FlightSqlService for Service {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let sql = placeholders::numbered(&query.query)?;
         let df = crate::warehouse::query::plan(&self.ctx, &sql, false)
             .await
@@ -720,6 +720,7 @@ impl FlightSqlService for Service {
             .insert(
                 id.clone(),
                 Prepared {
+                    user: caller.name,
                     sql,
                     params: Vec::new(),
                 },
@@ -736,7 +737,7 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let id = prepared_id(&query.prepared_statement_handle)?;
         // `into_peekable` keeps the first message, which carries the schema
         let stream = request
@@ -767,7 +768,8 @@ impl FlightSqlService for Service {
         let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
         let p = prepared
             .get_mut(&id)
-            .ok_or_else(|| Status::not_found("no such prepared statement (closed?)"))?;
+            .filter(|p| p.user == caller.name)
+            .ok_or_else(no_such_prepared)?;
         p.params = params;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(id.into_bytes().into()),
@@ -779,9 +781,9 @@ impl FlightSqlService for Service {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let id = prepared_id(&cmd.prepared_statement_handle)?;
-        let (sql, params) = self.prepared_statement(&id)?;
+        let (sql, params) = self.prepared_statement(&id, &caller)?;
         let df = self.plan(&sql, &params).await?;
         self.register(&id);
         let schema = plain_schema(df.schema().as_arrow());
@@ -796,7 +798,7 @@ impl FlightSqlService for Service {
         let caller = self.check(&request)?;
         let started = Instant::now();
         let id = prepared_id(&cmd.prepared_statement_handle)?;
-        let (sql, params) = self.prepared_statement(&id)?;
+        let (sql, params) = self.prepared_statement(&id, &caller)?;
         let stream = self.execute(&id, &caller, &sql, &params, started).await?;
         Ok(Response::new(stream))
     }
@@ -806,12 +808,12 @@ impl FlightSqlService for Service {
         query: ActionClosePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let id = prepared_id(&query.prepared_statement_handle)?;
-        self.prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let mut prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if prepared.get(&id).is_some_and(|p| p.user == caller.name) {
+            prepared.remove(&id);
+        }
         Ok(())
     }
 
@@ -820,7 +822,7 @@ impl FlightSqlService for Service {
         query: ActionCancelQueryRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        self.check(&request)?;
+        let caller = self.check(&request)?;
         let info = FlightInfo::decode(query.info)
             .map_err(|e| Status::invalid_argument(format!("not a FlightInfo: {e}")))?;
         let ticket = info
@@ -831,9 +833,11 @@ impl FlightSqlService for Service {
         let any = Any::decode(ticket.ticket)
             .map_err(|e| Status::invalid_argument(format!("not a ticket of this server: {e}")))?;
         let id = if let Ok(Some(t)) = any.unpack::<TicketStatementQuery>() {
-            handle_of(&t)?.id
+            self.tickets.open(&t.statement_handle, &caller.name)?.id
         } else if let Ok(Some(p)) = any.unpack::<CommandPreparedStatementQuery>() {
-            prepared_id(&p.prepared_statement_handle)?
+            let id = prepared_id(&p.prepared_statement_handle)?;
+            self.prepared_statement(&id, &caller)?;
+            id
         } else {
             return Err(Status::invalid_argument("not a ticket of this server"));
         };
@@ -979,11 +983,17 @@ impl FlightSqlService for Service {
 }
 
 impl Service {
-    fn prepared_statement(&self, id: &str) -> Result<(String, Vec<ScalarValue>), Status> {
+    /// The SQL and parameters of `caller`'s prepared statement `id`.
+    fn prepared_statement(
+        &self,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<(String, Vec<ScalarValue>), Status> {
         let prepared = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
         let p = prepared
             .get(id)
-            .ok_or_else(|| Status::not_found("no such prepared statement (closed?)"))?;
+            .filter(|p| p.user == caller.name)
+            .ok_or_else(no_such_prepared)?;
         Ok((p.sql.clone(), p.params.clone()))
     }
 }

@@ -3,15 +3,18 @@
 //!
 //! Meant to run on the master node next to the scheduler, reachable only
 //! from the BI host: every call needs a login ([`auth`]) against the users
-//! file ([`users`]), every statement is read-only, and each query has a
+//! file ([`users`]), failed logins back off ([`backoff`]), tickets are
+//! signed ([`ticket`]), every statement is read-only, and each query has a
 //! deadline and a row limit ([`flight`]). Queries run in-process by
 //! default, or on the cluster with `--scheduler`.
 
 pub mod auth;
+pub mod backoff;
 pub mod bounded;
 pub mod flight;
 pub mod placeholders;
 pub mod quota;
+pub mod ticket;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -36,6 +39,8 @@ pub struct ServeSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long a login lasts.
     pub token_ttl: Duration,
+    /// When failed logins back off.
+    pub logins: backoff::LoginLimits,
     /// Per-query limits.
     pub limits: flight::Limits,
 }
@@ -57,7 +62,7 @@ pub async fn run(
             settings.users.display()
         )));
     }
-    let auth = Arc::new(auth::Auth::new(users, settings.token_ttl));
+    let auth = Arc::new(auth::Auth::new(users, settings.token_ttl, settings.logins));
     if let Some(q) = &local {
         bounded::register(&ctx, q.memory_share);
     }

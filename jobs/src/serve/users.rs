@@ -14,9 +14,15 @@
 //! may instead present a long random static token, stored as its SHA-256
 //! (a token is random, so a fast hash is as good as a slow one). The file
 //! is written with mode 0600.
+//!
+//! Checking a password costs one Argon2 verification whether or not the
+//! name exists: an unknown name is checked against a hash of a random
+//! password made with the parameters of the file's users, so the time of
+//! a refusal does not tell which names exist.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
@@ -34,6 +40,9 @@ pub struct Users {
     /// Static service tokens by name.
     #[serde(default)]
     pub tokens: BTreeMap<String, StaticToken>,
+    /// What unknown names are checked against ([`Users::dummy_hash`]).
+    #[serde(skip)]
+    dummy: OnceLock<String>,
 }
 
 /// One password user.
@@ -171,28 +180,76 @@ impl Users {
         a || b
     }
 
-    /// Whether `password` is `name`'s. Slow on purpose (Argon2): call it
-    /// off the async threads.
+    /// Whether `password` is `name`'s. Slow on purpose (Argon2), and as
+    /// slow for a name that does not exist: call it off the async threads.
     pub fn verify(&self, name: &str, password: &str) -> bool {
-        let Some(u) = self.users.get(name) else {
-            return false;
-        };
-        let Ok(hash) = PasswordHash::new(&u.argon2) else {
-            return false;
-        };
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
+        let (phc, known) = self.hash_to_check(name);
+        let ok = PasswordHash::new(phc).is_ok_and(|hash| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        });
+        ok && known
     }
 
-    /// The name of the static token `token`, if it is one.
-    pub fn token_name(&self, token: &str) -> Option<&str> {
-        let digest = token_digest(token);
-        self.tokens
-            .iter()
-            .find(|(_, t)| t.sha256.eq_ignore_ascii_case(&digest))
-            .map(|(n, _)| n.as_str())
+    /// The hash a password for `name` is checked against, and whether it
+    /// is `name`'s own: for an unknown name, [`Users::dummy_hash`].
+    fn hash_to_check(&self, name: &str) -> (&str, bool) {
+        match self.users.get(name) {
+            Some(u) => (u.argon2.as_str(), true),
+            None => (self.dummy_hash(), false),
+        }
     }
+
+    /// A hash of a random password, made with the algorithm, version and
+    /// parameters of the file's first user (Argon2id defaults when there
+    /// is none), so that checking it costs what checking theirs does.
+    /// Made once (slow): call it at start-up.
+    pub fn dummy_hash(&self) -> &str {
+        self.dummy.get_or_init(|| {
+            let like = self
+                .users
+                .values()
+                .find_map(|u| hasher_like(&u.argon2))
+                .unwrap_or_default();
+            let secret = uuid::Uuid::new_v4().simple().to_string();
+            SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+                .ok()
+                .and_then(|salt| {
+                    like.hash_password(secret.as_bytes(), &salt)
+                        .ok()
+                        .map(|h| h.to_string())
+                })
+                // not with parameters that made a valid hash; should it
+                // happen, a user's own hash costs the same to check
+                .or_else(|| self.users.values().next().map(|u| u.argon2.clone()))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The name of the static token `token`, if it is one. Every stored
+    /// digest is compared, each in constant time.
+    pub fn token_name(&self, token: &str) -> Option<&str> {
+        use subtle::ConstantTimeEq as _;
+        let digest = token_digest(token);
+        let mut found = None;
+        for (name, t) in &self.tokens {
+            let stored = t.sha256.to_ascii_lowercase();
+            if bool::from(stored.as_bytes().ct_eq(digest.as_bytes())) && found.is_none() {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// An Argon2 hasher with the algorithm, version and parameters of `phc`.
+fn hasher_like(phc: &str) -> Option<argon2::Argon2<'static>> {
+    let hash = PasswordHash::new(phc).ok()?;
+    let algorithm = argon2::Algorithm::try_from(hash.algorithm).ok()?;
+    let version = argon2::Version::try_from(hash.version.unwrap_or(0x13)).ok()?;
+    let params = argon2::Params::try_from(&hash).ok()?;
+    Some(argon2::Argon2::new(algorithm, version, params))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -234,6 +291,63 @@ mod tests {
         assert_eq!(u.token_name("tauc_guess"), None);
         assert!(Users::default().set_password("a b", "long enough").is_err());
         assert!(Users::default().set_password("bob", "short").is_err());
+    }
+
+    /// The algorithm, version, parameters and lengths of a PHC string.
+    fn shape(phc: &str) -> String {
+        let h = PasswordHash::new(phc).unwrap();
+        format!(
+            "{} {:?} {} salt={} out={}",
+            h.algorithm,
+            h.version,
+            h.params,
+            h.salt.unwrap().len(),
+            h.hash.unwrap().len()
+        )
+    }
+
+    #[test]
+    fn an_unknown_name_costs_the_same_verification_as_a_known_one() {
+        let mut u = Users::default();
+        u.set_password("alice", "correct horse").unwrap();
+        let (own, known) = u.hash_to_check("alice");
+        assert!(known);
+        assert_eq!(own, u.users["alice"].argon2);
+        // an unknown name is checked against a hash of the same shape
+        let (dummy, known) = u.hash_to_check("nobody");
+        assert!(!known);
+        assert_eq!(shape(dummy), shape(own));
+        assert_ne!(dummy, own);
+        assert!(!u.verify("nobody", "correct horse"));
+        // made once
+        assert!(std::ptr::eq(u.dummy_hash(), u.hash_to_check("carol").0));
+
+        // a file whose hashes have other parameters: the dummy follows them
+        let custom = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8192, 3, 1, Some(32)).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let phc = custom.hash_password(b"pw", &salt).unwrap().to_string();
+        let mut u = Users::default();
+        u.users.insert(
+            "old".into(),
+            User {
+                argon2: phc.clone(),
+            },
+        );
+        assert_eq!(shape(u.dummy_hash()), shape(&phc));
+        assert!(shape(&phc).contains("m=8192,t=3,p=1"), "{}", shape(&phc));
+        assert!(u.verify("old", "pw") && !u.verify("nobody", "pw"));
+
+        // no users (tokens only): Argon2id defaults
+        let mut defaults = Users::default();
+        defaults.set_password("x", "long enough").unwrap();
+        assert_eq!(
+            shape(Users::default().dummy_hash()),
+            shape(&defaults.users["x"].argon2)
+        );
     }
 
     #[test]
