@@ -942,3 +942,50 @@ async fn queries_answer_through_repeated_commits() {
         assert_eq!(a.as_ref(), Ok(&expected));
     }
 }
+
+/// On a cluster a query past its deadline stops there too: the server
+/// cancels its Ballista job, which the scheduler then shows ended
+/// (failed, cancelled) instead of running on for minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_query_past_its_deadline_is_cancelled_on_the_scheduler() {
+    let w = World::new("serve-cluster");
+    let _logs = crate::chain::LogsOnFailure(w.dir.path().to_path_buf());
+    w.sample_day("1500");
+    w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
+    let cluster = Cluster::start(&w, 1);
+    let pw = "a long enough secret";
+    let users = add_user(&w, "alice", pw);
+    let port = free_port();
+    let log = w.dir.path().join("serve-cluster.log");
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--users", users.to_str().unwrap(), "--query-timeout", "6s"])
+        .args(["--scheduler", &cluster.url])
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .env("RUST_LOG", "info");
+    let _server = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-job serve", &log);
+
+    let sql = "SELECT count(*) FROM dwd_trk_event_di a CROSS JOIN dwd_trk_event_di b \
+               CROSS JOIN dwd_trk_event_di c";
+    let err = flight_query(port, "alice", pw, sql).await.unwrap_err();
+    assert!(err.contains("--query-timeout"), "{err}");
+    let status = || {
+        w.tauc_job(&["status", "--scheduler", &cluster.url], false)
+            .ok()
+            .to_string()
+    };
+    // left alone, the job runs ~25 s more on this data and succeeds
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut jobs = status();
+    while jobs.contains("running") || jobs.contains("queued") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job runs on past its deadline:\n{jobs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        jobs = status();
+    }
+    assert!(jobs.contains("failed"), "no ended job:\n{jobs}");
+}
