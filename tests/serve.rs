@@ -810,6 +810,23 @@ async fn one_query_cannot_take_the_server() {
     );
 }
 
+/// Starts `tauc-job serve` over the world's warehouse for the users file
+/// `users`, with `extra` flags; returns the server and its port.
+fn start_serve(w: &World, name: &str, users: &Path, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let log = w.dir.path().join(format!("{name}.log"));
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--users", users.to_str().unwrap()])
+        .args(extra)
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .env("RUST_LOG", "info");
+    let server = Proc::spawn(cmd, log.clone());
+    wait_for_port(port, "tauc-job serve", &log);
+    (server, port)
+}
+
 /// What a client reads names tables and partitions, never the server's
 /// paths, bucket or S3 endpoint: a query over a partition whose file went
 /// missing fails naming the partition, and EXPLAIN's plan lists the
@@ -822,16 +839,7 @@ async fn clients_see_tables_and_partitions_not_server_paths() {
     w.submit(&["--date", "2024-06-18", "--region", "aps1"]).ok();
     let pw = "a long enough secret";
     let users = add_user(&w, "alice", pw);
-    let port = free_port();
-    let log = w.dir.path().join("serve-paths.log");
-    let mut cmd = Command::new(bin("tauc-job"));
-    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--users", users.to_str().unwrap()])
-        .args(w.store_flags())
-        .current_dir(w.dir.path())
-        .env("RUST_LOG", "info");
-    let _server = Proc::spawn(cmd, log.clone());
-    wait_for_port(port, "tauc-job serve", &log);
+    let (_server, port) = start_serve(&w, "serve-paths", &users, &[]);
     let leaks = |text: &str| {
         ["serve-paths", "/wh/", "wh/dwd", "127.0.0.1", "/tmp/"]
             .into_iter()
@@ -895,16 +903,7 @@ async fn queries_answer_through_repeated_commits() {
     w.submit(&args).ok();
     let pw = "a long enough secret";
     let users = add_user(&w, "alice", pw);
-    let port = free_port();
-    let log = w.dir.path().join("serve-reruns.log");
-    let mut cmd = Command::new(bin("tauc-job"));
-    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--users", users.to_str().unwrap()])
-        .args(w.store_flags())
-        .current_dir(w.dir.path())
-        .env("RUST_LOG", "info");
-    let _server = Proc::spawn(cmd, log.clone());
-    wait_for_port(port, "tauc-job serve", &log);
+    let (_server, port) = start_serve(&w, "serve-reruns", &users, &[]);
     let sql = "SELECT (SELECT count(*) FROM ods_fe_event_di) AS ods, \
                (SELECT count(*) FROM dwd_trk_event_di) AS dwd";
     let answer = |b: Vec<datafusion::arrow::array::RecordBatch>| {
@@ -955,17 +954,8 @@ async fn a_cluster_query_past_its_deadline_is_cancelled_on_the_scheduler() {
     let cluster = Cluster::start(&w, 1);
     let pw = "a long enough secret";
     let users = add_user(&w, "alice", pw);
-    let port = free_port();
-    let log = w.dir.path().join("serve-cluster.log");
-    let mut cmd = Command::new(bin("tauc-job"));
-    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--users", users.to_str().unwrap(), "--query-timeout", "6s"])
-        .args(["--scheduler", &cluster.url])
-        .args(w.store_flags())
-        .current_dir(w.dir.path())
-        .env("RUST_LOG", "info");
-    let _server = Proc::spawn(cmd, log.clone());
-    wait_for_port(port, "tauc-job serve", &log);
+    let extra = ["--query-timeout", "6s", "--scheduler", &cluster.url];
+    let (_server, port) = start_serve(&w, "serve-cluster", &users, &extra);
 
     let sql = "SELECT count(*) FROM dwd_trk_event_di a CROSS JOIN dwd_trk_event_di b \
                CROSS JOIN dwd_trk_event_di c";

@@ -569,29 +569,26 @@ impl TaskWriter {
         }
         task_metrics::task_finished();
         let rows_written = self.written.iter().map(|w| w.2).sum::<u64>();
+        macro_rules! task_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    executor_id = worker_name(),
+                    run_id = %self.spec.run_id,
+                    task = %self.task.attempt,
+                    work = %self.task.work,
+                    files = self.written.len(),
+                    rows = rows_written,
+                    "task wrote its files"
+                )
+            };
+        }
         // an executor's log keeps a line per task; `tauc-job`'s in-process
         // tasks are its own progress, at debug (the stage lines and the
         // summary are what its user reads)
         if WORKER.get().is_some() {
-            tracing::info!(
-                executor_id = worker_name(),
-                run_id = %self.spec.run_id,
-                task = %self.task.attempt,
-                work = %self.task.work,
-                files = self.written.len(),
-                rows = rows_written,
-                "task wrote its files"
-            );
+            task_line!(info);
         } else {
-            tracing::debug!(
-                executor_id = worker_name(),
-                run_id = %self.spec.run_id,
-                task = %self.task.attempt,
-                work = %self.task.work,
-                files = self.written.len(),
-                rows = rows_written,
-                "task wrote its files"
-            );
+            task_line!(debug);
         }
         rows.finish()
     }
