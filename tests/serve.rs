@@ -812,7 +812,7 @@ async fn one_query_cannot_take_the_server() {
 
 /// Starts `tauc-job serve` over the world's warehouse for the users file
 /// `users`, with `extra` flags; returns the server and its port.
-fn start_serve(w: &World, name: &str, users: &Path, extra: &[&str]) -> (Proc, u16) {
+pub fn start_serve(w: &World, name: &str, users: &Path, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let log = w.dir.path().join(format!("{name}.log"));
     let mut cmd = Command::new(bin("tauc-job"));

@@ -2,8 +2,6 @@
 //! passwords back off, refusals of known and unknown users cost the same,
 //! and only tickets the server issued to the caller run.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -14,24 +12,7 @@ use prost::Message;
 use tonic::transport::Channel;
 
 use crate::harness::*;
-use crate::serve::{add_user, users_cmd};
-
-/// `tauc-job serve` over the world's (empty) warehouse with `extra`
-/// flags; the process and its port.
-fn serve(w: &World, users: &Path, name: &str, extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let log = w.dir.path().join(format!("{name}.log"));
-    let mut cmd = Command::new(bin("tauc-job"));
-    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--users", users.to_str().unwrap()])
-        .args(extra)
-        .args(w.store_flags())
-        .current_dir(w.dir.path())
-        .env("RUST_LOG", "info");
-    let server = Proc::spawn(cmd, log.clone());
-    wait_for_port(port, "tauc-job serve", &log);
-    (server, port)
-}
+use crate::serve::{add_user, start_serve, users_cmd};
 
 async fn channel(port: u16) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
@@ -152,7 +133,7 @@ async fn only_tickets_the_server_issued_to_the_caller_run() {
     let users = add_user(&w, "alice", "alices own secret");
     let users_s = users.to_str().unwrap();
     users_cmd(&w, &["add", "bob", "--users", users_s], "bobs own secret\n").ok();
-    let (_server, port) = serve(&w, &users, "serve-tickets", &[]);
+    let (_server, port) = start_serve(&w, "serve-tickets", &users, &[]);
     let ch = channel(port).await;
     let alice = login(&ch, "alice", "alices own secret").await.unwrap();
     let bob = login(&ch, "bob", "bobs own secret").await.unwrap();
@@ -254,7 +235,7 @@ async fn logins_back_off_after_repeated_failures() {
     let password = "alices own secret";
     let users = add_user(&w, "alice", password);
     // a first window long enough to be seen on a loaded machine
-    let (_server, port) = serve(&w, &users, "serve-backoff", &["--login-backoff", "4s"]);
+    let (_server, port) = start_serve(&w, "serve-backoff", &users, &["--login-backoff", "4s"]);
     let ch = channel(port).await;
 
     // five wrong passwords are checked and refused
@@ -335,7 +316,7 @@ async fn unknown_and_known_users_are_refused_alike() {
     let _logs = crate::chain::LogsOnFailure(w.dir.path().to_path_buf());
     let users = add_user(&w, "alice", "alices own secret");
     // no back-off in the way of 30 wrong logins
-    let (_server, port) = serve(&w, &users, "serve-timing", &["--login-attempts", "1000"]);
+    let (_server, port) = start_serve(&w, "serve-timing", &users, &["--login-attempts", "1000"]);
     let ch = channel(port).await;
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     // interleaved, so a burst of load hits both alike
