@@ -343,26 +343,7 @@ async fn json_logs_carry_the_job_and_run_id() {
     let w = World::new("jsonlogs");
     w.sample_day("200");
     // the harness's runs log at warn; these log at the default, info
-    let submit = |extra: &[&str]| {
-        let out = std::process::Command::new(bin("tauc-job"))
-            .args([
-                "submit",
-                "layering",
-                "--date",
-                "2024-06-18",
-                "--region",
-                "aps1",
-            ])
-            .args(extra)
-            .args(w.store_flags())
-            .current_dir(w.dir.path())
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
-    };
+    let submit = |extra: &[&str]| submit_logging(&w, None, extra);
     let (stdout, stderr) = submit(&["--log-format", "json"]);
     let summary = stdout.lines().find(|l| l.starts_with("run ")).unwrap();
     let run_id = summary.split_whitespace().nth(1).unwrap();
@@ -394,27 +375,7 @@ async fn json_logs_carry_the_job_and_run_id() {
 async fn submit_logs_stages_and_tasks_only_at_debug() {
     let w = World::new("quiet-submit");
     w.sample_day("400");
-    let submit = |log: &str| {
-        let out = std::process::Command::new(bin("tauc-job"))
-            .args([
-                "submit",
-                "layering",
-                "--date",
-                "2024-06-18",
-                "--region",
-                "aps1",
-            ])
-            .args(w.store_flags())
-            .current_dir(w.dir.path())
-            .env("RUST_LOG", log)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let submit = |log: &str| submit_logging(&w, Some(log), &[]);
     let (stdout, stderr) = submit("info");
     assert!(
         stderr.contains("stage started stage=dwd: committing"),
@@ -425,4 +386,30 @@ async fn submit_logs_stages_and_tasks_only_at_debug() {
     assert!(stdout.contains(" committed: ods "), "{stdout}");
     let (_, stderr) = submit("info,tauc_jobs=debug");
     assert!(stderr.contains("task wrote its files"), "{stderr}");
+}
+
+/// `submit layering` of the sample day with `RUST_LOG` = `log` (unset:
+/// tauc's default filter) and `extra` flags; it must succeed. Its stdout
+/// and stderr.
+fn submit_logging(w: &World, log: Option<&str>, extra: &[&str]) -> (String, String) {
+    let mut cmd = std::process::Command::new(bin("tauc-job"));
+    cmd.args([
+        "submit",
+        "layering",
+        "--date",
+        "2024-06-18",
+        "--region",
+        "aps1",
+    ])
+    .args(extra)
+    .args(w.store_flags())
+    .current_dir(w.dir.path());
+    match log {
+        Some(l) => cmd.env("RUST_LOG", l),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
