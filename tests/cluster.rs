@@ -1,6 +1,7 @@
 //! The same layering through a real `tauc-scheduler` and two
 //! `tauc-executor` processes gives the same rows as the in-process run.
 
+use std::time::Duration;
 use tauc_jobs::warehouse::tables::Table;
 
 use crate::harness::*;
@@ -669,17 +670,69 @@ async fn a_cluster_over_mutual_tls_gives_the_same_rows_and_refuses_strangers() {
 }
 
 /// While its scheduler is down an executor says so once (a minute), not at
-/// each 50 ms retry of Ballista's poll loop (issue: ~20 warnings a second).
+/// each 50 ms retry of Ballista's poll loop (issue: ~20 warnings a second),
+/// and backs off: a stand-in that accepts and hangs up, as a scheduler
+/// going down does, sees a handful of tries in 8 s, not ~160. When the
+/// scheduler is back the executor is ready again within the longest delay
+/// (5 s) and runs work.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_executor_says_once_that_its_scheduler_is_gone() {
+async fn an_executor_backs_off_and_says_once_that_its_scheduler_is_gone() {
     let w = World::new("sched-gone");
     let mut cluster = Cluster::start(&w, 1);
     cluster.kill_scheduler();
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    let port: u16 = cluster.url.rsplit(':').next().unwrap().parse().unwrap();
+    let tries = hang_up_on_each_connection(port, Duration::from_secs(8));
+    assert!(
+        (2..=12).contains(&tries),
+        "{tries} connections to the scheduler's port in 8 s (doubling back-off \
+         from 100 ms to 5 s allows ~8)"
+    );
     let log = std::fs::read_to_string(w.dir.path().join("executor-0.log")).unwrap();
     assert_eq!(
         log.matches("poll work loop failed").count(),
         1,
         "the executor's log:\n{log}"
     );
+    cluster.restart_scheduler();
+    let back = std::time::Instant::now();
+    wait_ready(
+        cluster.health_ports[0],
+        &w.dir.path().join("executor-0.log"),
+    );
+    assert!(
+        back.elapsed() < Duration::from_secs(15),
+        "ready again after {:?}",
+        back.elapsed()
+    );
+    let sql = w.tauc_job(
+        &[
+            "sql",
+            "SELECT 40 + 2 AS answer",
+            "--scheduler",
+            &cluster.url,
+            "--format",
+            "csv",
+        ],
+        true,
+    );
+    assert!(sql.ok().contains("42"), "{sql}");
+}
+
+/// Listens on `port` for `how_long`, closing each connection unanswered;
+/// returns how many came.
+fn hang_up_on_each_connection(port: u16, how_long: Duration) -> usize {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the scheduler's port");
+    listener.set_nonblocking(true).unwrap();
+    let end = std::time::Instant::now() + how_long;
+    let mut n = 0;
+    while std::time::Instant::now() < end {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                n += 1;
+                drop(conn);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    n
 }

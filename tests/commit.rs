@@ -119,7 +119,14 @@ async fn killed_runs_leave_old_or_new_versions() {
     // and its clean-up leaves strays only the next commit of that
     // partition removes (`load` alone would re-commit aps1 only)
     w.tauc_job(
-        &["submit", "layering", "--date", "2024-06-18", "--to", "2024-06-19"],
+        &[
+            "submit",
+            "layering",
+            "--date",
+            "2024-06-18",
+            "--to",
+            "2024-06-19",
+        ],
         true,
     )
     .ok();

@@ -474,6 +474,8 @@ pub struct Cluster {
     pub flight_ports: Vec<u16>,
     /// Each executor's health port (`/healthz`, `/readyz`, `/metrics`).
     pub health_ports: Vec<u16>,
+    /// The scheduler's command line and log, to start it again.
+    scheduler: (Vec<String>, Vec<(String, String)>, PathBuf),
     _procs: Vec<Proc>,
 }
 
@@ -497,6 +499,16 @@ impl Cluster {
         let _ = p.child.wait();
     }
 
+    /// Starts the scheduler again on its port (after [`Cluster::kill_scheduler`]).
+    pub fn restart_scheduler(&mut self) {
+        let (args, env, log) = &self.scheduler;
+        let mut cmd = Command::new(bin("tauc-scheduler"));
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        self._procs[0] = Proc::spawn(cmd, log.clone());
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        wait_for_port(port, "tauc-scheduler", log);
+    }
+
     /// [`Cluster::start`] with extra scheduler and executor flags.
     pub fn start_with(
         world: &World,
@@ -506,23 +518,30 @@ impl Cluster {
     ) -> Cluster {
         let port = free_port();
         let mut procs = Vec::new();
+        let vars: Vec<(String, String)> = [
+            ("TAUC_S3_ENDPOINT", world.endpoint.as_str()),
+            ("TAUC_S3_ALLOW_HTTP", "true"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let env = |cmd: &mut Command| {
-            cmd.env("TAUC_S3_ENDPOINT", &world.endpoint)
-                .env("TAUC_S3_ALLOW_HTTP", "true")
-                .env("RUST_LOG", "info");
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
         };
+        let args: Vec<String> = ["--bind", &format!("127.0.0.1:{port}")]
+            .iter()
+            .chain(&["--external-host", "127.0.0.1"])
+            .chain(scheduler_args)
+            .map(|a| a.to_string())
+            .collect();
         let mut cmd = Command::new(bin("tauc-scheduler"));
-        cmd.args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--external-host",
-            "127.0.0.1",
-        ])
-        .args(scheduler_args);
+        cmd.args(&args);
         env(&mut cmd);
         let log = world.dir.path().join("scheduler.log");
         procs.push(Proc::spawn(cmd, log.clone()));
         wait_for_port(port, "tauc-scheduler", &log);
+        let scheduler = (args, vars.clone(), log);
         let mut health = Vec::new();
         let mut flight_ports = Vec::new();
         for i in 0..executors {
@@ -555,6 +574,7 @@ impl Cluster {
             url: format!("df://127.0.0.1:{port}"),
             flight_ports,
             health_ports: health.iter().map(|(p, _)| *p).collect(),
+            scheduler,
             _procs: procs,
         }
     }

@@ -27,6 +27,7 @@ use futures::FutureExt;
 
 use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::engine::job_view;
+use crate::engine::scheduler_link::SchedulerLink;
 use crate::engine::scheduler_metrics;
 use crate::engine::session::{Engine, with_codecs};
 use crate::engine::task_metrics;
@@ -270,14 +271,16 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     let executor_id = format!("{worker}-{}", &incarnation[..8]);
     let work_dir = engine.scratch.shuffle().to_string_lossy().into_owned();
     tracing::info!(executor_id = %executor_id, work_dir = %work_dir, "executor scratch directory (removed at exit)");
+    let link = SchedulerLink::start(&opts.scheduler_host, opts.scheduler_port).await?;
     let mut config = ExecutorProcessConfig {
         executor_id,
         bind_host: opts.bind_host.clone(),
         external_host: opts.external_host.clone(),
         port: opts.port,
         grpc_port: opts.grpc_port,
-        scheduler_host: opts.scheduler_host.clone(),
-        scheduler_port: opts.scheduler_port,
+        // through the link: Ballista's poll loop has no back-off of its own
+        scheduler_host: link.local_addr().ip().to_string(),
+        scheduler_port: link.local_addr().port(),
         scheduler_connect_timeout_seconds: 30,
         work_dir: Some(work_dir),
         memory_pool_size: opts.memory_limit.map(|m| m as u64),
@@ -298,7 +301,12 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     config.task_scheduling_policy =
         TaskMode::resolve(opts.task_mode, engine.tls.is_some())?.policy();
     if let Some(tls) = &engine.tls {
-        config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
+        let relayed = (
+            link.local_addr().to_string(),
+            link.scheduler_host().to_string(),
+        );
+        config.override_create_grpc_client_endpoint =
+            Some(tls.endpoint_override_relayed(Some(relayed)));
         config.override_arrow_flight_service = Some(tls_flight_server(
             tls.clone(),
             config.grpc_max_encoding_message_size as usize,

@@ -10,6 +10,7 @@ pub mod local;
 pub mod remote;
 pub mod rerun;
 pub mod row_pack;
+pub mod scheduler_link;
 pub mod scheduler_metrics;
 pub mod scratch;
 pub mod session;

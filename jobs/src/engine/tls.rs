@@ -155,8 +155,23 @@ impl ClusterTls {
     /// some URLs as `http://…` whatever its TLS setting; they are turned
     /// into `https://…` (tonic only speaks TLS to an `https` URL).
     pub fn endpoint_override(self: &Arc<Self>) -> EndpointOverrideFn {
+        self.endpoint_override_relayed(None)
+    }
+
+    /// [`ClusterTls::endpoint_override`] for a process that reaches one
+    /// peer through a loopback relay (the executor's scheduler link):
+    /// connections to `relayed.0` (`127.0.0.1:port`) check the certificate
+    /// against the peer's own name, `relayed.1`.
+    pub fn endpoint_override_relayed(
+        self: &Arc<Self>,
+        relayed: Option<(String, String)>,
+    ) -> EndpointOverrideFn {
         let tls = self.clone();
         Arc::new(move |endpoint| {
+            let name = relayed.as_ref().and_then(|(via, name)| {
+                (endpoint.uri().authority().map(|a| a.as_str()) == Some(via.as_str()))
+                    .then(|| name.clone())
+            });
             let endpoint = if endpoint.uri().scheme_str() == Some("https") {
                 endpoint
             } else {
@@ -170,7 +185,11 @@ impl ClusterTls {
                     Some(&GrpcClientConfig::default()),
                 )?
             };
-            Ok(endpoint.tls_config(tls.client())?)
+            let client = match name {
+                Some(name) => tls.client().domain_name(name),
+                None => tls.client(),
+            };
+            Ok(endpoint.tls_config(client)?)
         })
     }
 
