@@ -311,15 +311,28 @@ async fn submit_names_its_ballista_jobs_and_status_shows_them() {
         !after.contains(SECRET_KEY) && !after.contains(ACCESS_KEY),
         "{after}"
     );
-    // the event log saw every job end, every stage done (it polls twice a
-    // second)
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let log = std::fs::read_to_string(&events).unwrap();
+    // the event log sees every job end, every stage done (it polls twice a
+    // second): wait for the last job's final line, then check them all
+    let ended = |v: &serde_json::Value, id: &str| {
+        v["job_id"] == id && (v["state"] == "successful" || v["state"] == "failed")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (log, lines) = loop {
+        let log = std::fs::read_to_string(&events).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if ids.iter().all(|id| lines.iter().any(|v| ended(v, id))) {
+            break (log, lines);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs not ended in the event log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(!log.contains(SECRET_KEY), "{log}");
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
     for id in &ids {
         let last = lines
             .iter()

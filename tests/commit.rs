@@ -114,7 +114,16 @@ async fn killed_runs_leave_old_or_new_versions() {
     // server after the kill (S3 does the same); the clean run's clean-up
     // can only remove what exists when it lists. Seen once: a killed run's
     // file appeared in a partition after the clean run had committed it.
-    std::thread::sleep(Duration::from_secs(3));
+    // So wait until the server has settled: a listing unchanged for 1 s.
+    let mut last = w.keys("wh").await;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(1000));
+        let now = w.keys("wh").await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     // every region, as the killed runs: a run killed between a manifest
     // and its clean-up leaves strays only the next commit of that
     // partition removes (`load` alone would re-commit aps1 only)

@@ -196,8 +196,8 @@ impl World {
         let port = free_port();
         let server = s3_server(dir.path(), port);
         let endpoint = format!("http://127.0.0.1:{port}");
-        // SAFETY of the env: object_store reads AWS_* from the environment;
-        // every test uses the same credentials, so setting them is idempotent.
+        // SAFETY: object_store reads AWS_* from the environment; every test
+        // sets the same credentials, so a concurrent read sees them either way.
         unsafe {
             std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
             std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);

@@ -1,5 +1,5 @@
 //! The layering job against a real S3 server, with expectations worked out
-//! by hand from ../shared/spec (events.md, layers.md, analyses.md).
+//! by hand from the contract (docs/spec/: events.md, layers.md, analyses.md).
 //!
 //! The data set, region `aps1` (Asia/Kolkata, +05:30), collection date
 //! C = 2024-06-18 (C0 = 1718668800000 ms):

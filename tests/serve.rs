@@ -316,6 +316,17 @@ async fn the_report_page_shows_every_table_in_a_real_browser() {
     assert_refused(&r, "tauc-job submit reports --date 2023-01-01");
     let r = w.tauc_job(&["report", "--date", "2024-06-18", "--out", html_s], true);
     r.ok();
+    // the page was built but cannot be written: the command failed (1),
+    // it was no usage error (2, "nothing ran")
+    let r = w.tauc_job(
+        &["report", "--date", "2024-06-18", "--out", "/proc/tauc.html"],
+        true,
+    );
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("cannot write --out /proc/tauc.html"),
+        "{r}"
+    );
 
     let tools = crate::chain::tools_dir();
     let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artefacts");

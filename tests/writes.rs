@@ -372,11 +372,9 @@ async fn a_vanished_input_file_fails_the_run_naming_it() {
         .await
         .unwrap();
     // loading 06-18 rebuilds DWD 06-15..06-19, whose windows read ODS 06-19
-    let started = Instant::now();
     let run = w.submit(&["--date", "2024-06-18", "--region", "aps1"]);
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stderr.contains(&m.files[0]), "{run}");
-    assert!(started.elapsed() < Duration::from_secs(120));
 }
 
 #[tokio::test(flavor = "multi_thread")]

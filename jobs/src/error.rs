@@ -22,6 +22,13 @@ pub enum Error {
     #[error("{0}")]
     MissingInput(String),
 
+    /// An input's contents break the contract — a `dim_user` or
+    /// `dim_contract` file without a column, a row of the wrong width or
+    /// with a bad value; the message names the file and line. The job
+    /// failed (exit 1) before it committed anything.
+    #[error("{0}")]
+    BadInput(String),
+
     /// A check the job makes on its own output failed (for example the
     /// load accounting invariant); nothing was committed.
     #[error("{0}")]
@@ -36,6 +43,10 @@ pub enum Error {
     /// cancelled and the stage it belonged to committed nothing.
     #[error("stopped by {}: the running Ballista job was cancelled and none of its partitions was committed (those committed before it are complete); run the same command again to finish the work", .0.name())]
     Interrupted(Signal),
+
+    /// The work was done but its output (`--out`) could not be written.
+    #[error("{0}")]
+    Output(String),
 
     /// A server this process runs (`tauc-job serve`) failed.
     #[error("{0}")]

@@ -487,7 +487,7 @@ async fn check_dim_user(r: &Resolved, strict: bool) -> Result<DimUserCheck> {
     let found = dim_user::check(&r.engine.registry, &r.warehouse).await?;
     let problems = found.problems();
     if strict && !problems.is_empty() {
-        return Err(Error::config(format!(
+        return Err(Error::BadInput(format!(
             "{}; fix these rows, or run without --strict-dims to count them as unknown",
             problems.join("; ")
         )));
@@ -581,9 +581,7 @@ pub async fn run(cli: Cli) -> Result<String> {
                 )));
             }
             let html = crate::show::render(&ctx, rp.date, &regions).await?;
-            std::fs::write(&rp.out, html).map_err(|e| {
-                Error::config(format!("cannot write --out {}: {e}", rp.out.display()))
-            })?;
+            std::fs::write(&rp.out, html).map_err(|e| crate::cli::sql::out_error(&rp.out, e))?;
             Ok(format!(
                 "wrote the report of {} ({}) to {}\n",
                 rp.date,

@@ -59,10 +59,14 @@ pub async fn run(
             None => Ok(text),
         };
     }
-    let sink: Box<dyn std::io::Write + Send> = match out {
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| out_error(path, e))?),
-        None => Box::new(std::io::stdout()),
-    };
+    let sink: Box<dyn std::io::Write + Send> =
+        match out {
+            // before the query runs: a path that cannot be created is a usage error
+            Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                Error::config(format!("cannot create --out {}: {e}", path.display()))
+            })?),
+            None => Box::new(std::io::stdout()),
+        };
     let mut writer = StreamWriter::new(format, &schema, std::io::BufWriter::new(sink))?;
     let mut stream = df.execute_stream().await?;
     let mut rows = 0;
@@ -77,8 +81,10 @@ pub async fn run(
     })
 }
 
-fn out_error(path: &Path, e: std::io::Error) -> Error {
-    Error::config(format!("cannot write --out {}: {e}", path.display()))
+/// Writing the result failed after the query ran: the run failed (1),
+/// it is not a usage error.
+pub(crate) fn out_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Output(format!("cannot write --out {}: {e}", path.display()))
 }
 
 fn table_text(

@@ -463,6 +463,11 @@ pub mod latency {
 
 /// A test hook: `TAUC_COMMIT_DELAY_MS` slows every manifest write, as a
 /// slow S3 PUT would, so tests can hold two runs' commits side by side.
+/// Only in debug builds (the tests'); a release build has no such path.
+#[cfg(not(debug_assertions))]
+async fn commit_delay() {}
+
+#[cfg(debug_assertions)]
 async fn commit_delay() {
     let ms = std::env::var("TAUC_COMMIT_DELAY_MS")
         .ok()

@@ -113,7 +113,7 @@ pub async fn check(stores: &StoreRegistry, warehouse: &Location) -> Result<DimUs
             let url = dir.object_url(f.location.as_ref());
             let names = parquet_columns(store.as_ref(), f)
                 .await
-                .map_err(|e| Error::config(format!("{url}: not a readable Parquet file: {e}")))?;
+                .map_err(|e| Error::BadInput(format!("{url}: not a readable Parquet file: {e}")))?;
             require_columns(&url, &names)?;
         }
         return Ok(found);
@@ -129,7 +129,7 @@ pub async fn check(stores: &StoreRegistry, warehouse: &Location) -> Result<DimUs
 /// The top-level column names of a Parquet file, from its footer alone
 /// (the last 8 bytes say how long the metadata before them is).
 async fn parquet_columns(store: &dyn ObjectStore, f: &ObjectMeta) -> Result<Vec<String>> {
-    let bad = || Error::config("too short for a Parquet footer".to_string());
+    let bad = || Error::BadInput("too short for a Parquet footer".to_string());
     let tail_at = f.size.checked_sub(8).ok_or_else(bad)?;
     let tail = store.get_range(&f.location, tail_at..f.size).await?;
     let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
@@ -147,7 +147,7 @@ async fn parquet_columns(store: &dyn ObjectStore, f: &ObjectMeta) -> Result<Vec<
 /// An error naming `url` when a column of [`COLUMNS`] is not in `names`.
 fn require_columns(url: &str, names: &[String]) -> Result<()> {
     match COLUMNS.iter().find(|c| !names.iter().any(|n| n == *c)) {
-        Some(c) => Err(Error::config(format!(
+        Some(c) => Err(Error::BadInput(format!(
             "{url}: dim_user has no column '{c}' (expected {}; found {})",
             COLUMNS.join(","),
             names.join(",")
@@ -165,20 +165,20 @@ pub fn check_csv(url: &str, bytes: &[u8], found: &mut DimUserCheck) -> Result<()
         .from_reader(bytes);
     let header = reader
         .headers()
-        .map_err(|e| Error::config(format!("{url}: unreadable CSV header: {e}")))?
+        .map_err(|e| Error::BadInput(format!("{url}: unreadable CSV header: {e}")))?
         .clone();
     let names: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     require_columns(url, &names)?;
     let column = |name: &str| names.iter().position(|h| h == name).unwrap_or_default();
     let (gender, birth) = (column("gender"), column("birth_date"));
     for record in reader.records() {
-        let record = record.map_err(|e| Error::config(format!("{url}: unreadable CSV: {e}")))?;
+        let record = record.map_err(|e| Error::BadInput(format!("{url}: unreadable CSV: {e}")))?;
         let line = record.position().map_or(0, |p| p.line());
         if record.len() == 1 && record[0].trim().is_empty() {
             continue;
         }
         if record.len() != header.len() {
-            return Err(Error::config(format!(
+            return Err(Error::BadInput(format!(
                 "{url}:{line}: {} field(s) where the header has {} ({}); every dim_user row needs each column, empty ones as ,, — fix the row and run again",
                 record.len(),
                 header.len(),

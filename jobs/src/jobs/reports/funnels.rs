@@ -13,12 +13,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::ingest::event::TARGET_TYPES;
 
 /// The event types a step may name: those of `dwd_trk_event_di`.
 pub const STEP_EVENT_TYPES: [&str; 4] = ["page_enter", "page_leave", "click", "impression"];
-
-/// The target types events carry.
-pub const TARGET_TYPES: [&str; 3] = ["page", "button", "banner"];
 
 /// Most steps a funnel may have (one bit each of an `i64` mask).
 pub const MAX_STEPS: usize = 32;

@@ -144,7 +144,7 @@ pub async fn load_contracts(engine: &Engine, warehouse: &Location) -> Result<Vec
                 .iter()
                 .map(|c| {
                     let col = batch.column_by_name(c).ok_or_else(|| {
-                        Error::config(format!("{url}: dim_contract has no column '{c}'"))
+                        Error::BadInput(format!("{url}: dim_contract has no column '{c}'"))
                     })?;
                     Ok(cast(col, &DataType::Utf8)?)
                 })
@@ -174,7 +174,7 @@ pub async fn load_contracts(engine: &Engine, warehouse: &Location) -> Result<Vec
     let mut ids = BTreeSet::new();
     for c in &out {
         if !ids.insert(c.contract_id.as_str()) {
-            return Err(Error::config(format!(
+            return Err(Error::BadInput(format!(
                 "dim_contract under {dir}: contract_id '{}' appears twice; each contract needs one row",
                 c.contract_id
             )));

@@ -139,7 +139,7 @@ pub const CONTRACT_COLUMNS: [&str; 8] = [
 /// order); `at` names the file and line for errors.
 pub fn contract_from_record(at: &str, v: &[Option<String>]) -> Result<Contract> {
     let bad = |col: &str, why: String| {
-        Error::config(format!(
+        Error::BadInput(format!(
             "{at}: dim_contract column {col}: {why}; fix the row in the dim_contract file"
         ))
     };
@@ -204,13 +204,13 @@ pub fn parse_contracts_csv(source: &str, text: &[u8]) -> Result<Vec<Contract>> {
         .from_reader(text);
     let header = reader
         .headers()
-        .map_err(|e| Error::config(format!("{source}: cannot read the header line: {e}")))?
+        .map_err(|e| Error::BadInput(format!("{source}: cannot read the header line: {e}")))?
         .clone();
     let index: Vec<usize> = CONTRACT_COLUMNS
         .iter()
         .map(|c| {
             header.iter().position(|h| h.trim() == *c).ok_or_else(|| {
-                Error::config(format!(
+                Error::BadInput(format!(
                     "{source}:1: dim_contract has no column '{c}' (expected {})",
                     CONTRACT_COLUMNS.join(",")
                 ))
@@ -221,7 +221,7 @@ pub fn parse_contracts_csv(source: &str, text: &[u8]) -> Result<Vec<Contract>> {
     for rec in reader.records() {
         let rec = rec.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
-            Error::config(format!("{source}:{line}: {e}"))
+            Error::BadInput(format!("{source}:{line}: {e}"))
         })?;
         let line = rec.position().map_or(0, |p| p.line());
         if rec.iter().all(|f| f.trim().is_empty()) {
