@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             memory_limit: a.memory_limit,
             work_dir: a.work_dir,
         };
-        let tls = a.cluster_tls.files().load()?;
+        let tls = tauc_jobs::engine::tls::ClusterTls::from_files(&a.cluster_tls.files())?;
         let engine =
             Engine::with_resources(S3Options::default().with_env()?, &resources)?.with_tls(tls);
         let opts = ExecutorOptions {

@@ -22,16 +22,15 @@
 // Flight SQL server over the warehouse (`serve`), the daily report page
 // (`show`), and the command line (`cli`). Imports point down that list, never up.
 pub mod cli;
-pub mod config;
 pub mod derive;
 pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod jobs;
-pub mod logging;
 pub mod serve;
 pub mod show;
 pub mod store;
 pub mod warehouse;
 
 pub use error::{Error, Result};
+pub use tauc_common::{config, logging};

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     tauc_jobs::logging::init(args.log_format.as_deref() == Some("json"));
     let run = async {
         tauc_jobs::config::check_env()?;
-        let tls = args.cluster_tls.files().load()?;
+        let tls = tauc_jobs::engine::tls::ClusterTls::from_files(&args.cluster_tls.files())?;
         let engine = Engine::new(S3Options::default().with_env()?)?.with_tls(tls);
         run_scheduler(
             engine,

@@ -99,12 +99,12 @@ pub struct Globals {
 impl Globals {
     /// The config file, loaded.
     pub fn file(&self) -> Result<FileConfig> {
-        FileConfig::load(self.config.as_deref())
+        Ok(FileConfig::load(self.config.as_deref())?)
     }
 
     /// The cluster TLS of flags > variables > the `[cluster]` section.
     pub fn cluster_tls(&self, file: &FileConfig) -> Result<Option<Arc<ClusterTls>>> {
-        self.tls.clone().or(file.cluster.files()).load()
+        ClusterTls::from_files(&self.tls.clone().or(file.cluster.files()))
     }
 }
 

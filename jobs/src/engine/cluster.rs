@@ -28,11 +28,12 @@ use futures::FutureExt;
 use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::engine::job_view;
 use crate::engine::scheduler_link::SchedulerLink;
-use crate::engine::scheduler_metrics;
 use crate::engine::session::{Engine, with_codecs};
 use crate::engine::task_metrics;
 use crate::engine::tls::ClusterTls;
 use crate::error::{Error, Result};
+
+pub use tauc_common::process::{exit_with, runtime, shutdown_signal};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -219,30 +220,6 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
 /// Runs an executor until SIGTERM or Ctrl-C (Ballista drains its tasks).
 pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     let runtime = engine.runtime.clone();
@@ -366,7 +343,7 @@ async fn serve_executor_http(
             "/metrics",
             get(move || async move {
                 let text = task_metrics::render(health.is_ready(), &runtime);
-                ([(CONTENT_TYPE, scheduler_metrics::TEXT_FORMAT)], text)
+                ([(CONTENT_TYPE, tauc_common::metrics::TEXT_FORMAT)], text)
             }),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") });
@@ -406,44 +383,4 @@ fn tls_flight_server(
                 .map_err(BallistaError::TonicError)
         })
     })
-}
-
-/// The async runtime every tauc binary runs on: multi-threaded, with
-/// 8 MiB thread stacks. The DWD plan used to need 32 MiB (a `UNION ALL` of
-/// one table per ODS partition, planned and (de)serialised recursively);
-/// with ODS read as one table, 8 MiB — the usual main-thread size — is
-/// enough, while tokio's default 2 MiB still overflows on the DWD query in a
-/// debug build (deep expression trees in the SQL planner).
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(8 * 1024 * 1024)
-        .build()
-}
-
-/// Runs a binary's main future on [`runtime`] and maps the outcome to an
-/// exit code: what it prints on success goes to stdout; an error is printed
-/// as `{name}: {error}` and exits 2 (usage/config) or 1 (failure).
-pub fn exit_with<F, E>(name: &str, main: F) -> std::process::ExitCode
-where
-    F: std::future::Future<Output = std::result::Result<String, E>>,
-    E: std::fmt::Display + crate::error::ExitStatus,
-{
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{name}: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match rt.block_on(main) {
-        Ok(out) => {
-            print!("{out}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{name}: {e:#}");
-            std::process::ExitCode::from(e.exit_code())
-        }
-    }
 }

@@ -87,9 +87,7 @@ pub fn render(jobs: &[JobView], executors: &[(String, u64)]) -> String {
     out
 }
 
-/// The Prometheus text format's content type (tauc's series and Ballista's
-/// share one answer; `# EOF` of OpenMetrics is left out).
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use tauc_common::metrics::TEXT_FORMAT;
 
 /// Ballista's own scheduler metrics (its `prometheus-metrics` feature): job
 /// execution and planning times, jobs submitted, completed, failed and

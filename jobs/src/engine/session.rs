@@ -64,7 +64,7 @@ impl Engine {
         let scratch = Arc::new(Scratch::new(resources.work_dir.as_deref())?);
         let memory_limit = resources.memory_limit();
         let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(registry.clone())
+            .with_object_store_registry(crate::store::for_datafusion(registry.clone()))
             .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
             .with_temp_file_path(scratch.spill())
             .build_arc()?;
