@@ -11,11 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, FileConfig};
 use crate::derive::regions::Regions;
-use crate::engine::remote::SchedulerClient;
-use crate::engine::scratch::{Resources, parse_size};
+use crate::engine::client::remote::SchedulerClient;
+use crate::engine::client::submitted;
+use crate::engine::runtime::scratch::{Resources, parse_size};
+use crate::engine::runtime::tls::{ClusterTls, TlsFiles};
 use crate::engine::session::Engine;
-use crate::engine::submitted;
-use crate::engine::tls::{ClusterTls, TlsFiles};
 use crate::error::{Error, Result};
 use crate::jobs::layering::{self, LayeringArgs, LayeringReport};
 use crate::jobs::progress::Progress;
@@ -773,7 +773,9 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         let report = report?;
         out.push_str(&summary(&report));
         if let Some(path) = &s.metrics_file {
-            let spilled = scheduler.is_none().then(crate::engine::spill::spilled);
+            let spilled = scheduler
+                .is_none()
+                .then(crate::engine::runtime::spill::spilled);
             let text = run_metrics::render(&report, spilled, chrono::Utc::now().timestamp());
             run_metrics::write(path, &text)?;
         }
@@ -798,7 +800,7 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         out.push_str(&reports_summary(&report?, &r.warehouse));
     }
     if scheduler.is_none() {
-        out.push_str(&spill_line(crate::engine::spill::spilled()));
+        out.push_str(&spill_line(crate::engine::runtime::spill::spilled()));
     }
     Ok(out)
 }
@@ -807,7 +809,7 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
 /// share of `--memory-limit` was full, and shuffle writers past their
 /// buffer (Ballista's sort shuffle spills at 256 MiB a task whatever the
 /// pool). Only in-process: a cluster's tasks run in the executors.
-fn spill_line(s: crate::engine::spill::Spilled) -> String {
+fn spill_line(s: crate::engine::runtime::spill::Spilled) -> String {
     if s.files == 0 {
         "spilled: nothing\n".to_string()
     } else {

@@ -25,11 +25,11 @@ use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
-use crate::engine::local;
-use crate::engine::scratch::{Resources, Scratch};
-use crate::engine::tls::ClusterTls;
-use crate::engine::udf;
+use crate::engine::plan::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::engine::plan::udf;
+use crate::engine::runtime::local;
+use crate::engine::runtime::scratch::{Resources, Scratch};
+use crate::engine::runtime::tls::ClusterTls;
 use crate::error::{Error, Result};
 use crate::store::{S3Options, StoreRegistry};
 use crate::warehouse::writer::{WriteExec, WriteNode};
@@ -209,14 +209,6 @@ pub fn with_tls(config: SessionConfig, tls: Option<&Arc<ClusterTls>>) -> Session
             .with_ballista_use_tls(true)
             .with_ballista_override_create_grpc_client_endpoint(tls.endpoint_override()),
     }
-}
-
-/// Upgrades a config that came from a client with tauc's codecs (codecs are
-/// not part of the propagated settings).
-pub fn with_codecs(config: SessionConfig) -> SessionConfig {
-    config
-        .with_ballista_logical_extension_codec(Arc::new(TaucLogicalCodec::default()))
-        .with_ballista_physical_extension_codec(Arc::new(TaucPhysicalCodec::default()))
 }
 
 /// DataFusion's planner plus tauc's logical nodes (the warehouse writer).

@@ -1,7 +1,6 @@
-//! The long-running processes: a Ballista scheduler and executors built on
-//! the tauc session (object stores, UDFs, codecs), so the cluster resolves
-//! every plan the CLI sends. `tauc-scheduler` and `tauc-executor` are thin
-//! wrappers over [`run_scheduler`] and [`run_executor`].
+//! The executor process: a Ballista executor built on the tauc session
+//! (object stores, UDFs, codecs), reaching its scheduler through a
+//! backing-off link, with its health and metrics on an HTTP port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,116 +9,23 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use ballista_core::RuntimeProducer;
-use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::error::BallistaError;
 use ballista_core::utils::create_grpc_server;
 use ballista_executor::ArrowFlightServerProvider;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::flight_service::BallistaFlightService;
 use ballista_executor::health::ExecutorHealth;
-use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
-use ballista_scheduler::scheduler_process::create_scheduler;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use futures::FutureExt;
+use tauc_common::metrics::TEXT_FORMAT;
+use tauc_jobs::engine::Engine;
+use tauc_jobs::engine::plan::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use tauc_jobs::engine::runtime::task_mode::TaskMode;
+use tauc_jobs::engine::runtime::tls::ClusterTls;
+use tauc_jobs::error::{Error, Result};
 
-use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
-use crate::engine::job_view;
-use crate::engine::scheduler_link::SchedulerLink;
-use crate::engine::session::{Engine, with_codecs};
-use crate::engine::task_metrics;
-use crate::engine::tls::ClusterTls;
-use crate::error::{Error, Result};
-
-pub use tauc_common::process::{exit_with, runtime, shutdown_signal};
-
-/// Scheduler settings.
-#[derive(Debug, Clone)]
-pub struct SchedulerOptions {
-    /// Address to listen on (gRPC, and `/healthz` `/readyz` over HTTP).
-    pub bind: SocketAddr,
-    /// Host name executors and clients use to reach this scheduler.
-    pub external_host: String,
-    /// Seconds without a heartbeat before an executor is taken for dead.
-    pub executor_timeout_secs: u64,
-    /// How a stage's tasks are spread over the executors.
-    pub task_spread: TaskSpread,
-    /// Where to append the job event log (JSON lines); none without.
-    pub event_log: Option<std::path::PathBuf>,
-    /// How executors get their tasks; none: see [`TaskMode::resolve`].
-    pub task_mode: Option<TaskMode>,
-}
-
-/// How executors get their tasks; the scheduler and every executor must
-/// use the same (`TAUC_TASK_MODE` on every host).
-///
-/// In Ballista 55's push mode the scheduler loses the surviving executors'
-/// slots when a lost executor makes it roll a stage back (it refunds a
-/// task's vcores from the stage's task list, which a rolled-back stage no
-/// longer has), and a DWD job that lost an executor then stands still in
-/// about half the runs (`tauc-job` cancels it: exit 1, nothing
-/// committed). In pull mode each executor asks for work when it has a free
-/// slot and the same fault completes. (In either mode Ballista can hand
-/// back two attempts' output of one re-run writer task; the commit keeps
-/// one, see `engine::rerun`.) So pull is the default, and TLS needs it
-/// (see `engine::tls`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TaskMode {
-    /// Executors poll the scheduler when they have a free slot.
-    Pull,
-    /// The scheduler pushes tasks to executors' gRPC ports.
-    Push,
-}
-
-impl TaskMode {
-    fn policy(self) -> TaskSchedulingPolicy {
-        match self {
-            TaskMode::Pull => TaskSchedulingPolicy::PullStaged,
-            TaskMode::Push => TaskSchedulingPolicy::PushStaged,
-        }
-    }
-
-    /// The mode to run: the one asked for, checked against TLS (which needs
-    /// pull); unset, pull.
-    pub fn resolve(asked: Option<TaskMode>, tls: bool) -> Result<TaskMode> {
-        match asked {
-            Some(TaskMode::Push) if tls => Err(Error::config(
-                "--task-mode push cannot be used with TLS (--cluster-ca …): Ballista 55's task-push \
-                 port has no TLS; use --task-mode pull, or leave it unset (pull is the default with TLS)",
-            )),
-            Some(mode) => Ok(mode),
-            None => Ok(TaskMode::Pull),
-        }
-    }
-}
-
-/// How the scheduler hands a stage's tasks to executors with free slots.
-///
-/// Ballista's default, `bias`, fills the executor with the most free slots
-/// before it looks at the next, so a stage with fewer tasks than the
-/// cluster has slots runs on one executor while the other idles.
-/// `round-robin` gives each executor one task in turn. (The 2:1 DWD CPU
-/// split seen on two executors came mostly from the DWD query's joins on
-/// `region`, see `jobs::layering`; the two policies were not timed apart.)
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum TaskSpread {
-    /// One task per executor in turn (tauc's default).
-    #[default]
-    RoundRobin,
-    /// Fill the executor with the most free slots first (Ballista's default).
-    Bias,
-}
-
-impl TaskSpread {
-    fn policy(self) -> TaskDistributionPolicy {
-        match self {
-            TaskSpread::RoundRobin => TaskDistributionPolicy::RoundRobin,
-            TaskSpread::Bias => TaskDistributionPolicy::Bias,
-        }
-    }
-}
+use crate::link::SchedulerLink;
+use crate::metrics;
 
 /// Executor settings.
 #[derive(Debug, Clone)]
@@ -150,76 +56,6 @@ pub struct ExecutorOptions {
     pub task_mode: Option<TaskMode>,
 }
 
-/// Runs a scheduler until SIGTERM or Ctrl-C.
-pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()> {
-    let builder_engine = engine.clone();
-    let producer_engine = engine.clone();
-    let mut config = SchedulerConfig::default()
-        .with_hostname(opts.external_host.clone())
-        .with_port(opts.bind.port())
-        .with_task_distribution(opts.task_spread.policy())
-        .with_override_config_producer(Arc::new(move || producer_engine.session_config()))
-        .with_override_session_builder(Arc::new(move |config| {
-            builder_engine
-                .state(with_codecs(config))
-                .map_err(Into::into)
-        }));
-    let mode = TaskMode::resolve(opts.task_mode, engine.tls.is_some())?;
-    config = config.with_scheduler_policy(mode.policy());
-    if let Some(tls) = &engine.tls {
-        config = config
-            .with_use_tls(true)
-            .with_override_create_grpc_client_endpoint(tls.endpoint_override());
-    }
-    config.bind_host = opts.bind.ip().to_string();
-    config.executor_timeout_seconds = opts.executor_timeout_secs;
-    config.expire_dead_executor_interval_seconds = (opts.executor_timeout_secs / 4).clamp(1, 15);
-    config.no_executors_grace_period_seconds = opts.executor_timeout_secs;
-    config.override_logical_codec = Some(Arc::new(TaucLogicalCodec::default()));
-    config.override_physical_codec = Some(Arc::new(TaucPhysicalCodec::default()));
-    let cluster = BallistaCluster::new_from_config(&config)
-        .await
-        .map_err(|e| Error::config(format!("cannot set up the scheduler: {e}")))?;
-    let config = Arc::new(config);
-    config
-        .validate()
-        .map_err(|e| Error::config(format!("invalid scheduler settings: {e}")))?;
-    let event_log = opts
-        .event_log
-        .as_deref()
-        .map(crate::engine::event_log::open)
-        .transpose()?;
-    let listener = tokio::net::TcpListener::bind(opts.bind)
-        .await
-        .map_err(|e| Error::config(format!("cannot listen on {}: {e} (is it free?)", opts.bind)))?;
-    let scheduler = create_scheduler(cluster, config)
-        .await
-        .map_err(|e| Error::config(format!("cannot start the scheduler: {e}")))?;
-    if let Some(file) = event_log {
-        tokio::spawn(crate::engine::event_log::run(scheduler.clone(), file));
-    }
-    let serving = match &engine.tls {
-        Some(tls) => job_view::serve(tls.listener(listener)?, scheduler).boxed(),
-        // without TCP_NODELAY each executor's poll for work waited ~44 ms
-        // for a delayed ACK: one task per poll, 3× the time of push mode
-        None => job_view::serve(
-            listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            scheduler,
-        )
-        .boxed(),
-    };
-    tracing::info!(bind = %opts.bind, tls = engine.tls.is_some(), "scheduler listening (gRPC, /healthz, /readyz, /metrics, {})", job_view::JOBS_PATH);
-    tokio::select! {
-        r = serving => r,
-        _ = shutdown_signal() => {
-            tracing::info!("scheduler received a stop signal, shutting down");
-            Ok(())
-        }
-    }
-}
-
 /// Runs an executor until SIGTERM or Ctrl-C (Ballista drains its tasks).
 pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     let runtime = engine.runtime.clone();
@@ -243,7 +79,8 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     // keeps a stopped executor's registration until it times out and
     // refuses the same id until then (a restarted executor would idle for
     // --executor-timeout-secs).
-    crate::warehouse::writer::set_worker_name(&worker);
+    tauc_jobs::warehouse::writer::set_worker_name(&worker);
+    tauc_jobs::warehouse::writer::set_task_observer(Box::new(metrics::Counting));
     let incarnation = uuid::Uuid::new_v4().simple().to_string();
     let executor_id = format!("{worker}-{}", &incarnation[..8]);
     let work_dir = engine.scratch.shuffle().to_string_lossy().into_owned();
@@ -316,7 +153,7 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
 
 /// The executor's health port: `/healthz`, `/readyz` (registered with the
 /// scheduler) as Ballista's health server answers them, and `/metrics`
-/// ([`task_metrics`]). Plain HTTP: counts and readiness, never data.
+/// ([`metrics`]). Plain HTTP: counts and readiness, never data.
 async fn serve_executor_http(
     addr: SocketAddr,
     health: ExecutorHealth,
@@ -342,8 +179,8 @@ async fn serve_executor_http(
         .route(
             "/metrics",
             get(move || async move {
-                let text = task_metrics::render(health.is_ready(), &runtime);
-                ([(CONTENT_TYPE, tauc_common::metrics::TEXT_FORMAT)], text)
+                let text = metrics::render(health.is_ready(), &runtime);
+                ([(CONTENT_TYPE, TEXT_FORMAT)], text)
             }),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") });

@@ -16,7 +16,10 @@ use prometheus_client::registry::Registry;
 
 use ballista_core::serde::protobuf::{ExecutorMetric, executor_metric};
 
-use crate::engine::job_view::{self, JobView, Scheduler};
+use tauc_common::metrics::TEXT_FORMAT;
+use tauc_jobs::engine::client::job_view::JobView;
+
+use crate::job_view::{self, Scheduler};
 
 /// The `state` label of the job gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,8 +89,6 @@ pub fn render(jobs: &[JobView], executors: &[(String, u64)]) -> String {
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }
-
-pub use tauc_common::metrics::TEXT_FORMAT;
 
 /// Ballista's own scheduler metrics (its `prometheus-metrics` feature): job
 /// execution and planning times, jobs submitted, completed, failed and
