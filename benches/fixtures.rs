@@ -34,7 +34,7 @@ pub fn large() -> bool {
 
 /// The async runtime the tauc binaries use.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tauc_jobs::engine::cluster::runtime().expect("tokio runtime")
+    tauc_common::process::runtime().expect("tokio runtime")
 }
 
 /// Runs one `tauc-job` command line (without the program name) in this

@@ -11,6 +11,7 @@ mod collection;
 mod commit;
 mod harness;
 mod layering;
+mod layers;
 mod reports;
 mod serve;
 mod serve_auth;

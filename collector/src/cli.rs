@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use tauc_jobs::config::{self, DEFAULT_ENV, FileConfig, parse_duration};
-use tauc_jobs::engine::scratch::parse_size;
-use tauc_jobs::store::{Location, S3Options, StoreRegistry};
+use tauc_common::config::{self, DEFAULT_ENV, FileConfig, parse_duration, parse_size};
+use tauc_common::store::{Location, S3Options, StoreRegistry};
 
 use crate::error::{Error, Result};
 use crate::kafka;

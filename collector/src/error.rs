@@ -34,7 +34,7 @@ pub enum Error {
     /// Settings shared with the jobs (store locations, S3 options) were
     /// rejected.
     #[error("{0}")]
-    Jobs(#[from] tauc_jobs::error::Error),
+    Common(#[from] tauc_common::Error),
 
     /// A task of the service stopped unexpectedly (a panic); the message
     /// names the task.
@@ -46,7 +46,7 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl tauc_jobs::error::ExitStatus for Error {
+impl tauc_common::error::ExitStatus for Error {
     fn exit_code(&self) -> u8 {
         Error::exit_code(self)
     }
@@ -57,7 +57,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
-            Error::Jobs(e) => e.exit_code(),
+            Error::Common(e) => e.exit_code(),
             _ => 1,
         }
     }

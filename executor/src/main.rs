@@ -4,10 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tauc_common::config::parse_size;
+use tauc_executor::{ExecutorOptions, run_executor};
 use tauc_jobs::cli::ClusterTlsArgs;
-use tauc_jobs::engine::cluster::{ExecutorOptions, TaskMode, run_executor};
-use tauc_jobs::engine::scratch::{Resources, parse_size};
-use tauc_jobs::engine::session::Engine;
+use tauc_jobs::engine::Engine;
+use tauc_jobs::engine::runtime::scratch::Resources;
+use tauc_jobs::engine::runtime::task_mode::TaskMode;
+use tauc_jobs::engine::runtime::tls::ClusterTls;
 use tauc_jobs::store::S3Options;
 
 /// Runs a tauc executor. S3 settings come from `TAUC_S3_*` and the usual
@@ -71,14 +74,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    tauc_jobs::logging::init(a.log_format.as_deref() == Some("json"));
+    tauc_common::logging::init(a.log_format.as_deref() == Some("json"));
     let run = async {
         tauc_jobs::config::check_env()?;
         let resources = Resources {
             memory_limit: a.memory_limit,
             work_dir: a.work_dir,
         };
-        let tls = a.cluster_tls.files().load()?;
+        let tls = ClusterTls::from_files(&a.cluster_tls.files())?;
         let engine =
             Engine::with_resources(S3Options::default().with_env()?, &resources)?.with_tls(tls);
         let opts = ExecutorOptions {
@@ -96,7 +99,7 @@ fn main() -> ExitCode {
         };
         run_executor(engine, opts).await
     };
-    tauc_jobs::engine::cluster::exit_with("tauc-executor", async {
+    tauc_common::process::exit_with("tauc-executor", async {
         run.await?;
         Ok::<_, tauc_jobs::Error>(String::new())
     })

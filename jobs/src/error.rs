@@ -2,9 +2,12 @@
 //!
 //! Binaries turn it into an exit code with [`Error::exit_code`]: usage and
 //! configuration problems are 2, everything that went wrong while a job ran
-//! is 1.
+//! is 1. The shared crate's errors ([`tauc_common::Error`]) convert into
+//! the variants of the same name.
 
 use datafusion::error::DataFusionError;
+
+pub use tauc_common::error::{ExitStatus, Signal};
 
 /// Result with the library's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,17 +121,20 @@ impl Error {
     }
 }
 
-/// An error that knows its process exit code (0 is never one): what
-/// [`crate::engine::cluster::exit_with`] needs from every tauc binary's
-/// error type.
-pub trait ExitStatus {
-    /// 2 for usage and configuration errors, 1 for failures.
-    fn exit_code(&self) -> u8;
-}
-
 impl ExitStatus for Error {
     fn exit_code(&self) -> u8 {
         Error::exit_code(self)
+    }
+}
+
+/// The shared crate's errors keep their meaning (and exit code) here.
+impl From<tauc_common::Error> for Error {
+    fn from(e: tauc_common::Error) -> Self {
+        match e {
+            tauc_common::Error::Config(m) => Error::Config(m),
+            tauc_common::Error::ObjectStore(e) => Error::ObjectStore(e),
+            tauc_common::Error::Io(e) => Error::Io(e),
+        }
     }
 }
 
@@ -137,33 +143,6 @@ impl From<Error> for DataFusionError {
         match e {
             Error::DataFusion(e) => e,
             other => DataFusionError::External(Box::new(other)),
-        }
-    }
-}
-
-/// The stop signals a run answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// SIGINT (Ctrl-C): exit 130.
-    Interrupt,
-    /// SIGTERM: exit 143.
-    Terminate,
-}
-
-impl Signal {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Interrupt => "SIGINT",
-            Signal::Terminate => "SIGTERM",
-        }
-    }
-
-    /// The shell's exit code for a process ended by it: 128 + its number.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Signal::Interrupt => 130,
-            Signal::Terminate => 143,
         }
     }
 }

@@ -15,23 +15,33 @@
 //! ```
 #![warn(missing_docs)]
 
-// The layout reads as the pipeline: where data lives (`store`), how raw
-// files come in (`ingest`), how DWD columns are derived (`derive`), the
-// warehouse's tables and commit protocol (`warehouse`), the engine that
-// runs plans (`engine`), the jobs built on all of them (`jobs`), the
-// Flight SQL server over the warehouse (`serve`), the daily report page
-// (`show`), and the command line (`cli`). Imports point down that list, never up.
-pub mod cli;
-pub mod config;
-pub mod derive;
-pub mod engine;
+// The layers, lowest first: a module imports only from its own folder and
+// from the layers listed before its own — never from one after it, nor
+// from another module of its own layer. `tests/layers.rs` reads these
+// lines and checks every `crate::` path against them (and finds no import
+// circle anywhere); `engine/mod.rs` lists its rooms the same way. Settings,
+// object-store locations and logs every process shares are in
+// `tauc-common` (re-exported below as `config` and `logging`).
+
+// layer 0 — the error type
 pub mod error;
+// layer 1 — where data lives: the object stores as DataFusion sees them
+pub mod store;
+// layer 2 — the DWD columns as plain functions; the warehouse's tables,
+// commit protocol, writer and leases
+pub mod derive;
+pub mod warehouse;
+// layer 3 — raw input: the raw scan (it writes the ODS schema)
 pub mod ingest;
+// layer 4 — the engine that runs plans
+pub mod engine;
+// layer 5 — what runs on it: the jobs, the Flight SQL server, the report
+// page
 pub mod jobs;
-pub mod logging;
 pub mod serve;
 pub mod show;
-pub mod store;
-pub mod warehouse;
+// layer 6 — the command line
+pub mod cli;
 
 pub use error::{Error, Result};
+pub use tauc_common::{config, logging};

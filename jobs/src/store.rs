@@ -1,349 +1,36 @@
-//! Object stores: where tables and raw files live, and one cached client per
-//! bucket.
-//!
-//! DataFusion asks the registry for a store on every scan and write; the
-//! stock Ballista S3 registry builds a new client each time (and panics on
-//! `register_store`). [`StoreRegistry`] builds a client once per
-//! `(scheme, bucket)` with the process's own [`S3Options`] — credentials
-//! come from the process environment or the instance role, never from a
-//! plan, so they never travel to the scheduler or show in its API.
+//! Object stores: where tables and raw files live ([`tauc_common::store`],
+//! shared with the collection chain), and the registry DataFusion asks for
+//! a store on every scan and write.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::list::PaginatedListStore;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
-use object_store::{ObjectStore, RetryConfig};
-use serde::{Deserialize, Serialize};
+use object_store::ObjectStore;
 use url::Url;
 
-use crate::error::{Error, Result};
+pub use tauc_common::store::{Location, S3Options, StoreRegistry, s3_pager};
 
-/// How to reach S3 (or an S3-compatible server). Each field is also an
-/// environment variable (`TAUC_S3_ENDPOINT`, ...); flags beat env, env
-/// beats the config file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct S3Options {
-    /// Endpoint URL of an S3-compatible server (`http://127.0.0.1:9000`);
-    /// unset means AWS.
-    pub endpoint: Option<String>,
-    /// AWS region; unset means `AWS_REGION`/`AWS_DEFAULT_REGION` or `us-east-1`.
-    pub region: Option<String>,
-    /// Allow plain `http://` endpoints (local test servers).
-    pub allow_http: Option<bool>,
-    /// Path-style requests (`endpoint/bucket/key`) instead of virtual hosts;
-    /// defaults to true when an endpoint is set.
-    pub path_style: Option<bool>,
-    /// Give up on a failing request after this many seconds of retries.
-    pub retry_timeout_secs: Option<u64>,
+/// `registry` as DataFusion's object-store registry: every session of the
+/// process then shares its one cached client per bucket.
+pub fn for_datafusion(registry: Arc<StoreRegistry>) -> Arc<dyn ObjectStoreRegistry> {
+    Arc::new(SessionStores(registry))
 }
 
-impl S3Options {
-    /// The options' environment variables, in field order.
-    pub const ENV_VARS: [&'static str; 5] = [
-        "TAUC_S3_ENDPOINT",
-        "TAUC_S3_REGION",
-        "TAUC_S3_ALLOW_HTTP",
-        "TAUC_S3_PATH_STYLE",
-        "TAUC_S3_RETRY_TIMEOUT_SECS",
-    ];
-
-    /// Fills unset fields from `TAUC_S3_*` environment variables.
-    pub fn with_env(mut self) -> Result<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        self.endpoint = self.endpoint.or(var("TAUC_S3_ENDPOINT"));
-        self.region = self.region.or(var("TAUC_S3_REGION"));
-        if self.allow_http.is_none() {
-            self.allow_http = var("TAUC_S3_ALLOW_HTTP")
-                .map(|v| parse_bool("TAUC_S3_ALLOW_HTTP", &v))
-                .transpose()?;
-        }
-        if self.path_style.is_none() {
-            self.path_style = var("TAUC_S3_PATH_STYLE")
-                .map(|v| parse_bool("TAUC_S3_PATH_STYLE", &v))
-                .transpose()?;
-        }
-        if self.retry_timeout_secs.is_none() {
-            self.retry_timeout_secs = var("TAUC_S3_RETRY_TIMEOUT_SECS")
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        Error::config(format!(
-                            "invalid TAUC_S3_RETRY_TIMEOUT_SECS '{v}' (expected whole seconds)"
-                        ))
-                    })
-                })
-                .transpose()?;
-        }
-        Ok(self)
-    }
-
-    /// Fields of `other` that are set win over ours.
-    pub fn overlay(self, other: &S3Options) -> S3Options {
-        S3Options {
-            endpoint: other.endpoint.clone().or(self.endpoint),
-            region: other.region.clone().or(self.region),
-            allow_http: other.allow_http.or(self.allow_http),
-            path_style: other.path_style.or(self.path_style),
-            retry_timeout_secs: other.retry_timeout_secs.or(self.retry_timeout_secs),
-        }
-    }
-
-    fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(endpoint) = &self.endpoint {
-            Url::parse(endpoint).map_err(|e| {
-                Error::config(format!(
-                    "invalid S3 endpoint '{endpoint}': {e} (expected a URL such as http://127.0.0.1:9000)"
-                ))
-            })?;
-            b = b
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(!self.path_style.unwrap_or(true));
-        } else if let Some(path_style) = self.path_style {
-            b = b.with_virtual_hosted_style_request(!path_style);
-        }
-        if let Some(region) = &self.region {
-            b = b.with_region(region);
-        }
-        if let Some(allow) = self.allow_http {
-            b = b.with_allow_http(allow);
-        }
-        let timeout = Duration::from_secs(self.retry_timeout_secs.unwrap_or(30));
-        // The timeout is the whole budget: object_store stops at whichever
-        // of `max_retries` and `retry_timeout` comes first, and 10 jittered
-        // retries were spent in ~4 s of a 30 s budget (a 5 s S3 restart
-        // failed the run). Backing off up to 5 s between tries keeps a busy
-        // S3's 500/503s from being hammered.
-        b = b.with_retry(RetryConfig {
-            max_retries: usize::MAX,
-            retry_timeout: timeout,
-            backoff: object_store::BackoffConfig {
-                init_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(5),
-                base: 2.0,
-            },
-        });
-        let s3 = Arc::new(b.build().map_err(|e| {
-            Error::config(format!("cannot configure S3 for bucket '{bucket}': {e}"))
-        })?);
-        PAGERS
-            .write()
-            .expect("pager lock")
-            .insert(bucket.to_string(), s3.clone());
-        Ok(s3)
-    }
-}
-
-/// The S3 client of each bucket, as built last in this process, for
-/// listings paged by hand (`ingest::listing`): DataFusion hands a scan only
-/// `dyn ObjectStore`, which cannot list from a key `object_store` refuses.
-static PAGERS: LazyLock<RwLock<HashMap<String, Arc<AmazonS3>>>> = LazyLock::new(Default::default);
-
-/// The paged lister of `store_url` (`s3://bucket`) when it is an S3 store
-/// built by this process.
-pub fn s3_pager(store_url: &str) -> Option<Arc<dyn PaginatedListStore>> {
-    let bucket = store_url.strip_prefix("s3://")?.trim_end_matches('/');
-    let pagers = PAGERS.read().expect("pager lock");
-    Some(pagers.get(bucket)?.clone() as Arc<dyn PaginatedListStore>)
-}
-
-fn parse_bool(name: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "0" | "false" | "no" => Ok(false),
-        _ => Err(Error::config(format!(
-            "invalid {name} '{v}' (expected true or false)"
-        ))),
-    }
-}
-
-/// A place in an object store: the store's URL (`s3://bucket`, `file:///`)
-/// and a prefix inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Location {
-    /// `s3://bucket` or `file:///`.
-    pub store_url: String,
-    /// Key prefix inside the store, without leading or trailing `/`.
-    pub prefix: String,
-}
-
-impl Location {
-    /// Parses an `s3://bucket/prefix` URL, a `file://` URL or a local path
-    /// (made absolute; it need not exist yet).
-    pub fn parse(s: &str) -> Result<Location> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(Error::config(
-                "empty location (expected s3://bucket/prefix or a local path)",
-            ));
-        }
-        if let Some(rest) = s.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(Error::config(format!(
-                    "invalid location '{s}': no bucket (expected s3://bucket/prefix)"
-                )));
-            }
-            return Ok(Location {
-                store_url: format!("s3://{bucket}"),
-                prefix: prefix.trim_matches('/').to_string(),
-            });
-        }
-        let path = if let Some(p) = s.strip_prefix("file://") {
-            std::path::PathBuf::from(p)
-        } else if s.contains("://") {
-            return Err(Error::config(format!(
-                "unsupported location '{s}' (expected s3://bucket/prefix or a local path)"
-            )));
-        } else {
-            std::path::PathBuf::from(s)
-        };
-        let abs = if path.is_absolute() {
-            path
-        } else {
-            std::env::current_dir()?.join(path)
-        };
-        let text = abs.to_string_lossy().replace('\\', "/");
-        Ok(Location {
-            store_url: "file:///".to_string(),
-            prefix: normalise_local(&text).trim_matches('/').to_string(),
-        })
-    }
-
-    /// A location below this one.
-    pub fn join(&self, rel: &str) -> Location {
-        let rel = rel.trim_matches('/');
-        let prefix = match (self.prefix.is_empty(), rel.is_empty()) {
-            (true, _) => rel.to_string(),
-            (false, true) => self.prefix.clone(),
-            (false, false) => format!("{}/{rel}", self.prefix),
-        };
-        Location {
-            store_url: self.store_url.clone(),
-            prefix,
-        }
-    }
-
-    /// The prefix as an object-store path.
-    pub fn path(&self) -> Path {
-        Path::from(self.prefix.as_str())
-    }
-
-    /// A URL DataFusion can scan: `s3://bucket/prefix/` or `file:///prefix/`.
-    pub fn url(&self) -> String {
-        let base = if self.store_url.starts_with("file") {
-            "file://"
-        } else {
-            self.store_url.trim_end_matches('/')
-        };
-        if self.prefix.is_empty() {
-            format!("{base}/")
-        } else {
-            format!("{base}/{}/", self.prefix)
-        }
-    }
-
-    /// The URL of an object `key` (a full key, as listings return it) in
-    /// this location's store.
-    pub fn object_url(&self, key: &str) -> String {
-        format!("{}/{key}", self.store_url.trim_end_matches('/'))
-    }
-
-    /// The store's URL as a [`Url`].
-    pub fn store(&self) -> Result<Url> {
-        Url::parse(&self.store_url)
-            .map_err(|e| Error::config(format!("invalid store url '{}': {e}", self.store_url)))
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.store_url.starts_with("file") {
-            write!(f, "/{}", self.prefix)
-        } else {
-            write!(f, "{}/{}", self.store_url, self.prefix)
-        }
-    }
-}
-
-/// Removes `.` and `..` segments of an absolute path, lexically.
-fn normalise_local(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    out.join("/")
-}
-
-/// The object-store registry every tauc session uses.
+/// The shared registry behind DataFusion's trait.
 #[derive(Debug)]
-pub struct StoreRegistry {
-    options: S3Options,
-    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
-}
+struct SessionStores(Arc<StoreRegistry>);
 
-impl StoreRegistry {
-    /// A registry whose S3 clients use `options`.
-    pub fn new(options: S3Options) -> Self {
-        StoreRegistry {
-            options,
-            stores: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn key(url: &Url) -> String {
-        format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""))
-    }
-
-    /// The store for a location.
-    pub fn for_location(&self, loc: &Location) -> Result<Arc<dyn ObjectStore>> {
-        self.store_for(&loc.store()?)
-    }
-
-    fn store_for(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
-        let key = Self::key(url);
-        if let Some(s) = self.stores.read().expect("registry lock").get(&key) {
-            return Ok(s.clone());
-        }
-        let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "file" => Arc::new(LocalFileSystem::new()),
-            "s3" => self.options.build(url.host_str().unwrap_or(""))?,
-            other => {
-                return Err(Error::config(format!(
-                    "unsupported object store scheme '{other}' in '{url}' (expected s3:// or a local path)"
-                )));
-            }
-        };
-        let mut stores = self.stores.write().expect("registry lock");
-        Ok(stores.entry(key).or_insert(store).clone())
-    }
-}
-
-impl ObjectStoreRegistry for StoreRegistry {
+impl ObjectStoreRegistry for SessionStores {
     fn register_store(
         &self,
         url: &Url,
         store: Arc<dyn ObjectStore>,
     ) -> Option<Arc<dyn ObjectStore>> {
-        self.stores
-            .write()
-            .expect("registry lock")
-            .insert(Self::key(url), store)
+        self.0.register(url, store)
     }
 
     fn get_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
-        Ok(self.store_for(url)?)
+        Ok(self.0.for_url(url).map_err(crate::Error::from)?)
     }
 }
 
@@ -352,26 +39,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations() {
-        let l = Location::parse("s3://bkt/a/b/").unwrap();
-        assert_eq!(
-            (l.store_url.as_str(), l.prefix.as_str()),
-            ("s3://bkt", "a/b")
-        );
-        assert_eq!(l.join("ods/t").url(), "s3://bkt/a/b/ods/t/");
-        let l = Location::parse("/tmp/x/../y").unwrap();
-        assert_eq!(l.url(), "file:///tmp/y/");
-        assert!(Location::parse("s3://").is_err());
-        assert!(Location::parse("gs://b/x").is_err());
-    }
-
-    #[test]
     fn registry_caches_per_bucket() {
-        let r = StoreRegistry::new(S3Options {
+        let r = for_datafusion(Arc::new(StoreRegistry::new(S3Options {
             endpoint: Some("http://127.0.0.1:1".into()),
             allow_http: Some(true),
             ..Default::default()
-        });
+        })));
         let a = r.get_store(&Url::parse("s3://one/x").unwrap()).unwrap();
         let b = r.get_store(&Url::parse("s3://one/y").unwrap()).unwrap();
         let c = r.get_store(&Url::parse("s3://two/").unwrap()).unwrap();

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tauc_jobs::cli::ClusterTlsArgs;
-use tauc_jobs::engine::cluster::{SchedulerOptions, TaskMode, TaskSpread, run_scheduler};
-use tauc_jobs::engine::session::Engine;
+use tauc_jobs::engine::Engine;
+use tauc_jobs::engine::runtime::task_mode::TaskMode;
+use tauc_jobs::engine::runtime::tls::ClusterTls;
 use tauc_jobs::store::S3Options;
+use tauc_scheduler::{SchedulerOptions, TaskSpread, run_scheduler};
 
 /// Runs the tauc scheduler. S3 settings come from `TAUC_S3_*` and the
 /// usual `AWS_*` variables or the instance role.
@@ -51,10 +53,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tauc_jobs::logging::init(args.log_format.as_deref() == Some("json"));
+    tauc_common::logging::init(args.log_format.as_deref() == Some("json"));
     let run = async {
         tauc_jobs::config::check_env()?;
-        let tls = args.cluster_tls.files().load()?;
+        let tls = ClusterTls::from_files(&args.cluster_tls.files())?;
         let engine = Engine::new(S3Options::default().with_env()?)?.with_tls(tls);
         run_scheduler(
             engine,
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
         )
         .await
     };
-    tauc_jobs::engine::cluster::exit_with("tauc-scheduler", async {
+    tauc_common::process::exit_with("tauc-scheduler", async {
         run.await?;
         Ok::<_, tauc_jobs::Error>(String::new())
     })

@@ -284,10 +284,7 @@ async fn ready(State(intake): State<Intake>) -> Response {
 async fn metrics(State(intake): State<Intake>) -> Response {
     let text = intake.metrics.render(intake.spool.bytes(), now_ms());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, tauc_common::metrics::TEXT_FORMAT)],
         text,
     )
         .into_response()

@@ -25,7 +25,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tauc_jobs::store::Location;
+use tauc_common::store::Location;
 use tokio::sync::watch;
 
 use crate::error::Result;

@@ -9,5 +9,5 @@ use tauc_jobs::cli::{self, Cli};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tauc_jobs::logging::init(cli.log_format.as_deref() == Some("json"));
-    tauc_jobs::engine::cluster::exit_with("tauc-job", cli::run(cli))
+    tauc_common::process::exit_with("tauc-job", cli::run(cli))
 }

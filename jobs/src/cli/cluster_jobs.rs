@@ -8,8 +8,8 @@ use clap::Args;
 
 use crate::cli::Globals;
 use crate::config;
-use crate::engine::job_view::JobView;
-use crate::engine::remote::SchedulerClient;
+use crate::engine::client::job_view::JobView;
+use crate::engine::client::remote::SchedulerClient;
 use crate::error::{Error, Result};
 
 /// `status` flags.

@@ -11,11 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, FileConfig};
 use crate::derive::regions::Regions;
-use crate::engine::remote::SchedulerClient;
-use crate::engine::scratch::{Resources, parse_size};
+use crate::engine::client::remote::SchedulerClient;
+use crate::engine::client::submitted;
+use crate::engine::runtime::scratch::{Resources, parse_size};
+use crate::engine::runtime::tls::{ClusterTls, TlsFiles};
 use crate::engine::session::Engine;
-use crate::engine::submitted;
-use crate::engine::tls::{ClusterTls, TlsFiles};
 use crate::error::{Error, Result};
 use crate::jobs::layering::{self, LayeringArgs, LayeringReport};
 use crate::jobs::progress::Progress;
@@ -99,12 +99,12 @@ pub struct Globals {
 impl Globals {
     /// The config file, loaded.
     pub fn file(&self) -> Result<FileConfig> {
-        FileConfig::load(self.config.as_deref())
+        Ok(FileConfig::load(self.config.as_deref())?)
     }
 
     /// The cluster TLS of flags > variables > the `[cluster]` section.
     pub fn cluster_tls(&self, file: &FileConfig) -> Result<Option<Arc<ClusterTls>>> {
-        self.tls.clone().or(file.cluster.files()).load()
+        ClusterTls::from_files(&self.tls.clone().or(file.cluster.files()))
     }
 }
 
@@ -771,7 +771,9 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         let report = report?;
         out.push_str(&summary(&report));
         if let Some(path) = &s.metrics_file {
-            let spilled = scheduler.is_none().then(crate::engine::spill::spilled);
+            let spilled = scheduler
+                .is_none()
+                .then(crate::engine::runtime::spill::spilled);
             let text = run_metrics::render(&report, spilled, chrono::Utc::now().timestamp());
             run_metrics::write(path, &text)?;
         }
@@ -796,7 +798,7 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         out.push_str(&reports_summary(&report?, &r.warehouse));
     }
     if scheduler.is_none() {
-        out.push_str(&spill_line(crate::engine::spill::spilled()));
+        out.push_str(&spill_line(crate::engine::runtime::spill::spilled()));
     }
     Ok(out)
 }
@@ -805,7 +807,7 @@ async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
 /// share of `--memory-limit` was full, and shuffle writers past their
 /// buffer (Ballista's sort shuffle spills at 256 MiB a task whatever the
 /// pool). Only in-process: a cluster's tasks run in the executors.
-fn spill_line(s: crate::engine::spill::Spilled) -> String {
+fn spill_line(s: crate::engine::runtime::spill::Spilled) -> String {
     if s.files == 0 {
         "spilled: nothing\n".to_string()
     } else {

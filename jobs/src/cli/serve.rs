@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::cli::{EngineArgs, StoreArgs};
 use crate::config::{FileConfig, parse_duration};
-use crate::engine::scratch::parse_size;
+use crate::engine::runtime::scratch::parse_size;
 use crate::error::{Error, Result};
 use crate::serve::backoff::LoginLimits;
 use crate::serve::users::Users;

@@ -1,5 +1,5 @@
 //! Pure measures the reports compute per group, wrapped as UDFs by
-//! `engine::udf`: the hour bucket of an instant in a region's zone
+//! `engine::plan::udf`: the hour bucket of an instant in a region's zone
 //! (`ads_mon_cors_anomaly_hh`), how far a user gets through a funnel, and
 //! how many of a user's clicks on a target are duplicates. They live here,
 //! below the engine, so the engine never imports a job.

@@ -25,11 +25,11 @@ use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use crate::engine::codec::{TaucLogicalCodec, TaucPhysicalCodec};
-use crate::engine::local;
-use crate::engine::scratch::{Resources, Scratch};
-use crate::engine::tls::ClusterTls;
-use crate::engine::udf;
+use crate::engine::plan::codec::{TaucLogicalCodec, TaucPhysicalCodec};
+use crate::engine::plan::udf;
+use crate::engine::runtime::local;
+use crate::engine::runtime::scratch::{Resources, Scratch};
+use crate::engine::runtime::tls::ClusterTls;
 use crate::error::{Error, Result};
 use crate::store::{S3Options, StoreRegistry};
 use crate::warehouse::writer::{WriteExec, WriteNode};
@@ -64,7 +64,7 @@ impl Engine {
         let scratch = Arc::new(Scratch::new(resources.work_dir.as_deref())?);
         let memory_limit = resources.memory_limit();
         let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(registry.clone())
+            .with_object_store_registry(crate::store::for_datafusion(registry.clone()))
             .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
             .with_temp_file_path(scratch.spill())
             .build_arc()?;
@@ -209,14 +209,6 @@ pub fn with_tls(config: SessionConfig, tls: Option<&Arc<ClusterTls>>) -> Session
             .with_ballista_use_tls(true)
             .with_ballista_override_create_grpc_client_endpoint(tls.endpoint_override()),
     }
-}
-
-/// Upgrades a config that came from a client with tauc's codecs (codecs are
-/// not part of the propagated settings).
-pub fn with_codecs(config: SessionConfig) -> SessionConfig {
-    config
-        .with_ballista_logical_extension_codec(Arc::new(TaucLogicalCodec::default()))
-        .with_ballista_physical_extension_codec(Arc::new(TaucPhysicalCodec::default()))
 }
 
 /// DataFusion's planner plus tauc's logical nodes (the warehouse writer).

@@ -21,7 +21,7 @@
 //!    the target, and derived with the tauc UDFs. The winner of each
 //!    `event_id` is picked by an aggregate (`min` of the row packed as one
 //!    binary value that sorts by `collector_ts, src_file, line_no`; see
-//!    `engine::row_pack`), not by a `row_number()` window: the window
+//!    `engine::plan::row_pack`), not by a `row_number()` window: the window
 //!    plan failed under Ballista ("Expects PARTITION BY expression to be
 //!    ordered") on some inputs. Because each target date
 //!    reads only its own window, the result equals a rebuild from scratch
@@ -46,8 +46,8 @@ use object_store::ObjectStore;
 use tracing::Instrument;
 
 use crate::derive::regions::Regions;
+use crate::engine::client::submitted;
 use crate::engine::session::Engine;
-use crate::engine::submitted;
 use crate::error::{Error, Result};
 use crate::ingest::raw_scan::{
     Folder, KIND_REJECTED, KIND_VALID, RangeStats, RawEventsTable, RawSource, STAT_COLUMNS,
@@ -364,6 +364,7 @@ async fn write_dwd(
             &outcome,
             &tables,
             "tauc layering: dwd check",
+            submitted::collect,
         )
         .await?;
         tracing::info!(
@@ -762,7 +763,7 @@ fn dwd_sql(
     // through the per-target-date dedupe of layers.md, whose window — and
     // so whose winner — depends on the DWD date being built; the winner's
     // columns come out of the dedupe aggregate itself, packed in one
-    // binary value whose smallest is the winner (`engine::row_pack`: a
+    // binary value whose smallest is the winner (`engine::plan::row_pack`: a
     // struct per group held ~11 KB a copied event).
     //
     // `copied` is a file of known size, so its two joins (`NOT EXISTS`,

@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::engine::spill::Spilled;
+use crate::engine::runtime::spill::Spilled;
 use crate::error::Result;
 use crate::jobs::layering::LayeringReport;
 use crate::warehouse::commit::latency;

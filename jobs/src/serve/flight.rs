@@ -478,10 +478,10 @@ impl Drop for Run {
         }
         // a cluster job does not stop with its client: ask the scheduler
         if let (Some(job), Ok(rt)) = (
-            crate::engine::submitted::job_id(&self.plan),
+            crate::engine::client::submitted::job_id(&self.plan),
             tokio::runtime::Handle::try_current(),
         ) {
-            rt.spawn(async move { crate::engine::submitted::cancel(&job).await });
+            rt.spawn(async move { crate::engine::client::submitted::cancel(&job).await });
         }
     }
 }

@@ -88,10 +88,10 @@ pub async fn run(
     };
     tracing::info!(%addr, tls = settings.tls.is_some(), "Flight SQL server listening");
     eprintln!("serving the warehouse over Flight SQL at {scheme}://{addr}");
-    let incoming = crate::engine::local::no_delay(listener);
+    let incoming = crate::engine::runtime::local::no_delay(listener);
     server
         .add_service(FlightServiceServer::new(service))
-        .serve_with_incoming_shutdown(incoming, crate::engine::cluster::shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, tauc_common::process::shutdown_signal())
         .await
         .map_err(|e| Error::Server(format!("Flight SQL server failed: {e}")))?;
     Ok("stopped\n".into())

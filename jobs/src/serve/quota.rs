@@ -124,7 +124,7 @@ impl QueryRuntime {
             .with_mode(DiskManagerMode::Directories(vec![self.spill.clone()]))
             .with_max_temp_directory_size(self.scratch_limit);
         RuntimeEnvBuilder::new()
-            .with_object_store_registry(self.registry.clone())
+            .with_object_store_registry(crate::store::for_datafusion(self.registry.clone()))
             .with_memory_pool(Arc::new(TrackConsumersPool::new(
                 FairSpillPool::new(self.memory_share),
                 top,

@@ -5,7 +5,7 @@
 //! by `event_id` over all rows read for that date, across both tables).
 //! Ballista 55 can break that after losing an executor: a stage rolled
 //! back and run again leaves what its first attempt already delivered
-//! listed beside the re-run's output ([`crate::engine::rerun`]). Two
+//! listed beside the re-run's output ([`crate::warehouse::rerun`]). Two
 //! attempts at one writer task are set aside by the commit; a doubled
 //! intermediate stage would write some events twice into files of one
 //! attempt, which nothing else can see. This check reads only the
@@ -17,7 +17,7 @@
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::store::Location;
@@ -37,14 +37,20 @@ pub struct Doubled {
 }
 
 /// The partitions of `tables` whose files in `outcome` repeat an
-/// `event_id`, checked as the job `name`.
-pub async fn doubled_events(
+/// `event_id`, checked as the job `name`: `collect` runs the check's query
+/// (the engine's cluster-aware collect, which names and cancels the
+/// Ballista job; the warehouse knows no engine).
+pub async fn doubled_events<C>(
     ctx: &SessionContext,
     warehouse: &Location,
     outcome: &WriteOutcome,
     tables: &[Table],
     name: &str,
-) -> Result<Vec<Doubled>> {
+    collect: C,
+) -> Result<Vec<Doubled>>
+where
+    C: AsyncFnOnce(DataFrame, &str) -> Result<Vec<RecordBatch>>,
+{
     let mut parts = Vec::new();
     for p in outcome.partitions() {
         let urls = file_urls(warehouse, outcome, tables, &p)?;
@@ -65,7 +71,7 @@ pub async fn doubled_events(
     }
     let sql = branches.join(" UNION ALL ");
     let result = match ctx.sql(&sql).await {
-        Ok(df) => crate::engine::submitted::collect(df, name).await,
+        Ok(df) => collect(df, name).await,
         Err(e) => Err(e.into()),
     };
     for i in 0..parts.len() {
@@ -139,7 +145,7 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
-    use crate::engine::session::Engine;
+    use crate::engine::Engine;
     use crate::store::S3Options;
     use crate::warehouse::commit::{DataFile, parquet_bytes};
 
@@ -186,9 +192,16 @@ mod tests {
         let engine = Engine::new(S3Options::default()).expect("engine");
         let ctx = engine.connect(None, 1).await.expect("context");
         let tables = [Table::DwdTrkEvent, Table::DwdCorsError];
-        doubled_events(&ctx, w, outcome, &tables, "test check")
-            .await
-            .expect("check")
+        doubled_events(
+            &ctx,
+            w,
+            outcome,
+            &tables,
+            "test check",
+            crate::engine::client::submitted::collect,
+        )
+        .await
+        .expect("check")
     }
 
     #[tokio::test(flavor = "multi_thread")]

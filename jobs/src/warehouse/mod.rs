@@ -10,6 +10,7 @@ pub mod doubled;
 pub mod lease;
 pub mod query;
 pub mod redact;
+pub mod rerun;
 pub mod table;
 pub mod tables;
 pub mod writer;

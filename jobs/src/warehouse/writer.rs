@@ -19,7 +19,7 @@
 //!   (`kind = 'count'`): the sums of [`WriteSpec::counters`] and the value
 //!   counts of [`WriteSpec::value_counts`] per partition key. Every row
 //!   names the work it belongs to (`task`: the stage and the global shuffle
-//!   partitions read, [`crate::engine::rerun`]) and the attempt that did it
+//!   partitions read, [`crate::warehouse::rerun`]) and the attempt that did it
 //!   (`attempt`), because Ballista 55 can hand the
 //!   client the output of two attempts of one task (a stage rolled back
 //!   after an executor loss runs again, and the outputs its first attempt
@@ -59,7 +59,6 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::task_metrics;
 use crate::store::Location;
 use crate::warehouse::tables::{Table, conform};
 
@@ -141,6 +140,24 @@ pub fn set_worker_name(name: &str) {
 
 fn worker_name() -> &'static str {
     WORKER.get().map(String::as_str).unwrap_or("local")
+}
+
+/// Whoever counts what this process's writer tasks did: an executor, for
+/// its `/metrics` (`tauc-job`'s in-process executor counts nothing).
+pub trait TaskObserver: Send + Sync {
+    /// A task wrote a file of `rows` rows and `bytes` bytes to `table`.
+    fn file_written(&self, table: &str, rows: u64, bytes: u64);
+    /// A task kept a counter (`files`, `lines`, …, `reason=…`).
+    fn counted(&self, name: &str, value: i64);
+    /// A task finished.
+    fn task_finished(&self);
+}
+
+static OBSERVER: OnceLock<Box<dyn TaskObserver>> = OnceLock::new();
+
+/// Sets the process's [`TaskObserver`]. Only the first call counts.
+pub fn set_task_observer(observer: Box<dyn TaskObserver>) {
+    let _ = OBSERVER.set(observer);
 }
 
 /// The logical form of the write: `input` written as [`WriteSpec`] says.
@@ -296,7 +313,7 @@ impl ExecutionPlan for WriteExec {
         let input = self.input.execute(partition, context.clone())?;
         let url = ObjectStoreUrl::parse(&self.spec.warehouse.store_url)?;
         let store = context.runtime_env().object_store(&url)?;
-        let reads = crate::engine::rerun::input_partitions(&self.input, partition);
+        let reads = crate::warehouse::rerun::input_partitions(&self.input, partition);
         let task = TaskName::of(context.task_id().as_deref(), partition, reads.as_deref());
         let mut writer = TaskWriter::new(self.spec.clone(), store, task);
         let out = futures::stream::once(async move {
@@ -319,7 +336,7 @@ impl ExecutionPlan for WriteExec {
 #[derive(Debug, Clone, PartialEq)]
 struct TaskName {
     /// `s{stage}-g{shuffle partitions read}`: the same for every attempt
-    /// at one piece of work ([`crate::engine::rerun`]). When that is not
+    /// at one piece of work ([`crate::warehouse::rerun`]). When that is not
     /// known (no Ballista task, no shuffle input) it is the attempt itself,
     /// so no other attempt is ever taken for the same work.
     work: String,
@@ -562,12 +579,16 @@ impl TaskWriter {
         for (((table, dt, region), name), v) in &self.counts {
             let table = table.map(Table::path).unwrap_or_default();
             rows.push(KIND_COUNT, table, *dt, region, name, *v, 0);
-            task_metrics::counted(name, *v);
         }
-        for ((table, ..), _, n, bytes) in &self.written {
-            task_metrics::file_written(table.map(Table::name).unwrap_or_default(), *n, *bytes);
+        if let Some(observer) = OBSERVER.get() {
+            for ((_, name), v) in &self.counts {
+                observer.counted(name, *v);
+            }
+            for ((table, ..), _, n, bytes) in &self.written {
+                observer.file_written(table.map(Table::name).unwrap_or_default(), *n, *bytes);
+            }
+            observer.task_finished();
         }
-        task_metrics::task_finished();
         let rows_written = self.written.iter().map(|w| w.2).sum::<u64>();
         macro_rules! task_line {
             ($level:ident) => {

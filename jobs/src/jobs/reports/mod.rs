@@ -422,7 +422,7 @@ async fn run_leased(
     }
 
     // a stop asked while the job ran: nothing of this stage commits
-    crate::engine::submitted::check()?;
+    crate::engine::client::submitted::check()?;
     progress.stage("reports: committing");
     let mut report = ReportsReport {
         run_id: run_id.clone(),
@@ -496,7 +496,7 @@ impl Queries<'_> {
         tracing::debug!(sql = %sql, "report query");
         let df = self.ctx.sql(&sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = crate::engine::submitted::collect(df, "tauc reports").await?;
+        let batches = crate::engine::client::submitted::collect(df, "tauc reports").await?;
         let batch = concat_batches(&schema, &batches)?;
         Ok((batch.num_rows() > 0).then_some(Rows(batch)))
     }

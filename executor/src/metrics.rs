@@ -4,7 +4,8 @@
 //! the Prometheus way — plus its memory pool and spill space now.
 //!
 //! Every number comes from the warehouse writer's per-task summary (the
-//! rows it returns to `tauc-job`, see [`crate::warehouse::writer`]), so an
+//! rows it returns to `tauc-job`, see `tauc_jobs::warehouse::writer`),
+//! handed to [`Counting`], the writer's task observer in this process, so an
 //! executor's counters add up, over the cluster, to what the runs'
 //! summaries report. Tasks of a failed attempt count too: the counters say
 //! what the executor did, the manifests what was committed.
@@ -18,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tauc_jobs::warehouse::writer::TaskObserver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
@@ -66,7 +68,7 @@ static COUNTERS: LazyLock<Counters> = LazyLock::new(Counters::default);
 static FINISHED_AT: AtomicU64 = AtomicU64::new(0);
 
 /// One finished writer task: a file it wrote.
-pub fn file_written(table: &str, rows: u64, bytes: u64) {
+fn file_written(table: &str, rows: u64, bytes: u64) {
     let label = TableLabel {
         table: table.to_string(),
     };
@@ -78,7 +80,7 @@ pub fn file_written(table: &str, rows: u64, bytes: u64) {
 
 /// One finished writer task: a counter it kept (`files`, `lines`, …,
 /// `reason=…`).
-pub fn counted(name: &str, value: i64) {
+fn counted(name: &str, value: i64) {
     let value = value.max(0) as u64;
     let c = &*COUNTERS;
     if let Some(reason) = name.strip_prefix("reason=") {
@@ -97,10 +99,28 @@ pub fn counted(name: &str, value: i64) {
 }
 
 /// A writer task finished.
-pub fn task_finished() {
+fn task_finished() {
     COUNTERS.tasks.inc();
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     FINISHED_AT.store(now, Ordering::Relaxed);
+}
+
+/// Counts what the writer tasks of this process did (set as the writer's
+/// task observer when the executor starts).
+pub struct Counting;
+
+impl TaskObserver for Counting {
+    fn file_written(&self, table: &str, rows: u64, bytes: u64) {
+        file_written(table, rows, bytes);
+    }
+
+    fn counted(&self, name: &str, value: i64) {
+        counted(name, value);
+    }
+
+    fn task_finished(&self) {
+        task_finished();
+    }
 }
 
 fn gauge(v: i64) -> Gauge {

@@ -13,10 +13,12 @@ use datafusion::common::{Result, TableReference, exec_err};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 
+use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 
 use crate::ingest::raw_scan::{RawEventsTable, RawScanExec, RawSource};
@@ -201,4 +203,12 @@ impl PhysicalExtensionCodec for TaucPhysicalCodec {
         }
         self.inner.try_encode(node, buf, proto_converter)
     }
+}
+
+/// Upgrades a config that came from a client with tauc's codecs (codecs are
+/// not part of the propagated settings).
+pub fn with_codecs(config: SessionConfig) -> SessionConfig {
+    config
+        .with_ballista_logical_extension_codec(Arc::new(TaucLogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(TaucPhysicalCodec::default()))
 }

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use tauc_jobs::error::{Error, Result};
 
 /// The delay after the first refusal.
 pub const FIRST_DELAY: Duration = Duration::from_millis(100);

@@ -17,7 +17,7 @@
 //! tasks (Ballista's pull mode, `--task-mode pull`) and open no task-push
 //! port.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,40 +32,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::error::{Error, Result};
 
-/// The three files, as given by flags, `TAUC_CLUSTER_*` or the config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The CA that signed every cluster process's certificate (PEM).
-    pub ca: Option<PathBuf>,
-    /// This process's certificate chain (PEM).
-    pub cert: Option<PathBuf>,
-    /// This process's private key (PEM).
-    pub key: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    /// Each file given here, else the one of `other`.
-    pub fn or(self, other: TlsFiles) -> TlsFiles {
-        TlsFiles {
-            ca: self.ca.or(other.ca),
-            cert: self.cert.or(other.cert),
-            key: self.key.or(other.key),
-        }
-    }
-
-    /// The loaded settings; `None` when no file is given (plain TCP).
-    pub fn load(&self) -> Result<Option<Arc<ClusterTls>>> {
-        match (&self.ca, &self.cert, &self.key) {
-            (None, None, None) => Ok(None),
-            (Some(ca), Some(cert), Some(key)) => ClusterTls::load(ca, cert, key).map(Some),
-            _ => Err(Error::config(
-                "--cluster-ca, --cluster-cert and --cluster-key (TAUC_CLUSTER_CA, \
-                 TAUC_CLUSTER_CERT, TAUC_CLUSTER_KEY) go together: give all three for TLS \
-                 between the cluster's processes, or none",
-            )),
-        }
-    }
-}
+pub use tauc_common::config::TlsFiles;
 
 /// Loaded, checked TLS material of one process.
 pub struct ClusterTls {
@@ -101,6 +68,19 @@ fn certs(flag: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'stat
 }
 
 impl ClusterTls {
+    /// The loaded settings; `None` when no file is given (plain TCP).
+    pub fn from_files(files: &TlsFiles) -> Result<Option<Arc<ClusterTls>>> {
+        match (&files.ca, &files.cert, &files.key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => ClusterTls::load(ca, cert, key).map(Some),
+            _ => Err(Error::config(
+                "--cluster-ca, --cluster-cert and --cluster-key (TAUC_CLUSTER_CA, \
+                 TAUC_CLUSTER_CERT, TAUC_CLUSTER_KEY) go together: give all three for TLS \
+                 between the cluster's processes, or none",
+            )),
+        }
+    }
+
     fn load(ca_path: &Path, cert_path: &Path, key_path: &Path) -> Result<Arc<ClusterTls>> {
         let ca = read("--cluster-ca", ca_path)?;
         let cert = read("--cluster-cert", cert_path)?;

@@ -8,8 +8,8 @@ use ballista_core::serde::protobuf::CancelJobParams;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::engine::job_view::{JOBS_PATH, JobView};
-use crate::engine::tls::ClusterTls;
+use crate::engine::client::job_view::{JOBS_PATH, JobView};
+use crate::engine::runtime::tls::ClusterTls;
 use crate::error::{Error, Result};
 
 /// How long the reachability check and each request wait.

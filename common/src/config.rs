@@ -147,11 +147,33 @@ pub struct ClusterFile {
 
 impl ClusterFile {
     /// The section's files.
-    pub fn files(&self) -> crate::engine::tls::TlsFiles {
-        crate::engine::tls::TlsFiles {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
+        }
+    }
+}
+
+/// The three files, as given by flags, `TAUC_CLUSTER_*` or the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA that signed every cluster process's certificate (PEM).
+    pub ca: Option<PathBuf>,
+    /// This process's certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// This process's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Each file given here, else the one of `other`.
+    pub fn or(self, other: TlsFiles) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.or(other.ca),
+            cert: self.cert.or(other.cert),
+            key: self.key.or(other.key),
         }
     }
 }
@@ -273,6 +295,32 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     }
 }
 
+/// Parses a size: bytes, or a number with `K`, `M`, `G` (`KiB`, `MB`, ...:
+/// powers of 1024 either way).
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size '{s}' (expected e.g. 4G, 512M or 1073741824)"))?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1u64,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid size unit '{other}' in '{s}' (use K, M, G or T)"
+            ));
+        }
+    };
+    Ok((value * scale as f64) as usize)
+}
+
 /// Fails on `TAUC_*` variables tauc does not know (likely misspelt).
 pub fn check_env() -> Result<()> {
     let unknown: Vec<String> = std::env::vars_os()
@@ -303,5 +351,15 @@ mod tests {
         assert_eq!(ok.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert!(toml::from_str::<FileConfig>("warehous = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[s3]\nendpiont = \"x\"").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert!(parse_size("4X").is_err());
+        assert!(parse_size("").is_err());
     }
 }

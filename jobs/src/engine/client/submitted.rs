@@ -22,8 +22,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::protobuf::LogicalPlanNode;
 use tokio::sync::watch;
 
-use crate::engine::job_view::JobView;
-use crate::engine::remote::{self, SchedulerClient};
+use crate::engine::client::job_view::JobView;
+use crate::engine::client::remote::{self, SchedulerClient};
 use crate::error::{Error, Result, Signal};
 
 static STOP: LazyLock<watch::Sender<Option<Signal>>> = LazyLock::new(|| watch::channel(None).0);

@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use tauc_common::config::parse_size;
+
 use crate::error::{Error, Result};
 
 /// What a process may use: memory for queries, and where its scratch
@@ -43,32 +45,6 @@ fn total_memory() -> Option<usize> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// Parses a size: bytes, or a number with `K`, `M`, `G` (`KiB`, `MB`, ...:
-/// powers of 1024 either way).
-pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
-    let t = s.trim();
-    let digits = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size '{s}' (expected e.g. 4G, 512M or 1073741824)"))?;
-    let scale = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1u64,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "invalid size unit '{other}' in '{s}' (use K, M, G or T)"
-            ));
-        }
-    };
-    Ok((value * scale as f64) as usize)
 }
 
 /// Removes the scratch directories of processes that died without
@@ -153,16 +129,6 @@ impl Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("").is_err());
-    }
 
     #[test]
     fn scratch_is_private_and_removed() {

@@ -16,7 +16,10 @@ use prometheus_client::registry::Registry;
 
 use ballista_core::serde::protobuf::{ExecutorMetric, executor_metric};
 
-use crate::engine::job_view::{self, JobView, Scheduler};
+use tauc_common::metrics::TEXT_FORMAT;
+use tauc_jobs::engine::client::job_view::JobView;
+
+use crate::job_view::{self, Scheduler};
 
 /// The `state` label of the job gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,10 +89,6 @@ pub fn render(jobs: &[JobView], executors: &[(String, u64)]) -> String {
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }
-
-/// The Prometheus text format's content type (tauc's series and Ballista's
-/// share one answer; `# EOF` of OpenMetrics is left out).
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Ballista's own scheduler metrics (its `prometheus-metrics` feature): job
 /// execution and planning times, jobs submitted, completed, failed and

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::engine::job_view::{self, Scheduler};
-use crate::error::{Error, Result};
+use tauc_jobs::error::{Error, Result};
+
+use crate::job_view::{self, Scheduler};
 
 /// One line of the log.
 #[derive(Debug, Serialize)]

@@ -43,8 +43,8 @@ use datafusion::execution::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
-use crate::engine::session::with_codecs;
-use crate::engine::spill::MeteredEngine;
+use crate::engine::plan::codec::with_codecs;
+use crate::engine::runtime::spill::MeteredEngine;
 use crate::error::{Error, Result};
 
 /// Starts the in-process scheduler and executor for `state`; returns the

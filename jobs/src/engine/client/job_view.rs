@@ -1,0 +1,46 @@
+//! What the scheduler tells an operator about its jobs, as `tauc-job`
+//! reads it: `GET /tauc/v1/jobs` and `GET /tauc/v1/jobs/{id}` (JSON),
+//! served on the scheduler's gRPC port next to `/healthz` and `/readyz`
+//! (the serving side is the `tauc-scheduler` crate).
+//!
+//! The answers carry job ids, names, states, counts and error messages —
+//! no rows, no plans, no settings (which may hold credentials).
+
+use serde::{Deserialize, Serialize};
+
+/// The path of the job list.
+pub const JOBS_PATH: &str = "/tauc/v1/jobs";
+
+/// One job as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Ballista's job id.
+    pub job_id: String,
+    /// The job name the client gave (`tauc layering ods …`).
+    pub name: String,
+    /// `queued`, `running`, `successful` or `failed` (a cancelled job is
+    /// failed, its error says so).
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Stages finished.
+    pub stages_done: usize,
+    /// Stages in the plan.
+    pub stages: usize,
+    /// Tasks finished, over the stages the scheduler still holds in memory
+    /// (a finished job's graph is summarised: then `tasks` is 0).
+    pub tasks_done: usize,
+    /// Tasks of those stages.
+    pub tasks: usize,
+    /// Start, milliseconds since the epoch (0 while queued).
+    pub started_at: u64,
+    /// End, milliseconds since the epoch (0 while it runs).
+    pub ended_at: u64,
+}
+
+impl JobView {
+    /// Whether the job has ended.
+    pub fn finished(&self) -> bool {
+        matches!(self.status.as_str(), "successful" | "failed")
+    }
+}
