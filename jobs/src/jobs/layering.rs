@@ -63,6 +63,7 @@ use crate::store::Location;
 use crate::warehouse::commit::{self, PartitionRef, WriteOutcome, new_run_id};
 use crate::warehouse::table::{WarehouseTable, event_id_table};
 use crate::warehouse::tables::Table;
+use crate::warehouse::tables::date_value;
 use crate::warehouse::writer::{FileLimits, TABLE_COLUMN, WriteNode, WriteSpec};
 use crate::warehouse::{doubled, lease};
 
@@ -661,7 +662,10 @@ const KEPT: &[&str] = &[
 fn per_region_dates<'a>(column: &str, dates: impl Iterator<Item = (&'a str, NaiveDate)>) -> Expr {
     let mut by_region: BTreeMap<&str, Vec<Expr>> = BTreeMap::new();
     for (region, d) in dates {
-        by_region.entry(region).or_default().push(lit(date32(d)));
+        by_region
+            .entry(region)
+            .or_default()
+            .push(lit(date_value(d)));
     }
     by_region
         .into_iter()
@@ -672,12 +676,6 @@ fn per_region_dates<'a>(column: &str, dates: impl Iterator<Item = (&'a str, Naiv
         })
         .reduce(Expr::or)
         .unwrap_or_else(|| lit(false))
-}
-
-/// A date as an Arrow `Date32` value.
-fn date32(d: NaiveDate) -> ScalarValue {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    ScalarValue::Date32(Some((d - epoch).num_days() as i32))
 }
 
 /// `INTERVAL '{days}' DAY`.
@@ -810,7 +808,7 @@ async fn kept_rows(
     // every DWD date whose window holds the row, for the copied ids only
     let rows = targets
         .iter()
-        .map(|(p, _)| vec![lit(p.region.as_str()), lit(date32(p.dt))])
+        .map(|(p, _)| vec![lit(p.region.as_str()), lit(date_value(p.dt))])
         .collect();
     let values = LogicalPlanBuilder::values(rows)?.build()?;
     let target_list = DataFrame::new(ctx.state(), values)

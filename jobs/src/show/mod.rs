@@ -18,6 +18,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::engine::submitted;
 use crate::error::{Error, Result};
+use crate::warehouse::tables::date_value;
 use chart::{Bar, Series, esc, num};
 
 /// Rows a bar chart shows at most (largest first).
@@ -68,12 +69,6 @@ const SETTLEMENT: PageQuery = PageQuery {
     sql: include_str!("sql/settlement.sql"),
     limit: Some(TOP),
 };
-
-/// A local date as a `DATE` parameter.
-fn date_param(date: NaiveDate) -> ScalarValue {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    ScalarValue::Date32(Some((date - epoch).num_days() as i32))
-}
 
 /// A query's result as one batch, run through [`submitted`] (a named
 /// Ballista job, cancelled on Ctrl-C) with `params` bound to `$1, $2, …`.
@@ -142,7 +137,7 @@ fn bools(b: &RecordBatch, name: &str) -> Result<Vec<bool>> {
 
 /// The regions with a committed page report on `date`.
 pub async fn regions_of(ctx: &SessionContext, date: NaiveDate) -> Result<Vec<String>> {
-    let b = query(ctx, &REGIONS, vec![date_param(date)]).await?;
+    let b = query(ctx, &REGIONS, vec![date_value(date)]).await?;
     texts(&b, "region")
 }
 
@@ -235,7 +230,7 @@ fn bar_list(labels: &[String], values: &[f64], notes: Vec<String>) -> Vec<Bar> {
 }
 
 async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) -> Result<String> {
-    let at = || vec![date_param(date), ScalarValue::from(region)];
+    let at = || vec![date_value(date), ScalarValue::from(region)];
     let id = |what: &str| format!("{what}-{region}");
     let mut s = String::new();
 

@@ -27,7 +27,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
-use datafusion::common::ScalarValue;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions::core::expr_fn::named_struct;
 use datafusion::functions_aggregate::expr_fn::{
@@ -51,6 +50,7 @@ use crate::warehouse::commit::new_run_id;
 use crate::warehouse::commit::{self, PartitionRef};
 use crate::warehouse::table::WarehouseTable;
 use crate::warehouse::tables::Table;
+use crate::warehouse::tables::date_value;
 
 /// Name of the job in manifests and the registry.
 pub const JOB: &str = "reports";
@@ -483,14 +483,8 @@ async fn run_leased(
 fn range(first: NaiveDate, last: NaiveDate, regions: &[String]) -> Expr {
     let regions = regions.iter().map(|r| lit(r.as_str())).collect();
     col("dt")
-        .between(lit(date32(first)), lit(date32(last)))
+        .between(lit(date_value(first)), lit(date_value(last)))
         .and(col("region").in_list(regions, false))
-}
-
-/// A local date as an Arrow `Date32` value.
-fn date32(d: NaiveDate) -> ScalarValue {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    ScalarValue::Date32(Some((d - epoch).num_days() as i32))
 }
 
 /// `CASE region WHEN 'aps1' THEN 'Asia/Kolkata' … END`: each row's time
