@@ -749,3 +749,108 @@ fn hang_up_on_each_connection(port: u16, how_long: Duration) -> usize {
     }
     n
 }
+
+/// `tauc-job sql` and `tauc-job report` on a cluster run every query as
+/// a named Ballista job through the same path as `submit`: announced with
+/// its id, listed by `status` under its name, and cancelled on the
+/// scheduler by Ctrl-C.
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_and_report_run_named_jobs_and_ctrl_c_cancels_them() {
+    let w = World::new("sql-jobs");
+    w.sample_day("1000");
+    let (date, region) = (["--date", "2024-06-18"], ["--region", "aps1"]);
+    w.submit(&[date[0], date[1], region[0], region[1]]).ok();
+    w.tauc_job(
+        &["submit", "reports", date[0], date[1], region[0], region[1]],
+        true,
+    )
+    .ok();
+    let cluster = Cluster::start(&w, 1);
+    let sched = ["--scheduler", cluster.url.as_str()];
+    let listed = |id: &str| {
+        let all = w.tauc_job(&["status", sched[0], sched[1]], false);
+        all.ok()
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed: {all}"))
+            .to_string()
+    };
+
+    let q = w.tauc_job(
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM ods_fe_event_di",
+            "--format",
+            "csv",
+            sched[0],
+            sched[1],
+        ],
+        true,
+    );
+    assert!(q.ok().starts_with("n\n"), "{q}");
+    let ids = job_ids(&q.stderr);
+    assert_eq!(ids.len(), 1, "one announced job: {q}");
+    let line = listed(&ids[0]);
+    assert!(line.contains("tauc sql"), "{line}");
+    assert!(line.contains("successful"), "{line}");
+
+    let page = w.dir.path().join("page.html");
+    let r = w.tauc_job(
+        &[
+            "report",
+            date[0],
+            date[1],
+            "--out",
+            page.to_str().unwrap(),
+            sched[0],
+            sched[1],
+        ],
+        true,
+    );
+    r.ok();
+    let ids = job_ids(&r.stderr);
+    assert_eq!(ids.len(), 7, "the regions and six sections: {r}");
+    for (id, name) in ids.iter().zip(["regions", "cors hourly", "cors top"]) {
+        let line = listed(id);
+        assert!(line.contains(&format!("tauc report: {name}")), "{line}");
+    }
+
+    // a query that runs for ever, stopped by Ctrl-C
+    let err_path = w.dir.path().join("sql.err");
+    let mut child = std::process::Command::new(bin("tauc-job"))
+        .args([
+            "sql",
+            "SELECT count(*) FROM ods_fe_event_di a, ods_fe_event_di b, ods_fe_event_di c, \
+             ods_fe_event_di d WHERE a.line_no + b.line_no + c.line_no + d.line_no < 0",
+        ])
+        .args(sched)
+        .args(w.store_flags())
+        .current_dir(w.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        if let Some(id) = job_ids(&err).into_iter().next() {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no job id: {err}");
+        assert!(child.try_wait().unwrap().is_none(), "sql ended: {err}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("cancelled the Ballista job"), "{err}");
+    let line = listed(&id);
+    assert!(
+        line.contains("tauc sql") && line.contains("failed"),
+        "{line}"
+    );
+    drop(cluster);
+}

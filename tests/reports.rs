@@ -727,3 +727,109 @@ async fn reports_need_their_input_and_commit_empty_partitions() {
         "{r}"
     );
 }
+
+/// A region name, a contract's target and a funnel step may hold a quote
+/// (the contract and tauc's config allow any text there): each is a value
+/// of the plans — it matches exactly what it says and can change no
+/// query — from the raw folders through DWD, the reports and the report
+/// page.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quote_in_a_region_a_contract_or_a_funnel_step_is_a_value() {
+    let w = World::new("quotes");
+    w.sample_day("50"); // the DIM tables
+    let region = "o'hare";
+    w.put(
+        "wh/dim/dim_region/quoted.csv",
+        format!("region,time_zone\n{region},America/Chicago\n"),
+    )
+    .await;
+    // 2024-06-18 12:00 UTC, 07:00 in Chicago
+    let t = 1_718_712_000_000_i64;
+    let click = |id: &str, at: i64, device: &str, target: &str| {
+        serde_json::json!({"event_id": id, "event_type": "click", "client_ts": at,
+            "collector_ts": at, "device_id": device,
+            "target": {"type": "button", "id": target}})
+        .to_string()
+    };
+    let lines = [
+        click("e1", t, "d1", "b'1"),
+        click("e2", t + 60_000, "d2", "b'1"),
+        click("e3", t + 120_000, "d1", "b'1"),
+        click("e4", t + 180_000, "d3", "b"),
+    ];
+    w.put(
+        &format!("raw/uat/{region}/2024/06/18/messages-{t}.txt"),
+        lines.join("\n"),
+    )
+    .await;
+    let sneaky = "b' OR '1'='1";
+    w.put(
+        "wh/dim/dim_contract/quoted.csv",
+        format!(
+            "contract_id,partner_id,target_id,pricing_model,unit_price,currency,valid_from,valid_to\n\
+             q-1,p'q,b'1,CPC,1.00,USD,2024-01-01,\n\
+             q-2,p'q,\"{sneaky}\",CPC,1.00,USD,2024-01-01,\n"
+        ),
+    )
+    .await;
+    w.put(
+        "wh/conf/funnels.toml",
+        format!(
+            "[[funnel]]\nid = \"q'uote\"\nwindow_seconds = 600\n[[funnel.step]]\nevent_type = \"click\"\ntarget_id = \"b'1\"\n\
+             [[funnel]]\nid = \"decoy\"\nwindow_seconds = 600\n[[funnel.step]]\nevent_type = \"click\"\ntarget_id = \"{sneaky}\"\n"
+        ),
+    )
+    .await;
+    let at = ["--date", "2024-06-18", "--region", region];
+    w.tauc_job(&["submit", "daily", at[0], at[1], at[2], at[3]], true)
+        .ok();
+
+    let dwd = w.rows(Table::DwdTrkEvent, "2024-06-18", region).await;
+    assert_eq!(dwd.num_rows(), 4);
+    let bill = w.rows(Table::AdsSettlement, "2024-06-18", region).await;
+    let ids = strs(&bill, "contract_id");
+    let gross = i64s(&bill, "gross_clicks");
+    let of = |c: &str| gross[ids.iter().position(|i| i.as_deref() == Some(c)).unwrap()];
+    assert_eq!(of("q-1"), Some(3), "the three clicks on b'1");
+    assert_eq!(of("q-2"), Some(0), "no click on {sneaky}");
+    let funnels = w.rows(Table::AdsFunnel, "2024-06-18", region).await;
+    let users: Vec<(Option<String>, Option<i64>)> = strs(&funnels, "funnel_id")
+        .into_iter()
+        .zip(i64s(&funnels, "users"))
+        .collect();
+    assert_eq!(
+        users,
+        vec![
+            (Some("q'uote".into()), Some(2)),
+            (Some("decoy".into()), Some(0))
+        ]
+    );
+
+    // the SQL surface and the report page read the region as a value too
+    let q = w.tauc_job(
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM dwd_trk_event_di WHERE region = 'o''hare'",
+            "--format",
+            "csv",
+        ],
+        true,
+    );
+    assert_eq!(q.ok(), "n\n4\n", "{q}");
+    let page = w.dir.path().join("page.html");
+    let r = w.tauc_job(
+        &[
+            "report",
+            at[0],
+            at[1],
+            at[2],
+            at[3],
+            "--out",
+            page.to_str().unwrap(),
+        ],
+        true,
+    );
+    r.ok();
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("b&#39;1") || html.contains("b'1"), "{html}");
+}

@@ -541,6 +541,8 @@ pub async fn run(cli: Cli) -> Result<String> {
         Command::Submit(s) => submit(g, s).await,
         Command::Sql(q) => {
             let r = resolve(g, &q.store, &q.engine.resources())?;
+            // Ctrl-C / SIGTERM cancel the query's Ballista job
+            submitted::install();
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             if q.format == OutputFormat::Parquet && q.out.is_none() {
                 return Err(Error::config(
@@ -565,6 +567,7 @@ pub async fn run(cli: Cli) -> Result<String> {
         }
         Command::Report(rp) => {
             let r = resolve(g, &rp.store, &rp.engine.resources())?;
+            submitted::install();
             preflight(&r.engine, &r.warehouse, "warehouse").await?;
             let scheduler = rp.scheduler.clone().or(r.file.scheduler.clone());
             let ctx = connect(&r.engine, scheduler.as_deref(), None).await?;

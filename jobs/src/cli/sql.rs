@@ -12,6 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
+use crate::engine::client::submitted;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::store::Location;
@@ -34,8 +35,13 @@ pub enum OutputFormat {
     Parquet,
 }
 
-/// Runs `query`; returns what to print (the result, or a line saying
-/// where it was written). CSV, JSON and Parquet stream batch by batch to
+/// The Ballista job name of a query (what `tauc-job status` lists; the
+/// query's text is not in it: it may hold values that are secrets).
+pub const JOB_NAME: &str = "tauc sql";
+
+/// Runs `query` as the job [`JOB_NAME`] through [`submitted`] (named,
+/// shown, cancelled on Ctrl-C like every job of `tauc-job`); returns what
+/// to print (the result, or a line saying where it was written). CSV, JSON and Parquet stream batch by batch to
 /// `out` (or standard output), so a large result is never held whole; the
 /// aligned table needs every row for its widths and is for small results.
 pub async fn run(
@@ -48,7 +54,7 @@ pub async fn run(
     let df = crate::warehouse::query::plan(ctx, query, allow_writes).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     if format == OutputFormat::Table {
-        let batches = df.collect().await?;
+        let batches = submitted::collect(df, JOB_NAME).await?;
         let text = table_text(&schema, &batches)?;
         return match out {
             Some(path) => {
@@ -68,12 +74,12 @@ pub async fn run(
             None => Box::new(std::io::stdout()),
         };
     let mut writer = StreamWriter::new(format, &schema, std::io::BufWriter::new(sink))?;
-    let mut stream = df.execute_stream().await?;
     let mut rows = 0;
-    while let Some(batch) = stream.try_next().await? {
+    submitted::for_each_batch(df, JOB_NAME, |batch| {
         rows += batch.num_rows();
-        writer.write(&batch)?;
-    }
+        writer.write(&batch)
+    })
+    .await?;
     writer.finish()?;
     Ok(match out {
         Some(path) => format!("wrote {rows} rows to {}\n", path.display()),

@@ -35,11 +35,17 @@ use chrono::{Days, NaiveDate, Utc};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::common::Column;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::format_as_file_type;
 use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::logical_expr::{Extension, LogicalPlan, LogicalPlanBuilder, case};
+use datafusion::execution::FunctionRegistry;
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::{count, min};
+use datafusion::logical_expr::{
+    Expr, Extension, JoinType, LogicalPlan, LogicalPlanBuilder, case, when,
+};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -57,6 +63,7 @@ use crate::store::Location;
 use crate::warehouse::commit::{self, PartitionRef, WriteOutcome, new_run_id};
 use crate::warehouse::table::{WarehouseTable, event_id_table};
 use crate::warehouse::tables::Table;
+use crate::warehouse::tables::date_value;
 use crate::warehouse::writer::{FileLimits, TABLE_COLUMN, WriteNode, WriteSpec};
 use crate::warehouse::{doubled, lease};
 
@@ -346,14 +353,14 @@ const DWD_ATTEMPTS: u32 = 3;
 /// doubled.
 async fn write_dwd(
     ctx: &SessionContext,
-    sql: &str,
+    df: DataFrame,
     spec: WriteSpec,
     warehouse: &Location,
 ) -> Result<WriteOutcome> {
     let tables = [Table::DwdTrkEvent, Table::DwdCorsError];
     let mut attempt = 1;
     loop {
-        let outcome = write(ctx.sql(sql).await?, spec.clone(), "tauc layering: dwd").await?;
+        let outcome = write(df.clone(), spec.clone(), "tauc layering: dwd").await?;
         if !submitted::on_cluster() {
             return Ok(outcome);
         }
@@ -653,25 +660,33 @@ const KEPT: &[&str] = &[
 ];
 
 /// `(region = 'r' AND column IN (DATE …)) OR …` over `dates` per region.
-fn per_region_dates<'a>(column: &str, dates: impl Iterator<Item = (&'a str, NaiveDate)>) -> String {
-    let mut by_region: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+fn per_region_dates<'a>(column: &str, dates: impl Iterator<Item = (&'a str, NaiveDate)>) -> Expr {
+    let mut by_region: BTreeMap<&str, Vec<Expr>> = BTreeMap::new();
     for (region, d) in dates {
         by_region
             .entry(region)
             .or_default()
-            .push(format!("DATE '{d}'"));
+            .push(lit(date_value(d)));
     }
     by_region
-        .iter()
+        .into_iter()
         .map(|(region, dates)| {
-            format!(
-                "(region = '{}' AND {column} IN ({}))",
-                region.replace('\'', "''"),
-                dates.join(", ")
-            )
+            col("region")
+                .eq(lit(region))
+                .and(col(column).in_list(dates, false))
         })
-        .collect::<Vec<_>>()
-        .join(" OR ")
+        .reduce(Expr::or)
+        .unwrap_or_else(|| lit(false))
+}
+
+/// `INTERVAL '{days}' DAY`.
+fn days(days: i64) -> Expr {
+    lit(ScalarValue::new_interval_mdn(0, days as i32, 0))
+}
+
+/// `column` qualified by the relation alias `table`.
+fn qcol(table: &str, column: &str) -> Expr {
+    Expr::Column(Column::new(Some(table), column))
 }
 
 /// The columns a copied event's winner is packed into, the order keys of
@@ -684,228 +699,213 @@ fn packed_columns() -> Vec<&'static str> {
         .collect()
 }
 
-/// The DWD query's first two steps: the read set's ODS rows with their
-/// time zone, event time and local date (`ods`).
-fn ods_ctes(ods_parts: &BTreeSet<PartitionRef>, targets: &[(PartitionRef, String)]) -> String {
-    let ods_filter = per_region_dates("dt", ods_parts.iter().map(|p| (p.region.as_str(), p.dt)));
-    let zones = targets
+/// A tauc function of the session (registered on every context).
+fn udf(ctx: &SessionContext, name: &str, args: Vec<Expr>) -> Result<Expr> {
+    Ok(ctx.udf(name)?.call(args))
+}
+
+/// The DWD query's input: the read set's ODS rows (`ods_parts`, from the
+/// registered `ods_src`) with their time zone (`CASE region WHEN …`, from
+/// `targets`), event time and local date.
+async fn timed_ods(
+    ctx: &SessionContext,
+    ods_parts: &BTreeSet<PartitionRef>,
+    targets: &[(PartitionRef, String)],
+) -> Result<DataFrame> {
+    let read_set = per_region_dates("dt", ods_parts.iter().map(|p| (p.region.as_str(), p.dt)));
+    let zones: BTreeMap<&str, &str> = targets
         .iter()
         .map(|(p, tz)| (p.region.as_str(), tz.as_str()))
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .map(|(region, tz)| format!("WHEN '{}' THEN '{tz}'", region.replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(" ");
-    format!(
-        r#"WITH timed AS (
-    SELECT o.*, CASE o.region {zones} END AS tz,
-        tauc_event_ts(o.client_ts, o.sent_ts, o.collector_ts) AS event_ts
-    FROM ods_src o
-    WHERE {ods_filter}
-),
-ods AS (
-    SELECT *, tauc_local_date(event_ts, tz) AS local_dt FROM timed
-)"#
-    )
+        .collect();
+    let mut zone = case(col("region"));
+    for (region, tz) in zones {
+        zone = zone.when(lit(region), lit(tz));
+    }
+    let event_ts = udf(
+        ctx,
+        "tauc_event_ts",
+        vec![col("client_ts"), col("sent_ts"), col("collector_ts")],
+    )?;
+    let local_dt = udf(ctx, "tauc_local_date", vec![col("event_ts"), col("tz")])?;
+    Ok(ctx
+        .table("ods_src")
+        .await?
+        .filter(read_set)?
+        .with_column("tz", zone.end()?)?
+        .with_column("event_ts", event_ts)?
+        .with_column("local_dt", local_dt)?)
 }
 
-/// The Arrow type of a packed winner, as `tauc_unpack_row` reads it: the
-/// types of [`packed_columns`] in `ods`, from the planned query.
-async fn packed_type(ctx: &SessionContext, ctes: &str) -> Result<String> {
-    let cols = packed_columns().join(", ");
-    let df = ctx.sql(&format!("{ctes}\nSELECT {cols} FROM ods")).await?;
-    let fields = df.schema().as_arrow().fields().clone();
-    Ok(DataType::Struct(fields).to_string().replace('\'', "''"))
-}
-
-fn dwd_sql(
-    ctes: &str,
+/// The rows the DWD dates are derived from (registered as `dwd_kept` for
+/// `layering/dwd.sql`): per kept event and DWD date `target_dt`, its
+/// [`KEPT`] columns and `copies`, the rows read that it stands for.
+///
+/// A row whose event id occurs once in the read set (nearly all) is its
+/// own kept row, on its own local date, when that date is a target and its
+/// collection date lies in that date's window. Only rows whose id is in
+/// `copied` (the ids seen more than once, found by a job of their own
+/// before this one: [`register_copied_ids`]) go through the per-target-date
+/// dedupe of layers.md, whose window — and so whose winner — depends on
+/// the DWD date being built; the winner's columns come out of the dedupe
+/// aggregate itself, packed in one binary value whose smallest is the
+/// winner (`engine::plan::row_pack`: a struct per group held ~11 KB a copied
+/// event). Without copies there is no dedupe at all.
+///
+/// `copied` is a file of known size, so its two joins (anti, semi) are
+/// broadcast hash joins: the ODS rows are read where they are and never
+/// shuffled or sorted by event id. (Counting the copies in this query
+/// instead, an aggregate of unknown size, made both joins sort-merge
+/// joins: two shuffles and two sorts of every ODS row, 21 of the 31 GB
+/// spilled at SF 10.) The zones and the target dates are expressions, not
+/// joins with small tables: a join on `region` alone (or `region,
+/// local_dt`) hash-shuffles every row of a region into one partition, so a
+/// one-region day ran its DWD stage on one task (one core, one executor).
+async fn kept_rows(
+    ctx: &SessionContext,
+    ods: DataFrame,
     row_type: &str,
     targets: &[(PartitionRef, String)],
     lateness_days: i64,
     any_copied: bool,
-) -> String {
-    // `copied` (the ids seen more than once) is small and its size is
-    // known: the joins with it are broadcast, ODS rows never move.
-    let (alone, copied) = if any_copied {
-        let exists = "EXISTS (SELECT 1 FROM copied c WHERE c.event_id = o.event_id)";
-        (format!("NOT {exists}"), exists.to_string())
-    } else {
-        ("TRUE".to_string(), "FALSE".to_string())
-    };
-    let target_filter = per_region_dates(
+) -> Result<DataFrame> {
+    let after = days(1 + lateness_days);
+    // the kept rows' columns unqualified (as the view names them)
+    let kept =
+        |table: &str| -> Vec<Expr> { KEPT.iter().map(|c| qcol(table, c).alias(*c)).collect() };
+    let copied = || async { Ok::<_, Error>(ctx.table("copied").await?.alias("c")?) };
+    let ods = ods.alias("o")?;
+
+    let mut alone = ods.clone();
+    if any_copied {
+        alone = alone.join(
+            copied().await?,
+            JoinType::LeftAnti,
+            &["o.event_id"],
+            &["c.event_id"],
+            None,
+        )?;
+    }
+    let target_dates = per_region_dates(
         "local_dt",
         targets.iter().map(|(p, _)| (p.region.as_str(), p.dt)),
     );
-    let values = targets
+    let in_own_window = col("dt")
+        .gt_eq(col("local_dt") - days(1))
+        .and(col("dt").lt_eq(col("local_dt") + after.clone()));
+    let singles = alone.filter(target_dates.and(in_own_window))?.select(
+        [
+            qcol("o", "region").alias("region"),
+            qcol("o", "local_dt").alias("target_dt"),
+            lit(1i64).alias("copies"),
+        ]
+        .into_iter()
+        .chain(kept("o"))
+        .collect::<Vec<_>>(),
+    )?;
+    if !any_copied {
+        return Ok(singles);
+    }
+
+    // every DWD date whose window holds the row, for the copied ids only
+    let rows = targets
         .iter()
-        .map(|(p, _)| format!("('{}', DATE '{}')", p.region.replace('\'', "''"), p.dt))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let after = 1 + lateness_days;
-    let (cors, trk, table_col) = (
-        Table::DwdCorsError.path(),
-        Table::DwdTrkEvent.path(),
-        TABLE_COLUMN,
-    );
-    let kept = KEPT.join(", ");
-    let packed = packed_columns().join(", ");
-    let unpacked = KEPT
-        .iter()
-        .map(|c| format!("get_field(r, '{c}') AS {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Each ODS row gets its event time and local date. A row whose event id
-    // occurs once in the read set (nearly all) is its own kept row, on its
-    // own local date, when its collection date lies in that date's window.
-    // Only rows whose id is in `copied` (the ids seen more than once, found
-    // by a job of their own before this one: [`register_copied_ids`]) go
-    // through the per-target-date dedupe of layers.md, whose window — and
-    // so whose winner — depends on the DWD date being built; the winner's
-    // columns come out of the dedupe aggregate itself, packed in one
-    // binary value whose smallest is the winner (`engine::plan::row_pack`: a
-    // struct per group held ~11 KB a copied event).
-    //
-    // `copied` is a file of known size, so its two joins (`NOT EXISTS`,
-    // `EXISTS`) are broadcast hash joins: the ODS rows are read where they
-    // are and never shuffled or sorted by event id. (Counting the copies
-    // in this query instead, an aggregate of unknown size, made both joins
-    // sort-merge joins: two shuffles and two sorts of every ODS row, 21 of
-    // the 31 GB spilled at SF 10.) The ids are counted per event id alone,
-    // not per region and id: an id seen in two regions counts more than
-    // once in each and goes through the dedupe, which groups by region.
-    //
-    // The zones and the target dates are expressions, not joins with small
-    // tables: a join on `region` alone (or `region, local_dt`) hash-shuffles
-    // every row of a region into one partition, so a one-region day ran
-    // its DWD stage on one task (one core, one executor). The same for the
-    // user dimension: anonymous rows get a key of their own per event
-    // (`n…`), which no user key (`u…`) equals, instead of all meeting in
-    // the NULL key's partition. The dimension is the join's left (build)
-    // side: this query runs with hash joins (`build_dwd`), which hold their
-    // build side in memory.
-    format!(
-        r#"
-{ctes},
-singles AS (
-    SELECT region, local_dt AS target_dt, CAST(1 AS BIGINT) AS copies, {kept}
-    FROM ods o
-    WHERE {alone}
-      AND ({target_filter})
-      AND dt >= local_dt - INTERVAL '1' DAY
-      AND dt <= local_dt + INTERVAL '{after}' DAY
-),
-targets AS (
-    SELECT * FROM (VALUES {values}) AS t(t_region, target_dt)
-),
-tagged AS (
-    SELECT o.*, t.target_dt
-    FROM ods o JOIN targets t
-      ON o.region = t.t_region
-     AND o.dt >= t.target_dt - INTERVAL '1' DAY
-     AND o.dt <= t.target_dt + INTERVAL '{after}' DAY
-    WHERE {copied}
-),
-picked AS (
-    SELECT region AS p_region, target_dt AS p_target, count(*) AS copies,
-        min(tauc_pack_row({packed})) AS w
-    FROM tagged
-    GROUP BY region, target_dt, event_id
-),
-winners AS (
-    SELECT p_region AS region, p_target AS target_dt, copies, {unpacked}
-    FROM (SELECT p_region, p_target, copies, tauc_unpack_row(w, '{row_type}') AS r FROM picked) AS p
-),
-dated AS (
-    SELECT *, tauc_local_ts(event_ts, tz) AS local_ts FROM (
-        SELECT * FROM singles
-        UNION ALL
-        SELECT * FROM winners
-    ) AS kept
-),
-users AS (
-    SELECT 'u' || user_id AS u_key, min(gender) AS u_gender, min(birth_date) AS u_birth_date
-    FROM dim_user_raw WHERE user_id IS NOT NULL AND user_id <> ''
-    GROUP BY user_id
-),
-derived AS (
-    SELECT
-        k.region, k.target_dt, k.copies,
-        k.event_id, k.event_type, k.event_ts, k.local_ts,
-        CAST(date_part('hour', k.local_ts) AS INT) AS local_hour,
-        tauc_lateness_ms(k.event_ts, k.collector_ts, k.dt) AS lateness_ms,
-        tauc_ts_clamped(k.client_ts, k.sent_ts, k.collector_ts) AS ts_clamped,
-        COALESCE(k.user_id, 'd:' || k.device_id) AS user_key,
-        k.user_id, k.device_id, k.device_id_type, k.target_type, k.target_id,
-        k.page_url,
-        tauc_norm_path(k.page_url) AS page_path,
-        tauc_norm_path(k.from_url) AS from_path,
-        tauc_norm_path(k.to_url) AS to_path,
-        k.page_enter_ts, k.page_leave_ts,
-        CASE WHEN k.event_type = 'page_leave' AND k.page_leave_ts >= k.page_enter_ts
-             THEN least(CAST(k.page_leave_ts AS BIGINT) - CAST(k.page_enter_ts AS BIGINT), 1800000)
-        END AS duration_ms,
-        k.geo_lat, k.geo_lon,
-        tauc_geocode(k.geo_lat, k.geo_lon) AS place,
-        tauc_gender(u.u_gender) AS gender,
-        CASE WHEN k.user_id IS NULL THEN 'unknown'
-             ELSE tauc_age_band(u.u_birth_date, k.local_dt) END AS age_band,
-        tauc_user_agent(k.ua) AS agent,
-        tauc_is_bot(k.ua) AS is_bot,
-        k.app_version, k.extra,
-        tauc_url_host(k.cors_url) AS req_host,
-        tauc_norm_path(k.cors_url) AS req_path_tpl,
-        COALESCE(upper(k.cors_method), 'UNKNOWN') AS req_method,
-        COALESCE(lower(k.cors_origin), '') AS req_origin,
-        k.cors_status AS status,
-        tauc_err_class(k.cors_error, k.cors_status) AS err_class,
-        k.cors_error AS error,
-        k.cors_duration_ms
-    FROM users u RIGHT JOIN dated k
-      ON CASE WHEN k.user_id IS NULL THEN 'n' || k.event_id ELSE 'u' || k.user_id END = u.u_key
-    WHERE k.local_dt = k.target_dt
-)
-SELECT
-    region, target_dt AS dt, copies,
-    CASE WHEN event_type = 'cors_error' THEN '{cors}' ELSE '{trk}' END AS {table_col}, event_id, event_type, event_ts, local_ts, local_hour,
-    lateness_ms, ts_clamped, user_key, user_id, device_id, device_id_type,
-    target_type, target_id, page_url, page_path, from_path, to_path,
-    page_enter_ts, page_leave_ts,
-    CASE WHEN event_type = 'cors_error' THEN cors_duration_ms ELSE duration_ms END AS duration_ms,
-    geo_lat, geo_lon,
-    get_field(place, 'city') AS city, get_field(place, 'country') AS country,
-    gender, age_band,
-    get_field(agent, 'browser_family') AS browser_family,
-    get_field(agent, 'browser_major') AS browser_major,
-    get_field(agent, 'os_family') AS os_family,
-    is_bot, app_version, extra,
-    req_host, req_path_tpl, req_method, req_origin, status, err_class, error, cors_duration_ms,
-    CASE WHEN event_type = 'cors_error'
-         THEN tauc_fingerprint(err_class, req_method, req_host, req_path_tpl, req_origin) END AS fingerprint
-FROM derived
-"#
+        .map(|(p, _)| vec![lit(p.region.as_str()), lit(date_value(p.dt))])
+        .collect();
+    let values = LogicalPlanBuilder::values(rows)?.build()?;
+    let target_list = DataFrame::new(ctx.state(), values)
+        .select(vec![
+            col("column1").alias("t_region"),
+            col("column2").alias("target_dt"),
+        ])?
+        .alias("t")?;
+    let window = qcol("o", "dt")
+        .gt_eq(qcol("t", "target_dt") - days(1))
+        .and(qcol("o", "dt").lt_eq(qcol("t", "target_dt") + after));
+    let packed = packed_columns()
+        .into_iter()
+        .map(|c| qcol("o", c))
+        .collect::<Vec<_>>();
+    let pack = udf(ctx, "tauc_pack_row", packed)?;
+    let unpack = udf(ctx, "tauc_unpack_row", vec![col("w"), lit(row_type)])?;
+    let winners = ods
+        .join(
+            target_list,
+            JoinType::Inner,
+            &["o.region"],
+            &["t.t_region"],
+            Some(window),
+        )?
+        .join(
+            copied().await?,
+            JoinType::LeftSemi,
+            &["o.event_id"],
+            &["c.event_id"],
+            None,
+        )?
+        .aggregate(
+            vec![
+                qcol("o", "region"),
+                qcol("t", "target_dt"),
+                qcol("o", "event_id"),
+            ],
+            vec![count(lit(1i64)).alias("copies"), min(pack).alias("w")],
+        )?
+        // (renamed on the way: DataFusion 55's `push_down_leaf_projections`
+        // fails on `o.region AS region` below the `get_field`s)
+        .select(vec![
+            qcol("o", "region").alias("p_region"),
+            qcol("t", "target_dt").alias("p_target"),
+            col("copies"),
+            unpack.alias("r"),
+        ])?;
+    let unpacked = [
+        col("p_region").alias("region"),
+        col("p_target").alias("target_dt"),
+        col("copies"),
+    ]
+    .into_iter()
+    .chain(KEPT.iter().map(|c| get_field(col("r"), *c).alias(*c)))
+    .collect::<Vec<_>>();
+    Ok(singles.union(winners.select(unpacked)?)?)
+}
+
+/// The DWD query: [`kept_rows`] registered as `dwd_kept`, derived by the
+/// static `layering/dwd.sql`, each row marked with the table it goes to.
+async fn dwd_query(ctx: &SessionContext) -> Result<DataFrame> {
+    let table = when(
+        col("event_type").eq(lit("cors_error")),
+        lit(Table::DwdCorsError.path()),
     )
+    .otherwise(lit(Table::DwdTrkEvent.path()))?;
+    Ok(ctx
+        .sql(include_str!("layering/dwd.sql"))
+        .await?
+        .with_column(TABLE_COLUMN, table)?)
 }
 
 /// Where a run keeps its intermediate files in the warehouse:
 /// `{warehouse}/_tmp/{run_id}/`, removed when its DWD stage ends.
 const SCRATCH: &str = "_tmp";
 
-/// Finds the event ids that occur more than once in the read set (`ods`
-/// of `ctes`) in a job of their own, whose executors write them as Parquet
+/// Finds the event ids that occur more than once in the read set (`ods`,
+/// from [`timed_ods`]) in a job of their own, whose executors write them as Parquet
 /// under `scratch`, and registers them as the table `copied`; returns how
 /// many. Only their number reaches this process. Counted per event id
 /// alone, not per region and id: with one region the filter makes
 /// `region` a constant, and DataFusion then runs a count per region and id
 /// as a partially ordered aggregate that drains its groups a batch at a
 /// time, renumbering the rest (quadratic: 42 s of CPU at SF 10).
-async fn register_copied_ids(ctx: &SessionContext, scratch: &Location, ctes: &str) -> Result<u64> {
+async fn register_copied_ids(
+    ctx: &SessionContext,
+    scratch: &Location,
+    ods: &DataFrame,
+) -> Result<u64> {
     let dir = scratch.join("copied_ids");
-    let ids = ctx
-        .sql(&format!(
-            "{ctes}\nSELECT event_id FROM ods GROUP BY event_id HAVING count(*) > 1"
-        ))
-        .await?;
+    let ids = ods
+        .clone()
+        .aggregate(vec![col("event_id")], vec![count(lit(1i64)).alias("n")])?
+        .filter(col("n").gt(lit(1i64)))?
+        .select_columns(&["event_id"])?;
     let (state, plan) = ids.into_parts();
     let parquet = format_as_file_type(Arc::new(ParquetFormatFactory::new()));
     let plan =
@@ -992,13 +992,26 @@ async fn build_dwd(
             "ods_src",
             Arc::new(WarehouseTable::new(Table::OdsEvent, &args.warehouse)),
         )?;
-        let ctes = ods_ctes(&present, &targets);
+        let ods = timed_ods(ctx, &present, &targets).await?;
         let scratch = args.warehouse.join(&format!("{SCRATCH}/{run_id}"));
         let result = async {
-            let copied = register_copied_ids(ctx, &scratch, &ctes).await?;
-            let row_type = packed_type(ctx, &ctes).await?;
-            let sql = dwd_sql(&ctes, &row_type, &targets, args.lateness_days, copied > 0);
-            tracing::debug!(sql = %sql, "dwd query");
+            let copied = register_copied_ids(ctx, &scratch, &ods).await?;
+            let packed = ods.clone().select_columns(&packed_columns())?;
+            let row_type =
+                DataType::Struct(packed.schema().as_arrow().fields().clone()).to_string();
+            let kept = kept_rows(
+                ctx,
+                ods,
+                &row_type,
+                &targets,
+                args.lateness_days,
+                copied > 0,
+            )
+            .await?;
+            ctx.register_table("dwd_kept", kept.into_view())?;
+            let hashed = with_hash_joins(ctx);
+            let df = dwd_query(&hashed).await?;
+            tracing::debug!(plan = %df.logical_plan().display_indent(), "dwd query");
             let spec = WriteSpec {
                 warehouse: args.warehouse.clone(),
                 run_id: run_id.to_string(),
@@ -1006,14 +1019,14 @@ async fn build_dwd(
                 value_counts: vec![],
                 limits: args.file_limits,
             };
-            write_dwd(&with_hash_joins(ctx), &sql, spec, &args.warehouse).await
+            write_dwd(&hashed, df, spec, &args.warehouse).await
         }
         .await;
         if let Err(e) = commit::delete_prefix(store.as_ref(), &scratch).await {
             // left behind, unread: not a reason to lose the run
             tracing::warn!(error = %e, scratch = %scratch, "could not remove the run's scratch files; they are not part of any table and may be deleted by hand");
         }
-        for t in ["ods_src", "dim_user_raw", "copied"] {
+        for t in ["ods_src", "dim_user_raw", "copied", "dwd_kept"] {
             ctx.deregister_table(t)?;
         }
         outcome = result?;

@@ -13,19 +13,79 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 
+use crate::engine::client::submitted;
 use crate::error::{Error, Result};
+use crate::warehouse::tables::date_value;
 use chart::{Bar, Series, esc, num};
 
 /// Rows a bar chart shows at most (largest first).
 pub const TOP: usize = 25;
 
-/// A query's result as one batch.
-async fn query(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
-    let df = crate::warehouse::query::plan(ctx, sql, false).await?;
+/// One query of the page: static SQL beside this module, its values bound
+/// as parameters, never spliced into the text.
+struct PageQuery {
+    /// What it shows; the Ballista job is `tauc report: {what}`.
+    what: &'static str,
+    sql: &'static str,
+    /// Rows kept (the chart's [`TOP`]), `None` for all.
+    limit: Option<usize>,
+}
+
+const REGIONS: PageQuery = PageQuery {
+    what: "regions",
+    sql: include_str!("sql/regions.sql"),
+    limit: None,
+};
+const CORS_HOURLY: PageQuery = PageQuery {
+    what: "cors hourly",
+    sql: include_str!("sql/cors_hourly.sql"),
+    limit: None,
+};
+const CORS_TOP: PageQuery = PageQuery {
+    what: "cors top",
+    sql: include_str!("sql/cors_top.sql"),
+    limit: Some(TOP),
+};
+const TARGETS: PageQuery = PageQuery {
+    what: "targets",
+    sql: include_str!("sql/targets.sql"),
+    limit: Some(TOP),
+};
+const PAGES: PageQuery = PageQuery {
+    what: "pages",
+    sql: include_str!("sql/pages.sql"),
+    limit: Some(TOP),
+};
+const FUNNELS: PageQuery = PageQuery {
+    what: "funnels",
+    sql: include_str!("sql/funnels.sql"),
+    limit: None,
+};
+const SETTLEMENT: PageQuery = PageQuery {
+    what: "settlement",
+    sql: include_str!("sql/settlement.sql"),
+    limit: Some(TOP),
+};
+
+/// A query's result as one batch, run through [`submitted`] (a named
+/// Ballista job, cancelled on Ctrl-C) with `params` bound to `$1, $2, …`.
+async fn query(
+    ctx: &SessionContext,
+    q: &PageQuery,
+    params: Vec<ScalarValue>,
+) -> Result<RecordBatch> {
+    let df = crate::warehouse::query::plan(ctx, q.sql, false)
+        .await?
+        .with_param_values(params)?;
+    let df = match q.limit {
+        Some(n) => df.limit(0, Some(n))?,
+        None => df,
+    };
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
+    let batches = submitted::collect(df, &format!("tauc report: {}", q.what)).await?;
     Ok(datafusion::arrow::compute::concat_batches(
         &schema, &batches,
     )?)
@@ -77,13 +137,7 @@ fn bools(b: &RecordBatch, name: &str) -> Result<Vec<bool>> {
 
 /// The regions with a committed page report on `date`.
 pub async fn regions_of(ctx: &SessionContext, date: NaiveDate) -> Result<Vec<String>> {
-    let b = query(
-        ctx,
-        &format!(
-            "SELECT DISTINCT region FROM ads_trk_page_1d WHERE dt = DATE '{date}' ORDER BY region"
-        ),
-    )
-    .await?;
+    let b = query(ctx, &REGIONS, vec![date_value(date)]).await?;
     texts(&b, "region")
 }
 
@@ -176,18 +230,12 @@ fn bar_list(labels: &[String], values: &[f64], notes: Vec<String>) -> Vec<Bar> {
 }
 
 async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) -> Result<String> {
-    let at = format!(
-        "dt = DATE '{date}' AND region = '{}'",
-        region.replace('\'', "''")
-    );
+    let at = || vec![date_value(date), ScalarValue::from(region)];
     let id = |what: &str| format!("{what}-{region}");
     let mut s = String::new();
 
     // hourly CORS errors per class, alerts ringed
-    let an = query(ctx, &format!(
-        "SELECT series, CAST(hour_start AS BIGINT) AS h, CAST(hour_start_local AS VARCHAR) AS local, errors, is_alert \
-         FROM ads_mon_cors_anomaly_hh WHERE {at} ORDER BY series, hour_start"
-    )).await?;
+    let an = query(ctx, &CORS_HOURLY, at()).await?;
     let (names, hours, locals, errors, alerts) = (
         texts(&an, "series")?,
         numbers(&an, "h")?,
@@ -227,10 +275,7 @@ async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) ->
     ));
 
     // top fingerprints
-    let top = query(ctx, &format!(
-        "SELECT rank, fingerprint, err_class, req_method, req_host, req_path_tpl, errors, affected_users \
-         FROM ads_mon_cors_topn_1d WHERE {at} ORDER BY rank LIMIT {TOP}"
-    )).await?;
+    let top = query(ctx, &CORS_TOP, at()).await?;
     let labels: Vec<String> = texts(&top, "req_method")?
         .iter()
         .zip(texts(&top, "req_host")?)
@@ -264,14 +309,7 @@ async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) ->
     )?);
 
     // targets
-    let tg = query(
-        ctx,
-        &format!(
-            "SELECT target_type, target_id, clicks, impressions, ctr FROM ads_trk_target_click_1d \
-         WHERE {at} ORDER BY clicks DESC, target_id LIMIT {TOP}"
-        ),
-    )
-    .await?;
+    let tg = query(ctx, &TARGETS, at()).await?;
     let labels: Vec<String> = texts(&tg, "target_type")?
         .iter()
         .zip(texts(&tg, "target_id")?)
@@ -309,9 +347,7 @@ async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) ->
     )?);
 
     // pages
-    let pg = query(ctx, &format!(
-        "SELECT page_path, pv, uv, avg_duration_ms FROM ads_trk_page_1d WHERE {at} ORDER BY pv DESC, page_path LIMIT {TOP}"
-    )).await?;
+    let pg = query(ctx, &PAGES, at()).await?;
     let pv = numbers(&pg, "pv")?;
     let notes = numbers(&pg, "avg_duration_ms")?
         .iter()
@@ -336,9 +372,7 @@ async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) ->
     )?);
 
     // funnels
-    let fu = query(ctx, &format!(
-        "SELECT funnel_id, step_no, users, conv_from_start FROM ads_trk_funnel_1d WHERE {at} ORDER BY funnel_id, step_no"
-    )).await?;
+    let fu = query(ctx, &FUNNELS, at()).await?;
     let labels: Vec<String> = texts(&fu, "funnel_id")?
         .iter()
         .zip(texts(&fu, "step_no")?)
@@ -359,10 +393,7 @@ async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) ->
     ));
 
     // settlement per partner
-    let st = query(ctx, &format!(
-        "SELECT partner_id, currency, sum(billable_qty) AS qty, sum(amount) AS amount FROM ads_bill_settlement_1d \
-         WHERE {at} GROUP BY partner_id, currency ORDER BY amount DESC, partner_id LIMIT {TOP}"
-    )).await?;
+    let st = query(ctx, &SETTLEMENT, at()).await?;
     let labels: Vec<String> = texts(&st, "partner_id")?
         .iter()
         .zip(texts(&st, "currency")?)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 
 use crate::error::{Error, Result};
 use crate::store::Location;
@@ -380,6 +381,11 @@ pub fn date_of(days: i32) -> chrono::NaiveDate {
 /// The `Date32` value of a date.
 pub fn days_of(date: chrono::NaiveDate) -> i32 {
     (date - epoch()).num_days() as i32
+}
+
+/// A date as a `Date32` literal or parameter of a plan.
+pub fn date_value(date: chrono::NaiveDate) -> ScalarValue {
+    ScalarValue::Date32(Some(days_of(date)))
 }
 
 fn epoch() -> chrono::NaiveDate {

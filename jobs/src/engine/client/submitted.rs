@@ -18,8 +18,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion_proto::protobuf::LogicalPlanNode;
+use futures::TryStreamExt;
 use tokio::sync::watch;
 
 use crate::engine::client::job_view::JobView;
@@ -124,6 +125,25 @@ fn stall_after() -> Duration {
 /// back, then in multi-stage jobs runs nothing more — not even a job
 /// submitted again — so the run fails instead of hanging.
 pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for_each_batch(df, name, |b| {
+        batches.push(b);
+        Ok(())
+    })
+    .await?;
+    Ok(batches)
+}
+
+/// Runs `df` as one job named `name` like [`collect`], handing each batch
+/// to `each` as it arrives instead of holding them all (`tauc-job sql`
+/// streams a large result to its output). A job that failed on a lost
+/// executor is submitted again only while `each` has been given nothing
+/// (a batch already handed on cannot be taken back).
+pub async fn for_each_batch(
+    df: DataFrame,
+    name: &str,
+    mut each: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     check()?;
     let (state, logical) = df.into_parts();
     let mut config = state.config().clone();
@@ -131,8 +151,14 @@ pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     let task_ctx = Arc::new(TaskContext::from(&state).with_session_config(config));
     for attempt in 1.. {
         let plan = state.create_physical_plan(&logical).await?;
-        match run_once(&plan, task_ctx.clone(), name).await {
-            Err(e) if attempt < FETCH_ATTEMPTS && lost_an_executor(&e) => {
+        let mut delivered = false;
+        let mut handed = |b: RecordBatch| {
+            delivered = true;
+            each(b)
+        };
+        let result = run_once(&plan, task_ctx.clone(), name, &mut handed).await;
+        match result {
+            Err(e) if attempt < FETCH_ATTEMPTS && !delivered && lost_an_executor(&e) => {
                 tracing::warn!(error = %e, attempt, "the job failed on a lost executor (its results or its shuffle output gone): submitting the job again");
             }
             r => return r,
@@ -182,12 +208,13 @@ fn broken_shuffle_read(msg: &str) -> bool {
             .any(|t| msg.contains(t))
 }
 
-/// Runs `plan` on the engine, watched.
+/// Runs `plan` on the engine, watched, handing its batches to `each`.
 async fn run_once(
     plan: &Arc<dyn ExecutionPlan>,
     task_ctx: Arc<TaskContext>,
     name: &str,
-) -> Result<Vec<RecordBatch>> {
+    each: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     let shown = Arc::new(AtomicBool::new(false));
     let mut watcher = tokio::spawn(watch_job(
         plan.clone(),
@@ -195,8 +222,18 @@ async fn run_once(
         shown.clone(),
         stall_after(),
     ));
+    // the receiver failing (say, --out cannot be written) leaves no one to
+    // read the job's results: it is cancelled like a stopped one
+    let mut refused = false;
+    let drain = async {
+        let mut stream = execute_stream(plan.clone(), task_ctx)?;
+        while let Some(batch) = stream.try_next().await? {
+            each(batch).inspect_err(|_| refused = true)?;
+        }
+        Ok::<(), Error>(())
+    };
     let result = tokio::select! {
-        r = datafusion::physical_plan::collect(plan.clone(), task_ctx) => r.map_err(Error::from),
+        r = drain => r,
         s = stopped() => Err(Error::Interrupted(s)),
         Ok(Some(id)) = &mut watcher => Err(Error::Stalled(id)),
     };
@@ -205,14 +242,13 @@ async fn run_once(
     if let Some(id) = job_id(plan) {
         announce(&id, name, &shown);
     }
-    if let (Err(Error::Interrupted(_) | Error::Stalled(_)), Some(id)) = (&result, job_id(plan)) {
+    let stopped = matches!(result, Err(Error::Interrupted(_) | Error::Stalled(_)));
+    if let (true, Some(id)) = (stopped || refused, job_id(plan)) {
         cancel(&id).await;
     }
     clear_display();
     match result {
-        Err(e) if !matches!(e, Error::Interrupted(_) | Error::Stalled(_)) => {
-            Err(scheduler_lost(e, plan, name).await)
-        }
+        Err(e) if !stopped && !refused => Err(scheduler_lost(e, plan, name).await),
         r => r,
     }
 }

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use datafusion::logical_expr::{Expr, when};
+use datafusion::prelude::{col, lit};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -189,37 +191,29 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Funnel>> {
     Ok(out)
 }
 
-/// An SQL string literal.
-pub fn sql_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 impl Funnel {
-    /// SQL for the step mask of an event of `dwd_trk_event_di`: bit `i`
-    /// set when the event matches step `i + 1`.
-    pub fn mask_sql(&self) -> String {
-        self.steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut conds = vec![format!("event_type = {}", sql_str(&s.event_type))];
-                for (col, v) in [
-                    ("page_path", &s.page_path),
-                    ("target_type", &s.target_type),
-                    ("target_id", &s.target_id),
-                ] {
-                    if let Some(v) = v {
-                        conds.push(format!("{col} = {}", sql_str(v)));
-                    }
+    /// The step mask of an event of `dwd_trk_event_di`, as an expression:
+    /// bit `i` set when the event matches step `i + 1` (its `event_type`
+    /// and each of `page_path`, `target_type`, `target_id` it names). The
+    /// step's values are literals of the plan, compared as values whatever
+    /// they hold.
+    pub fn mask(&self) -> Result<Expr> {
+        let mut mask = lit(0i64);
+        for (i, s) in self.steps.iter().enumerate() {
+            let mut matches = col("event_type").eq(lit(s.event_type.as_str()));
+            for (column, v) in [
+                ("page_path", &s.page_path),
+                ("target_type", &s.target_type),
+                ("target_id", &s.target_id),
+            ] {
+                if let Some(v) = v {
+                    matches = matches.and(col(column).eq(lit(v.as_str())));
                 }
-                format!(
-                    "(CASE WHEN {} THEN CAST({} AS BIGINT) ELSE CAST(0 AS BIGINT) END)",
-                    conds.join(" AND "),
-                    1i64 << i
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" + ")
+            }
+            let bit = when(matches, lit(1i64 << i)).otherwise(lit(0i64))?;
+            mask = if i == 0 { bit } else { mask + bit };
+        }
+        Ok(mask)
     }
 }
 
@@ -302,10 +296,68 @@ mod tests {
         assert_eq!(f[0].steps[1].target_id.as_deref(), Some("btn-add-device"));
         assert_eq!(f[0].steps[2].page_path.as_deref(), Some("/devices/{id}"));
         assert_eq!(
-            f[0].mask_sql(),
-            "(CASE WHEN event_type = 'page_enter' AND page_path = '/home' THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END) + (CASE WHEN event_type = 'click' AND target_id = 'btn-add-device' THEN CAST(2 AS BIGINT) ELSE CAST(0 AS BIGINT) END) + (CASE WHEN event_type = 'page_enter' AND page_path = '/devices/{id}' THEN CAST(4 AS BIGINT) ELSE CAST(0 AS BIGINT) END)"
+            f[0].mask().unwrap().to_string(),
+            "CASE WHEN event_type = Utf8(\"page_enter\") AND page_path = Utf8(\"/home\") THEN Int64(1) ELSE Int64(0) END + CASE WHEN event_type = Utf8(\"click\") AND target_id = Utf8(\"btn-add-device\") THEN Int64(2) ELSE Int64(0) END + CASE WHEN event_type = Utf8(\"page_enter\") AND page_path = Utf8(\"/devices/{id}\") THEN Int64(4) ELSE Int64(0) END"
         );
         assert!(parse("f.toml", "").unwrap().is_empty());
+    }
+
+    /// A step's values are compared as values: a quote in a target id (any
+    /// string is a valid `target.id`) matches that id and nothing else,
+    /// and cannot change the mask's plan.
+    #[tokio::test]
+    async fn a_quote_in_a_step_is_a_value() {
+        use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
+        use datafusion::arrow::datatypes::Int64Type;
+        use datafusion::prelude::SessionContext;
+        use std::sync::Arc;
+
+        let sneaky = "b' OR '1'='1";
+        let text = format!(
+            "[[funnel]]\nid = \"q'uote\"\nwindow_seconds = 60\n[[funnel.step]]\nevent_type = \"click\"\ntarget_id = \"{sneaky}\"\n[[funnel.step]]\nevent_type = \"page_enter\"\npage_path = \"/it's\"\n"
+        );
+        let f = parse("f.toml", &text).unwrap();
+        assert_eq!(f[0].id, "q'uote");
+        let strs = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec()));
+        let events = RecordBatch::try_from_iter(vec![
+            (
+                "event_type",
+                strs(&[
+                    Some("click"),
+                    Some("click"),
+                    Some("page_enter"),
+                    Some("page_enter"),
+                ]) as _,
+            ),
+            (
+                "target_id",
+                strs(&[Some(sneaky), Some("b"), None, None]) as _,
+            ),
+            (
+                "page_path",
+                strs(&[None, None, Some("/it's"), Some("/its")]) as _,
+            ),
+            (
+                "target_type",
+                strs(&[Some("button"), Some("button"), None, None]) as _,
+            ),
+        ])
+        .unwrap();
+        let ctx = SessionContext::new();
+        let masks = ctx
+            .read_batch(events)
+            .unwrap()
+            .select(vec![f[0].mask().unwrap().alias("m")])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let m: Vec<i64> = masks[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(m, vec![1, 0, 2, 0]);
     }
 
     #[test]

@@ -27,13 +27,19 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
-use datafusion::prelude::SessionContext;
+use datafusion::execution::FunctionRegistry;
+use datafusion::functions::core::expr_fn::named_struct;
+use datafusion::functions_aggregate::expr_fn::{
+    array_agg, avg, count, count_distinct, max, min, sum,
+};
+use datafusion::logical_expr::{Expr, ExprFunctionExt, case, cast as cast_expr, when};
+use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::Instrument;
 
-use self::funnels::{Funnel, sql_str};
+use self::funnels::Funnel;
 use self::settlement::{CONTRACT_COLUMNS, Contract};
 use crate::derive::regions::Regions;
 use crate::engine::session::Engine;
@@ -44,6 +50,7 @@ use crate::warehouse::commit::new_run_id;
 use crate::warehouse::commit::{self, PartitionRef};
 use crate::warehouse::table::WarehouseTable;
 use crate::warehouse::tables::Table;
+use crate::warehouse::tables::date_value;
 
 /// Name of the job in manifests and the registry.
 pub const JOB: &str = "reports";
@@ -318,28 +325,16 @@ async fn run_leased(
         ctx.deregister_table(t.name())?;
         ctx.register_table(t.name(), Arc::new(WarehouseTable::new(t, &args.warehouse)))?;
     }
-    let region_list = args
-        .regions
-        .iter()
-        .map(|r| sql_str(r))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let range = |from: NaiveDate| {
-        format!("dt BETWEEN DATE '{from}' AND DATE '{last}' AND region IN ({region_list})")
-    };
     let q = Queries {
         ctx,
-        range: range(*first),
+        range: range(*first, *last, &args.regions),
     };
     let funnel_list = funnels.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
-    let tz_case = zones
-        .iter()
-        .map(|(r, z)| format!("WHEN {} THEN {}", sql_str(r), sql_str(z.name())))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let zone = zone_of_region(&zones)?;
+    // baselines read the two local dates before the first reported one
     let anomaly_q = Queries {
         ctx,
-        range: range(*first - Days::new(2)),
+        range: range(*first - Days::new(2), *last, &args.regions),
     };
     let active: Vec<&Contract> = contracts
         .iter()
@@ -370,7 +365,7 @@ async fn run_leased(
         .boxed_local(),
         async {
             let mut b = Builder::default();
-            b.hourly(&anomaly_q, &tz_case).await?;
+            b.hourly(&anomaly_q, &zone).await?;
             Ok(b)
         }
         .boxed_local(),
@@ -483,20 +478,80 @@ async fn run_leased(
     Ok(report)
 }
 
-/// Runs the report queries over one date range.
+/// Local dates `first ..= last` of `regions`: the rows every report query
+/// reads (and the partitions the DWD scans prune to).
+fn range(first: NaiveDate, last: NaiveDate, regions: &[String]) -> Expr {
+    let regions = regions.iter().map(|r| lit(r.as_str())).collect();
+    col("dt")
+        .between(lit(date_value(first)), lit(date_value(last)))
+        .and(col("region").in_list(regions, false))
+}
+
+/// `CASE region WHEN 'aps1' THEN 'Asia/Kolkata' … END`: each row's time
+/// zone name, for `tauc_hour_start`.
+fn zone_of_region(zones: &BTreeMap<String, chrono_tz::Tz>) -> Result<Expr> {
+    let mut zone = case(col("region"));
+    for (region, tz) in zones {
+        zone = zone.when(lit(region.as_str()), lit(tz.name()));
+    }
+    Ok(zone.end()?)
+}
+
+/// Rows the figures count: bot events are left out of every figure but
+/// the settlement's gross counts.
+fn not_bot() -> Expr {
+    col("is_bot").is_not_true()
+}
+
+/// `event_type = '{t}'`.
+fn is(event_type: &str) -> Expr {
+    col("event_type").eq(lit(event_type))
+}
+
+/// `event_type IN (…)`.
+fn is_any(event_types: &[&str]) -> Expr {
+    col("event_type").in_list(event_types.iter().map(|t| lit(*t)).collect(), false)
+}
+
+/// `count(*) FILTER (WHERE cond)`.
+fn count_if(cond: Expr) -> Result<Expr> {
+    Ok(count(lit(1i64)).filter(cond).build()?)
+}
+
+/// `CAST(event_ts AS BIGINT)`: epoch milliseconds.
+fn event_ms() -> Expr {
+    cast_expr(col("event_ts"), DataType::Int64)
+}
+
+/// Runs the report queries over one date range. Each query is a
+/// DataFrame built from expressions: the dates, regions, zones, funnel
+/// steps and contract targets are values in the plan, never SQL text.
 struct Queries<'a> {
     ctx: &'a SessionContext,
-    range: String,
+    range: Expr,
 }
 
 impl Queries<'_> {
-    /// Runs `sql` (with `{range}` replaced) and returns one batch.
-    async fn run(&self, sql: &str) -> Result<Option<Rows>> {
-        let sql = sql.replace("{range}", &self.range);
-        tracing::debug!(sql = %sql, "report query");
-        let df = self.ctx.sql(&sql).await?;
+    /// The rows of DWD table `table` in the range.
+    async fn rows_of(&self, table: Table) -> Result<DataFrame> {
+        Ok(self
+            .ctx
+            .table(table.name())
+            .await?
+            .filter(self.range.clone())?)
+    }
+
+    /// A tauc function of the session (registered on every context).
+    fn udf(&self, name: &str, args: Vec<Expr>) -> Result<Expr> {
+        Ok(self.ctx.udf(name)?.call(args))
+    }
+
+    /// Runs `df` as the Ballista job `tauc reports: {what}` and returns
+    /// its rows as one batch, `None` when there are none.
+    async fn run(&self, what: &str, df: DataFrame) -> Result<Option<Rows>> {
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = crate::engine::client::submitted::collect(df, "tauc reports").await?;
+        let name = format!("tauc reports: {what}");
+        let batches = crate::engine::client::submitted::collect(df, &name).await?;
         let batch = concat_batches(&schema, &batches)?;
         Ok((batch.num_rows() > 0).then_some(Rows(batch)))
     }
@@ -614,8 +669,6 @@ struct Builder {
     billing: HashMap<(PartitionRef, String), TargetCounts>,
 }
 
-const NOT_BOT: &str = "is_bot IS NOT TRUE";
-
 impl Builder {
     /// Takes in the results another builder's queries gathered (each
     /// query fills its own keys).
@@ -631,16 +684,24 @@ impl Builder {
     }
 
     async fn target_clicks(&mut self, q: &Queries<'_>) -> Result<()> {
-        let sql = format!(
-            "SELECT region, dt, target_type, target_id,
-                count(*) FILTER (WHERE event_type = 'click') AS clicks,
-                count(*) FILTER (WHERE event_type = 'impression') AS impressions,
-                count(DISTINCT CASE WHEN event_type = 'click' THEN user_key END) AS clickers
-             FROM dwd_trk_event_di
-             WHERE {{range}} AND {NOT_BOT} AND event_type IN ('click', 'impression')
-             GROUP BY region, dt, target_type, target_id"
-        );
-        let Some(r) = q.run(&sql).await? else {
+        let df = q
+            .rows_of(Table::DwdTrkEvent)
+            .await?
+            .filter(not_bot().and(is_any(&["click", "impression"])))?
+            .aggregate(
+                vec![
+                    col("region"),
+                    col("dt"),
+                    col("target_type"),
+                    col("target_id"),
+                ],
+                vec![
+                    count_if(is("click"))?.alias("clicks"),
+                    count_if(is("impression"))?.alias("impressions"),
+                    count_distinct(when(is("click"), col("user_key")).end()?).alias("clickers"),
+                ],
+            )?;
+        let Some(r) = q.run("target clicks", df).await? else {
             return Ok(());
         };
         let (tt, ti) = (r.strs("target_type")?, r.strs("target_id")?);
@@ -662,18 +723,27 @@ impl Builder {
     }
 
     async fn pages(&mut self, q: &Queries<'_>) -> Result<()> {
-        let sql = format!(
-            "SELECT region, dt, page_path,
-                count(*) FILTER (WHERE event_type = 'page_enter') AS pv,
-                count(DISTINCT CASE WHEN event_type = 'page_enter' THEN user_key END) AS uv,
-                count(*) FILTER (WHERE event_type = 'click') AS clicks,
-                avg(CAST(duration_ms AS DOUBLE)) FILTER (WHERE event_type = 'page_leave') AS avg_duration_ms
-             FROM dwd_trk_event_di
-             WHERE {{range}} AND {NOT_BOT} AND page_path IS NOT NULL
-               AND event_type IN ('page_enter', 'click', 'page_leave')
-             GROUP BY region, dt, page_path"
-        );
-        let Some(r) = q.run(&sql).await? else {
+        let df = q
+            .rows_of(Table::DwdTrkEvent)
+            .await?
+            .filter(not_bot().and(col("page_path").is_not_null()).and(is_any(&[
+                "page_enter",
+                "click",
+                "page_leave",
+            ])))?
+            .aggregate(
+                vec![col("region"), col("dt"), col("page_path")],
+                vec![
+                    count_if(is("page_enter"))?.alias("pv"),
+                    count_distinct(when(is("page_enter"), col("user_key")).end()?).alias("uv"),
+                    count_if(is("click"))?.alias("clicks"),
+                    avg(cast_expr(col("duration_ms"), DataType::Float64))
+                        .filter(is("page_leave"))
+                        .build()?
+                        .alias("avg_duration_ms"),
+                ],
+            )?;
+        let Some(r) = q.run("pages", df).await? else {
             return Ok(());
         };
         let (path, pv, uv) = (r.strs("page_path")?, r.i64s("pv")?, r.i64s("uv")?);
@@ -691,27 +761,44 @@ impl Builder {
     }
 
     async fn funnel(&mut self, q: &Queries<'_>, f: &Funnel) -> Result<()> {
-        let sql = format!(
-            "SELECT region, dt, reached, count(*) AS users FROM (
-                SELECT region, dt, user_key,
-                    tauc_funnel_reach(
-                        array_agg(named_struct('ts', CAST(event_ts AS BIGINT), 'id', event_id, 'm', m)),
-                        CAST({window} AS BIGINT), CAST({steps} AS BIGINT)) AS reached
-                FROM (
-                    SELECT region, dt, user_key, event_ts, event_id, {mask} AS m
-                    FROM dwd_trk_event_di
-                    WHERE {{range}} AND {NOT_BOT}
-                ) matched
-                WHERE m > 0
-                GROUP BY region, dt, user_key
-             ) users
-             WHERE reached > 0
-             GROUP BY region, dt, reached",
-            window = f.window_ms,
-            steps = f.steps.len(),
-            mask = f.mask_sql(),
-        );
-        let Some(r) = q.run(&sql).await? else {
+        // each user's events that match a step, with the steps they match
+        // as a mask; the user's list is walked by `tauc_funnel_reach`
+        let event = named_struct(vec![
+            lit("ts"),
+            event_ms(),
+            lit("id"),
+            col("event_id"),
+            lit("m"),
+            col("m"),
+        ]);
+        let reach = q.udf(
+            "tauc_funnel_reach",
+            vec![col("events"), lit(f.window_ms), lit(f.steps.len() as i64)],
+        )?;
+        let df = q
+            .rows_of(Table::DwdTrkEvent)
+            .await?
+            .filter(not_bot())?
+            .select(vec![
+                col("region"),
+                col("dt"),
+                col("user_key"),
+                col("event_ts"),
+                col("event_id"),
+                f.mask()?.alias("m"),
+            ])?
+            .filter(col("m").gt(lit(0i64)))?
+            .aggregate(
+                vec![col("region"), col("dt"), col("user_key")],
+                vec![array_agg(event).alias("events")],
+            )?
+            .select(vec![col("region"), col("dt"), reach.alias("reached")])?
+            .filter(col("reached").gt(lit(0i64)))?
+            .aggregate(
+                vec![col("region"), col("dt"), col("reached")],
+                vec![count(lit(1i64)).alias("users")],
+            )?;
+        let Some(r) = q.run(&format!("funnel {}", f.id), df).await? else {
             return Ok(());
         };
         let (reached, users) = (r.i64s("reached")?, r.i64s("users")?);
@@ -727,14 +814,19 @@ impl Builder {
     }
 
     async fn cors(&mut self, q: &Queries<'_>) -> Result<()> {
-        let sql = format!(
-            "SELECT region, dt, count(*) AS errors,
-                count(DISTINCT user_key) AS affected_users,
-                count(DISTINCT fingerprint) AS fingerprints
-             FROM dwd_mon_cors_error_di WHERE {{range}} AND {NOT_BOT}
-             GROUP BY region, dt"
-        );
-        if let Some(r) = q.run(&sql).await? {
+        let df = q
+            .rows_of(Table::DwdCorsError)
+            .await?
+            .filter(not_bot())?
+            .aggregate(
+                vec![col("region"), col("dt")],
+                vec![
+                    count(lit(1i64)).alias("errors"),
+                    count_distinct(col("user_key")).alias("affected_users"),
+                    count_distinct(col("fingerprint")).alias("fingerprints"),
+                ],
+            )?;
+        if let Some(r) = q.run("cors summary", df).await? {
             let (e, u, f) = (
                 r.i64s("errors")?,
                 r.i64s("affected_users")?,
@@ -747,28 +839,39 @@ impl Builder {
                 s.fingerprints = f[k];
             }
         }
-        let sql = format!(
-            "SELECT region, dt, count(*) AS page_views FROM dwd_trk_event_di
-             WHERE {{range}} AND {NOT_BOT} AND event_type = 'page_enter'
-             GROUP BY region, dt"
-        );
-        if let Some(r) = q.run(&sql).await? {
+        let df = q
+            .rows_of(Table::DwdTrkEvent)
+            .await?
+            .filter(not_bot().and(is("page_enter")))?
+            .aggregate(
+                vec![col("region"), col("dt")],
+                vec![count(lit(1i64)).alias("page_views")],
+            )?;
+        if let Some(r) = q.run("page views", df).await? {
             let pv = r.i64s("page_views")?;
             for (k, p) in r.partitions()?.into_iter().enumerate() {
                 self.summary.entry(p).or_default().page_views = pv[k];
             }
         }
-        let sql = format!(
-            "SELECT region, dt, fingerprint,
-                min(err_class) AS err_class, min(req_method) AS req_method,
-                min(req_host) AS req_host, min(req_path_tpl) AS req_path_tpl,
-                min(req_origin) AS req_origin,
-                count(*) AS errors, count(DISTINCT user_key) AS affected_users,
-                min(event_ts) AS first_seen, max(event_ts) AS last_seen
-             FROM dwd_mon_cors_error_di WHERE {{range}} AND {NOT_BOT}
-             GROUP BY region, dt, fingerprint"
-        );
-        if let Some(r) = q.run(&sql).await? {
+        let df = q
+            .rows_of(Table::DwdCorsError)
+            .await?
+            .filter(not_bot())?
+            .aggregate(
+                vec![col("region"), col("dt"), col("fingerprint")],
+                vec![
+                    min(col("err_class")).alias("err_class"),
+                    min(col("req_method")).alias("req_method"),
+                    min(col("req_host")).alias("req_host"),
+                    min(col("req_path_tpl")).alias("req_path_tpl"),
+                    min(col("req_origin")).alias("req_origin"),
+                    count(lit(1i64)).alias("errors"),
+                    count_distinct(col("user_key")).alias("affected_users"),
+                    min(col("event_ts")).alias("first_seen"),
+                    max(col("event_ts")).alias("last_seen"),
+                ],
+            )?;
+        if let Some(r) = q.run("cors fingerprints", df).await? {
             let fp = r.strs("fingerprint")?;
             let parts: Vec<Vec<Option<String>>> = [
                 "err_class",
@@ -796,15 +899,18 @@ impl Builder {
         Ok(())
     }
 
-    async fn hourly(&mut self, q: &Queries<'_>, tz_case: &str) -> Result<()> {
-        let sql = format!(
-            "SELECT region, dt, err_class,
-                tauc_hour_start(event_ts, CASE region {tz_case} END) AS hour_ms,
-                count(*) AS errors
-             FROM dwd_mon_cors_error_di WHERE {{range}} AND {NOT_BOT}
-             GROUP BY region, dt, err_class, tauc_hour_start(event_ts, CASE region {tz_case} END)"
-        );
-        let Some(r) = q.run(&sql).await? else {
+    async fn hourly(&mut self, q: &Queries<'_>, zone: &Expr) -> Result<()> {
+        let hour = q.udf("tauc_hour_start", vec![col("event_ts"), zone.clone()])?;
+        let df = q
+            .rows_of(Table::DwdCorsError)
+            .await?
+            .filter(not_bot())?
+            .with_column("hour_ms", hour)?
+            .aggregate(
+                vec![col("region"), col("dt"), col("err_class"), col("hour_ms")],
+                vec![count(lit(1i64)).alias("errors")],
+            )?;
+        let Some(r) = q.run("cors hourly", df).await? else {
             return Ok(());
         };
         let (class, hour, errors) = (r.strs("err_class")?, r.i64s("hour_ms")?, r.i64s("errors")?);
@@ -823,22 +929,21 @@ impl Builder {
         if targets.is_empty() {
             return Ok(());
         }
-        let list = targets
-            .iter()
-            .map(|t| sql_str(t))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT region, dt, target_id,
-                count(*) FILTER (WHERE event_type = 'click') AS gross_clicks,
-                count(*) FILTER (WHERE event_type = 'click' AND is_bot) AS bot_clicks,
-                count(*) FILTER (WHERE event_type = 'impression') AS gross_impressions,
-                count(*) FILTER (WHERE event_type = 'impression' AND is_bot) AS bot_impressions
-             FROM dwd_trk_event_di
-             WHERE {{range}} AND target_id IN ({list}) AND event_type IN ('click', 'impression')
-             GROUP BY region, dt, target_id"
-        );
-        if let Some(r) = q.run(&sql).await? {
+        let on_targets = col("target_id").in_list(targets.iter().map(|t| lit(*t)).collect(), false);
+        let df = q
+            .rows_of(Table::DwdTrkEvent)
+            .await?
+            .filter(on_targets.clone().and(is_any(&["click", "impression"])))?
+            .aggregate(
+                vec![col("region"), col("dt"), col("target_id")],
+                vec![
+                    count_if(is("click"))?.alias("gross_clicks"),
+                    count_if(is("click").and(col("is_bot")))?.alias("bot_clicks"),
+                    count_if(is("impression"))?.alias("gross_impressions"),
+                    count_if(is("impression").and(col("is_bot")))?.alias("bot_impressions"),
+                ],
+            )?;
+        if let Some(r) = q.run("settlement counts", df).await? {
             let t = r.strs("target_id")?;
             let (gc, bc) = (r.i64s("gross_clicks")?, r.i64s("bot_clicks")?);
             let (gi, bi) = (r.i64s("gross_impressions")?, r.i64s("bot_impressions")?);
@@ -853,17 +958,29 @@ impl Builder {
                 c.bot_impressions = bi[k];
             }
         }
-        let sql = format!(
-            "SELECT region, dt, target_id, sum(dups) AS dup_clicks FROM (
-                SELECT region, dt, target_id, user_key,
-                    tauc_dup_clicks(array_agg(named_struct('ts', CAST(event_ts AS BIGINT), 'id', event_id))) AS dups
-                FROM dwd_trk_event_di
-                WHERE {{range}} AND target_id IN ({list}) AND event_type = 'click' AND {NOT_BOT}
-                GROUP BY region, dt, target_id, user_key
-             ) per_user
-             GROUP BY region, dt, target_id"
-        );
-        if let Some(r) = q.run(&sql).await? {
+        // each user's non-bot clicks on a target, walked by
+        // `tauc_dup_clicks` (the 30-second rule)
+        let click = named_struct(vec![lit("ts"), event_ms(), lit("id"), col("event_id")]);
+        let dups = q.udf("tauc_dup_clicks", vec![col("clicks")])?;
+        let df = q
+            .rows_of(Table::DwdTrkEvent)
+            .await?
+            .filter(on_targets.and(is("click")).and(not_bot()))?
+            .aggregate(
+                vec![col("region"), col("dt"), col("target_id"), col("user_key")],
+                vec![array_agg(click).alias("clicks")],
+            )?
+            .select(vec![
+                col("region"),
+                col("dt"),
+                col("target_id"),
+                dups.alias("dups"),
+            ])?
+            .aggregate(
+                vec![col("region"), col("dt"), col("target_id")],
+                vec![sum(col("dups")).alias("dup_clicks")],
+            )?;
+        if let Some(r) = q.run("duplicate clicks", df).await? {
             let (t, d) = (r.strs("target_id")?, r.i64s("dup_clicks")?);
             for (k, p) in r.partitions()?.into_iter().enumerate() {
                 self.billing
