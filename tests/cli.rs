@@ -414,3 +414,87 @@ fn submit_logging(w: &World, log: Option<&str>, extra: &[&str]) -> (String, Stri
     assert!(out.status.success(), "{stderr}");
     (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
+
+/// The `TAUC_*` variables the binaries' flags read (clap's `[env: …]` in
+/// `--help`) and the list of known ones that refuses misspelt variables
+/// (`tauc_common::config::KNOWN_ENV`) say the same: a flag whose variable
+/// is missing from the list would be refused at start; a listed variable
+/// nothing reads would let a misspelling through. A few are read outside
+/// clap and are listed here with the reason.
+#[test]
+fn known_variables_are_the_ones_the_flags_read() {
+    use std::collections::BTreeSet;
+    let help = |args: &[&str], bin_name: &str| -> String {
+        let out = std::process::Command::new(bin(bin_name))
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let commands = |text: &str| -> Vec<String> {
+        text.split("Commands:")
+            .nth(1)
+            .and_then(|t| t.split("Options:").next())
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter(|c| *c != "help")
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut texts = Vec::new();
+    for b in [
+        "tauc-job",
+        "tauc-scheduler",
+        "tauc-executor",
+        "tauc-collector",
+        "tauc-uploader",
+    ] {
+        let top = help(&[], b);
+        for c in commands(&top) {
+            let sub = help(&[&c], b);
+            for s in commands(&sub) {
+                texts.push(help(&[&c, &s], b));
+            }
+            texts.push(sub);
+        }
+        texts.push(top);
+    }
+    let declared: BTreeSet<String> = texts
+        .iter()
+        .flat_map(|t| t.split("[env: ").skip(1))
+        .filter_map(|t| t.split(['=', ']']).next())
+        .map(str::to_string)
+        .collect();
+    assert!(declared.len() > 40, "{declared:?}");
+    // read outside clap: the config file's path (every binary, before the
+    // flags are merged), the S3 client's settings (the shared store
+    // settings of every binary, `S3Options::with_env`), the stall watch of
+    // cluster jobs, and two test hooks
+    let outside = [
+        "TAUC_CONFIG",
+        "TAUC_S3_ALLOW_HTTP",
+        "TAUC_S3_PATH_STYLE",
+        "TAUC_S3_RETRY_TIMEOUT_SECS",
+        "TAUC_STALL_SECS",
+        "TAUC_COMMIT_DELAY_MS",
+        "TAUC_UPLOADER_FAULT",
+    ];
+    let known: BTreeSet<String> = tauc_jobs::config::KNOWN_ENV
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let missing: Vec<&String> = declared.difference(&known).collect();
+    assert!(
+        missing.is_empty(),
+        "read by a flag but refused: {missing:?}"
+    );
+    let unread: Vec<&String> = known
+        .iter()
+        .filter(|v| !declared.contains(*v) && !outside.contains(&v.as_str()))
+        .collect();
+    assert!(unread.is_empty(), "listed but read by no flag: {unread:?}");
+}

@@ -365,13 +365,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_origins() {
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("5d"));
+    fn origins() {
         assert!(check_origin("https://www.example.com").is_ok());
         assert!(check_origin("http://127.0.0.1:8080").is_ok());
         assert!(check_origin("*").is_err());

@@ -276,49 +276,26 @@ impl FileConfig {
     }
 }
 
-/// `60s`, `500ms`, `2m`, `1h`, or a number of seconds.
+/// A duration as `humantime` reads it (`60s`, `500ms`, `2m`, `1h 30m`,
+/// `2d`), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}' (expected e.g. 60s, 500ms or 2m)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "invalid duration unit in '{s}' (use ms, s, m or h)"
-        )),
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
     }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration '{s}': {e} (expected e.g. 60s, 500ms, 2m or 1h)"))
 }
 
-/// Parses a size: bytes, or a number with `K`, `M`, `G` (`KiB`, `MB`, ...:
-/// powers of 1024 either way).
+/// A size as `bytesize` reads it: bytes, or a number with a unit — `K`,
+/// `M`, `G`, `T` (and `KB`, `MB`, …) are powers of 1000, `Ki`, `Mi`, `Gi`,
+/// `Ti` (and `KiB`, `MiB`, …) powers of 1024.
 pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
     let t = s.trim();
-    let digits = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size '{s}' (expected e.g. 4G, 512M or 1073741824)"))?;
-    let scale = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1u64,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "invalid size unit '{other}' in '{s}' (use K, M, G or T)"
-            ));
-        }
-    };
-    Ok((value * scale as f64) as usize)
+    let size: bytesize::ByteSize = t.parse().map_err(|e| {
+        format!("invalid size '{s}': {e} (expected e.g. 4GiB, 512MiB, 2GB or 1073741824)")
+    })?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("size '{s}' is too large"))
 }
 
 /// Fails on `TAUC_*` variables tauc does not know (likely misspelt).
@@ -354,12 +331,26 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
+    fn sizes_say_what_their_units_say() {
         assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        // MB is a million bytes, MiB 2^20 (the old parser took MB for MiB)
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("4G"), Ok(4_000_000_000));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5Gi"), Ok(3 << 29));
+        assert_eq!(parse_size("12K"), Ok(12_000));
         assert!(parse_size("4X").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5x").unwrap_err().contains("5x"));
     }
 }

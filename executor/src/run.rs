@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use axum::http::StatusCode;
@@ -14,6 +15,7 @@ use ballista_core::error::BallistaError;
 use ballista_core::utils::create_grpc_server;
 use ballista_executor::ArrowFlightServerProvider;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_executor::executor_server::TERMINATING;
 use ballista_executor::flight_service::BallistaFlightService;
 use ballista_executor::health::ExecutorHealth;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -58,6 +60,7 @@ pub struct ExecutorOptions {
 
 /// Runs an executor until SIGTERM or Ctrl-C (Ballista drains its tasks).
 pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
+    hold_stop_signals()?;
     let runtime = engine.runtime.clone();
     let runtime_producer: RuntimeProducer = Arc::new(move |_| Ok(runtime.clone()));
     let host = opts
@@ -148,7 +151,36 @@ pub async fn run_executor(engine: Engine, opts: ExecutorOptions) -> Result<()> {
     let result = start_executor_process(Arc::new(config)).await;
     let _ = stop_health.send(());
     let _ = health.await;
-    result.map_err(|e| Error::config(format!("executor stopped: {e}")))
+    result.map_err(|e| Error::Engine(format!("executor stopped: {e}")))
+}
+
+/// Takes SIGTERM and SIGINT from the start. Ballista installs its own
+/// handlers only once its services run — after the executor may already
+/// have said it is ready — so a signal in between killed the process
+/// undrained (exit by signal, no goodbye to the scheduler). A signal caught
+/// here is raised again every 100 ms until Ballista's shutdown has begun
+/// (`TERMINATING`), so Ballista's handler sees it however early it came.
+fn hold_stop_signals() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, raw) in [
+        (SignalKind::terminate(), libc::SIGTERM),
+        (SignalKind::interrupt(), libc::SIGINT),
+    ] {
+        let mut caught =
+            signal(kind).map_err(|e| Error::Engine(format!("cannot handle stop signals: {e}")))?;
+        tokio::spawn(async move {
+            if caught.recv().await.is_none() {
+                return;
+            }
+            while !TERMINATING.load(Ordering::Acquire) {
+                // SAFETY: raise() only sends `raw` to this process; our own
+                // handler (above) keeps it from ending the process.
+                unsafe { libc::raise(raw) };
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+    }
+    Ok(())
 }
 
 /// The executor's health port: `/healthz`, `/readyz` (registered with the

@@ -51,6 +51,12 @@ pub enum Error {
     #[error("{0}")]
     Output(String),
 
+    /// The engine failed to start or stopped under a job: the in-process
+    /// scheduler or executor, or an executor's Ballista services. Not a
+    /// configuration error: the same command may work when run again.
+    #[error("{0}")]
+    Engine(String),
+
     /// A server this process runs (`tauc-job serve`) failed.
     #[error("{0}")]
     Server(String),

@@ -101,7 +101,7 @@ pub async fn run_scheduler(engine: Engine, opts: SchedulerOptions) -> Result<()>
         .map_err(|e| Error::config(format!("cannot listen on {}: {e} (is it free?)", opts.bind)))?;
     let scheduler = create_scheduler(cluster, config)
         .await
-        .map_err(|e| Error::config(format!("cannot start the scheduler: {e}")))?;
+        .map_err(|e| Error::Engine(format!("cannot start the scheduler: {e}")))?;
     if let Some(file) = event_log {
         tokio::spawn(event_log::run(scheduler.clone(), file));
     }

@@ -673,9 +673,8 @@ async fn connect(
         Some(url) => Some(SchedulerClient::connect(url, engine.tls.as_ref()).await?),
         None => None,
     };
-    submitted::set_scheduler(client);
     engine
-        .connect(scheduler, parallelism)
+        .connect(client.as_ref(), parallelism)
         .await
         .map_err(|e| match (scheduler, e) {
             (Some(url), e) => Error::config(format!("cannot connect to scheduler '{url}': {e}")),

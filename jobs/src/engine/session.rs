@@ -25,12 +25,13 @@ use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use crate::engine::client::remote::SchedulerClient;
 use crate::engine::plan::codec::{TaucLogicalCodec, TaucPhysicalCodec};
 use crate::engine::plan::udf;
 use crate::engine::runtime::local;
 use crate::engine::runtime::scratch::{Resources, Scratch};
 use crate::engine::runtime::tls::ClusterTls;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::{S3Options, StoreRegistry};
 use crate::warehouse::writer::{WriteExec, WriteNode};
 
@@ -133,16 +134,21 @@ impl Engine {
     }
 
     /// A client context: in-process Ballista standalone when `scheduler`
-    /// is `None`, else connected to `df://host:port`.
+    /// is `None`, else connected to that scheduler (whose client the
+    /// session keeps, for naming and cancelling its jobs).
     pub async fn connect(
         &self,
-        scheduler: Option<&str>,
+        scheduler: Option<&SchedulerClient>,
         parallelism: usize,
     ) -> Result<SessionContext> {
         let mut config = self
             .session_config()
             .with_ballista_standalone_parallelism(parallelism.max(1));
-        if scheduler.is_none() {
+        if let Some(client) = scheduler {
+            // the session's jobs are named, watched and cancelled through it
+            // (`client::submitted`)
+            config = config.with_extension(Arc::new(client.clone()));
+        } else {
             // One executor with `parallelism` task slots: Ballista's 16
             // partitions a stage would be 16 tasks of fixed overhead each
             // (plan decode, shuffle files) for two cores; two per slot keep
@@ -157,15 +163,7 @@ impl Engine {
                     local::start(&state, parallelism.max(1), &shuffle.to_string_lossy()).await?;
                 SessionContext::new_with_state(state.upgrade_for_ballista(url)?)
             }
-            Some(url) => {
-                let url = url.trim();
-                if !url.starts_with("df://") {
-                    return Err(Error::config(format!(
-                        "invalid --scheduler '{url}' (expected df://host:port)"
-                    )));
-                }
-                SessionContext::remote_with_state(url, state).await?
-            }
+            Some(client) => SessionContext::remote_with_state(client.url(), state).await?,
         };
         // The Ballista upgrade replaces the function list: register again on
         // the final context.

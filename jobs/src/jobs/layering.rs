@@ -361,7 +361,7 @@ async fn write_dwd(
     let mut attempt = 1;
     loop {
         let outcome = write(df.clone(), spec.clone(), "tauc layering: dwd").await?;
-        if !submitted::on_cluster() {
+        if !submitted::on_cluster(ctx) {
             return Ok(outcome);
         }
         let checked = Instant::now();

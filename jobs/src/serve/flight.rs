@@ -288,6 +288,7 @@ impl Service {
             .map_err(|e| redact(quota::explain(&e, local)))?;
         Ok(Run {
             inner,
+            scheduler: crate::engine::client::submitted::scheduler_of(state.config()),
             plan,
             schema,
             rows: 0,
@@ -392,6 +393,8 @@ impl Drop for Registration {
 /// its in-process tasks, and cancels its Ballista job on a cluster.
 struct Run {
     inner: SendableRecordBatchStream,
+    /// The scheduler a cluster query runs on (none in-process).
+    scheduler: Option<crate::engine::client::remote::SchedulerClient>,
     plan: Arc<dyn ExecutionPlan>,
     schema: SchemaRef,
     rows: u64,
@@ -481,7 +484,10 @@ impl Drop for Run {
             crate::engine::client::submitted::job_id(&self.plan),
             tokio::runtime::Handle::try_current(),
         ) {
-            rt.spawn(async move { crate::engine::client::submitted::cancel(&job).await });
+            let scheduler = self.scheduler.take();
+            rt.spawn(async move {
+                crate::engine::client::submitted::cancel(scheduler.as_ref(), &job).await
+            });
         }
     }
 }

@@ -5,8 +5,10 @@
 //! run to the end for no one — and the query fails with
 //! [`Error::Interrupted`] before anything is committed.
 //!
-//! Signals are a process's, so the state here is too: which scheduler the
-//! process talks to, where progress goes, and whether a stop was asked.
+//! Signals are a process's, so the state here is too: where progress
+//! goes, and whether a stop was asked. The scheduler a query runs on is
+//! its session's: [`crate::engine::Engine::connect`] puts the client in the
+//! session config, where [`for_each_batch`] finds it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -19,6 +21,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::LogicalPlanNode;
 use futures::TryStreamExt;
 use tokio::sync::watch;
@@ -28,22 +31,20 @@ use crate::engine::client::remote::{self, SchedulerClient};
 use crate::error::{Error, Result, Signal};
 
 static STOP: LazyLock<watch::Sender<Option<Signal>>> = LazyLock::new(|| watch::channel(None).0);
-static SCHEDULER: Mutex<Option<SchedulerClient>> = Mutex::new(None);
 static DISPLAY: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
 
-/// The scheduler the process's cluster jobs run on (progress comes from
-/// its job view); the in-process engine has none.
-pub fn set_scheduler(client: Option<SchedulerClient>) {
-    *SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()) = client;
+/// The scheduler a session's jobs run on (progress comes from its job
+/// view); an in-process session has none.
+pub fn scheduler_of(config: &SessionConfig) -> Option<SchedulerClient> {
+    config
+        .get_extension::<SchedulerClient>()
+        .map(|c| c.as_ref().clone())
 }
 
-/// Do this process's jobs run on a cluster (rather than the in-process
+/// Do this session's jobs run on a cluster (rather than the in-process
 /// engine)?
-pub fn on_cluster() -> bool {
-    SCHEDULER
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_some()
+pub fn on_cluster(ctx: &SessionContext) -> bool {
+    scheduler_of(ctx.state().config()).is_some()
 }
 
 /// Where cluster progress is drawn: a terminal's spinner (its prefix), or
@@ -148,6 +149,7 @@ pub async fn for_each_batch(
     let (state, logical) = df.into_parts();
     let mut config = state.config().clone();
     config.options_mut().set("ballista.job.name", name)?;
+    let client = scheduler_of(&config);
     let task_ctx = Arc::new(TaskContext::from(&state).with_session_config(config));
     for attempt in 1.. {
         let plan = state.create_physical_plan(&logical).await?;
@@ -156,7 +158,7 @@ pub async fn for_each_batch(
             delivered = true;
             each(b)
         };
-        let result = run_once(&plan, task_ctx.clone(), name, &mut handed).await;
+        let result = run_once(&plan, task_ctx.clone(), client.as_ref(), name, &mut handed).await;
         match result {
             Err(e) if attempt < FETCH_ATTEMPTS && !delivered && lost_an_executor(&e) => {
                 tracing::warn!(error = %e, attempt, "the job failed on a lost executor (its results or its shuffle output gone): submitting the job again");
@@ -208,16 +210,19 @@ fn broken_shuffle_read(msg: &str) -> bool {
             .any(|t| msg.contains(t))
 }
 
-/// Runs `plan` on the engine, watched, handing its batches to `each`.
+/// Runs `plan` on the engine (on `client`'s scheduler, or in-process),
+/// watched, handing its batches to `each`.
 async fn run_once(
     plan: &Arc<dyn ExecutionPlan>,
     task_ctx: Arc<TaskContext>,
+    client: Option<&SchedulerClient>,
     name: &str,
     each: &mut dyn FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let shown = Arc::new(AtomicBool::new(false));
     let mut watcher = tokio::spawn(watch_job(
         plan.clone(),
+        client.cloned(),
         name.to_string(),
         shown.clone(),
         stall_after(),
@@ -240,23 +245,27 @@ async fn run_once(
     watcher.abort();
     // a job quicker than the watcher's first look is announced all the same
     if let Some(id) = job_id(plan) {
-        announce(&id, name, &shown);
+        announce(&id, name, client, &shown);
     }
     let stopped = matches!(result, Err(Error::Interrupted(_) | Error::Stalled(_)));
     if let (true, Some(id)) = (stopped || refused, job_id(plan)) {
-        cancel(&id).await;
+        cancel(client, &id).await;
     }
     clear_display();
     match result {
-        Err(e) if !stopped && !refused => Err(scheduler_lost(e, plan, name).await),
+        Err(e) if !stopped && !refused => Err(scheduler_lost(e, plan, client, name).await),
         r => r,
     }
 }
 
 /// A cluster job's error as [`Error::SchedulerLost`] when the scheduler no
 /// longer answers: the client's own error is a raw gRPC status.
-async fn scheduler_lost(e: Error, plan: &Arc<dyn ExecutionPlan>, name: &str) -> Error {
-    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+async fn scheduler_lost(
+    e: Error,
+    plan: &Arc<dyn ExecutionPlan>,
+    client: Option<&SchedulerClient>,
+    name: &str,
+) -> Error {
     let Some(client) = client else {
         return e;
     };
@@ -278,10 +287,9 @@ pub(crate) fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
         .map(|id| id.to_string())
 }
 
-/// Cancels `job_id` on the process's scheduler (in-process jobs stop
-/// with their stream).
-pub(crate) async fn cancel(job_id: &str) {
-    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+/// Cancels `job_id` on `client`'s scheduler (in-process jobs stop with
+/// their stream).
+pub(crate) async fn cancel(client: Option<&SchedulerClient>, job_id: &str) {
     match client {
         Some(c) => match c.cancel(job_id).await {
             Ok(()) => tracing::warn!(job_id, scheduler = c.url(), "cancelled the Ballista job"),
@@ -297,14 +305,13 @@ pub(crate) async fn cancel(job_id: &str) {
 /// Says which job `id` is, once: on stderr for a cluster's job (whatever
 /// the log level: the id is what `status` and `cancel` take), in the log
 /// for an in-process one. `shown` makes the second call a no-op.
-fn announce(id: &str, name: &str, shown: &AtomicBool) -> Option<SchedulerClient> {
-    let client = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+fn announce(id: &str, name: &str, client: Option<&SchedulerClient>, shown: &AtomicBool) {
     if shown.swap(true, Ordering::SeqCst) {
-        return client;
+        return;
     }
-    let Some(c) = &client else {
+    let Some(c) = client else {
         tracing::debug!(job_id = %id, job_name = %name, "in-process Ballista job submitted");
-        return None;
+        return;
     };
     let url = c.url();
     let line = format!(
@@ -315,7 +322,6 @@ fn announce(id: &str, name: &str, shown: &AtomicBool) -> Option<SchedulerClient>
         Some(bar) => bar.println(line),
         None => eprintln!("{line}"),
     }
-    client
 }
 
 /// Announces the job once the scheduler has accepted it, then shows its
@@ -326,6 +332,7 @@ fn announce(id: &str, name: &str, shown: &AtomicBool) -> Option<SchedulerClient>
 /// is announced and left (`None`).
 async fn watch_job(
     plan: Arc<dyn ExecutionPlan>,
+    client: Option<SchedulerClient>,
     name: String,
     shown: Arc<AtomicBool>,
     stall: Duration,
@@ -336,7 +343,8 @@ async fn watch_job(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let client = announce(&id, &name, &shown)?;
+    announce(&id, &name, client.as_ref(), &shown);
+    let client = client?;
     let mut last_log = Instant::now();
     let (mut best, mut last, mut went_back, mut since) = (0, None, false, Instant::now());
     loop {

@@ -92,7 +92,7 @@ async fn start_scheduler(state: &SessionState) -> Result<String> {
     );
     let config = SchedulerConfig::default().with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
     let fail = |e: ballista_core::error::BallistaError| {
-        Error::config(format!("cannot start the in-process scheduler: {e}"))
+        Error::Engine(format!("cannot start the in-process scheduler: {e}"))
     };
     let mut server: SchedulerServer<LogicalPlanNode, PhysicalPlanNode> = SchedulerServer::new(
         endpoint.clone(),
@@ -120,7 +120,7 @@ async fn connect(url: &str) -> Result<SchedulerGrpcClient<tonic::transport::Chan
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Err(Error::config(format!(
+    Err(Error::Engine(format!(
         "the in-process scheduler at {url} did not answer within 5 s"
     )))
 }
@@ -207,7 +207,7 @@ async fn start_executor(
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::config(format!(
+    Err(Error::Engine(format!(
         "cannot start the in-process executor: {}",
         last.map_or_else(String::new, |e| e.to_string())
     )))
