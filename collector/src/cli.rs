@@ -129,7 +129,7 @@ pub struct CollectorArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
-    /// Spool size above which requests get 503 [default: 1G].
+    /// Spool size above which requests get 503 [default: 1GiB].
     #[arg(long, env = "TAUC_SPOOL_MAX_BYTES", value_parser = parse_size)]
     pub spool_max_bytes: Option<usize>,
     /// How requests are synced: `group` (requests that arrive during a
@@ -156,7 +156,7 @@ pub struct UploaderArgs {
     /// Records per object at most [default: 50].
     #[arg(long, env = "TAUC_MAX_LINES", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_lines: Option<u64>,
-    /// Bytes per object at most, e.g. 2MB (MB = 2^20) [default: 2MB].
+    /// Bytes per object at most, e.g. 2MiB or 1MB [default: 2MiB].
     #[arg(long, env = "TAUC_MAX_BYTES", value_parser = parse_size)]
     pub max_bytes: Option<usize>,
     /// Longest a partial batch waits, e.g. 60s, 500ms, 2m [default: 60s].

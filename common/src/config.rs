@@ -246,7 +246,7 @@ pub struct UploaderFile {
     pub group: Option<String>,
     /// Records per object at most.
     pub max_lines: Option<usize>,
-    /// Bytes per object at most, e.g. `2MB`.
+    /// Bytes per object at most, e.g. `2MiB`.
     pub max_bytes: Option<String>,
     /// Longest a partial batch waits, e.g. `60s`.
     pub max_wait: Option<String>,

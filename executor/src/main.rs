@@ -49,7 +49,7 @@ struct Args {
     /// temporary directory].
     #[arg(long, env = "TAUC_WORK_DIR")]
     work_dir: Option<std::path::PathBuf>,
-    /// Memory the executor's tasks may hold before they spill (4G, 512M),
+    /// Memory the executor's tasks may hold before they spill (4GiB, 512MiB),
     /// shared by its task slots [default: Ballista's share of the host's
     /// memory].
     #[arg(long, env = "TAUC_MEMORY_LIMIT", value_parser = parse_size)]

@@ -313,7 +313,7 @@ pub struct SubmitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Memory the in-process engine's queries may hold before they spill
-    /// to disk (4G, 512M) [default: a quarter of the machine's memory].
+    /// to disk (4GiB, 512MiB) [default: a quarter of the machine's memory].
     #[arg(long, env = "TAUC_MEMORY_LIMIT", value_parser = parse_size)]
     pub memory_limit: Option<usize>,
     /// Parent of the run's private scratch directory (shuffle and spill

@@ -61,7 +61,7 @@ pub struct ServeCmd {
     /// Most queries of one user (or token) running at once [default: 2].
     #[arg(long, env = "TAUC_MAX_QUERIES_PER_USER")]
     pub max_queries_per_user: Option<usize>,
-    /// Spill files one in-process query may write (2G, 512M) [default: 2G].
+    /// Spill files one in-process query may write (2GiB, 512MiB) [default: 2GiB].
     #[arg(long, env = "TAUC_QUERY_SCRATCH", value_parser = parse_size)]
     pub query_scratch: Option<usize>,
     /// Ballista scheduler, df://host:port; without it queries run in-process.
