@@ -28,7 +28,9 @@
 //!    whatever order the days were loaded in.
 
 mod dwd;
+mod job;
 mod ods;
+pub mod run_metrics;
 mod written;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +54,7 @@ use crate::warehouse::lease;
 use crate::warehouse::writer::FileLimits;
 
 use self::dwd::build_dwd;
+pub use self::job::{Layering, LayeringOutput, LayeringRun, load_zones};
 use self::ods::load_ods;
 pub use self::written::write;
 

@@ -17,11 +17,13 @@ mod batches;
 mod commit_ads;
 pub mod funnels;
 mod inputs;
+mod job;
 mod plans;
 mod queries;
 pub mod settlement;
 
 pub use self::inputs::{ReportsInputs, load_contracts, load_funnels};
+pub use self::job::{Reports, ReportsRun};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
