@@ -48,7 +48,7 @@ pub(super) async fn query_all(
     };
     let (funnels, contracts) = (&inputs.funnels, &inputs.contracts);
     let funnel_list = funnels.as_ref().map(|(_, f)| f.as_slice()).unwrap_or(&[]);
-    let zone = zone_of_region(&zones)?;
+    let zone = zone_of_region(zones)?;
     // baselines read the two local dates before the first reported one
     let anomaly_q = Queries {
         ctx,
