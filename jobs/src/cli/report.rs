@@ -5,7 +5,13 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use clap::Args;
 
-use crate::cli::{EngineArgs, StoreArgs, parse_date};
+use super::flags::EngineArgs;
+use super::resolve::{connect, resolve};
+use crate::cli::Globals;
+use crate::cli::parse_date;
+use crate::engine::client::submitted;
+use crate::error::{Error, Result};
+use crate::jobs::job::preflight;
 
 /// `report` flags.
 #[derive(Debug, Clone, Args)]
@@ -20,13 +26,37 @@ pub struct ReportCmd {
     /// The HTML file to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// Ballista scheduler, df://host:port; without it the queries run in-process.
-    #[arg(long, env = "TAUC_SCHEDULER")]
-    pub scheduler: Option<String>,
-    /// Memory and scratch space.
+    /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// Where data lives.
-    #[command(flatten)]
-    pub store: StoreArgs,
+}
+
+/// `tauc-job report`: the page of a date's committed ADS tables, written
+/// to `--out`.
+pub async fn run(g: &Globals, rp: ReportCmd) -> Result<String> {
+    let r = resolve(g, &rp.engine.store, &rp.engine.resources())?;
+    submitted::install();
+    preflight(&r.engine, &r.warehouse, "warehouse").await?;
+    let scheduler = rp.engine.scheduler.clone().or(r.file.scheduler.clone());
+    let ctx = connect(&r.engine, scheduler.as_deref(), rp.engine.parallelism).await?;
+    crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
+    let regions = if rp.regions.is_empty() {
+        crate::show::regions_of(&ctx, rp.date).await?
+    } else {
+        rp.regions.clone()
+    };
+    if regions.is_empty() {
+        return Err(Error::MissingInput(format!(
+            "no committed report for {} in {}: run `tauc-job submit reports --date {}` first",
+            rp.date, r.warehouse, rp.date
+        )));
+    }
+    let html = crate::show::render(&ctx, rp.date, &regions).await?;
+    std::fs::write(&rp.out, html).map_err(|e| crate::cli::sql::out_error(&rp.out, e))?;
+    Ok(format!(
+        "wrote the report of {} ({}) to {}\n",
+        rp.date,
+        regions.join(", "),
+        rp.out.display()
+    ))
 }

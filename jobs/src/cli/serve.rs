@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{EngineArgs, StoreArgs};
+use crate::cli::flags::EngineArgs;
 use crate::config::{FileConfig, parse_duration};
 use crate::engine::runtime::scratch::parse_size;
 use crate::error::{Error, Result};
@@ -64,18 +64,9 @@ pub struct ServeCmd {
     /// Spill files one in-process query may write (2GiB, 512MiB) [default: 2GiB].
     #[arg(long, env = "TAUC_QUERY_SCRATCH", value_parser = parse_size)]
     pub query_scratch: Option<usize>,
-    /// Ballista scheduler, df://host:port; without it queries run in-process.
-    #[arg(long, env = "TAUC_SCHEDULER")]
-    pub scheduler: Option<String>,
-    /// Task slots of the in-process executor [default: CPU count].
-    #[arg(long, env = "TAUC_PARALLELISM")]
-    pub parallelism: Option<usize>,
-    /// Memory and scratch space.
+    /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// Where data lives.
-    #[command(flatten)]
-    pub store: StoreArgs,
 }
 
 impl ServeCmd {

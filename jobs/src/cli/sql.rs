@@ -3,24 +3,78 @@
 //! writes the result as a text table, CSV, JSON lines or Parquet;
 //! `tauc-job tables` says what is committed.
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
+use super::flags::EngineArgs;
+use super::resolve::{connect, resolve};
+use crate::cli::Globals;
 use crate::engine::client::submitted;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
+use crate::jobs::job::preflight;
 use crate::store::Location;
 use crate::warehouse::table::{DIM_TABLES, committed_partitions};
 use crate::warehouse::tables::Table;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+
+/// `sql` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SqlCmd {
+    /// The query, e.g. "SELECT city, count(*) FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' GROUP BY city";
+    /// `-` reads it from standard input (a long query in a file: `< q.sql`).
+    pub query: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Write the result to this file instead of standard output (needed for parquet).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also run DDL, DML, COPY and SET (refused by default: the warehouse
+    /// changes only through the jobs). For scratch work on a local copy.
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// Scheduler, parallelism, memory, scratch space, stores.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `tauc-job sql`: the query over every committed table, its result
+/// written as `--format` says.
+pub async fn command(g: &Globals, q: SqlCmd) -> Result<String> {
+    let r = resolve(g, &q.engine.store, &q.engine.resources())?;
+    // Ctrl-C / SIGTERM cancel the query's Ballista job
+    submitted::install();
+    preflight(&r.engine, &r.warehouse, "warehouse").await?;
+    if q.format == OutputFormat::Parquet && q.out.is_none() {
+        return Err(Error::config(
+            "--format parquet needs --out FILE (Parquet is not written to a terminal)",
+        ));
+    }
+    let query = if q.query == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Error::config(format!("cannot read the query from stdin: {e}")))?
+    } else {
+        q.query.clone()
+    };
+    if query.trim().is_empty() {
+        return Err(Error::config(
+            "empty query (give SQL, or - to read it from stdin)",
+        ));
+    }
+    let scheduler = q.engine.scheduler.clone().or(r.file.scheduler.clone());
+    let ctx = connect(&r.engine, scheduler.as_deref(), q.engine.parallelism).await?;
+    crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
+    run(&ctx, &query, q.format, q.out.as_deref(), q.allow_writes).await
+}
 
 /// Output formats of `sql`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -6,6 +6,7 @@
 //! [`chart`]).
 
 pub mod chart;
+mod sections;
 
 use std::fmt::Write as _;
 
@@ -19,7 +20,7 @@ use datafusion::prelude::SessionContext;
 use crate::engine::client::submitted;
 use crate::error::{Error, Result};
 use crate::warehouse::tables::date_value;
-use chart::{Bar, Series, esc, num};
+use chart::{Bar, esc, num};
 
 /// Rows a bar chart shows at most (largest first).
 pub const TOP: usize = 25;
@@ -229,197 +230,15 @@ fn bar_list(labels: &[String], values: &[f64], notes: Vec<String>) -> Vec<Bar> {
         .collect()
 }
 
+/// The sections of one region's part of the page, in order.
 async fn region_sections(ctx: &SessionContext, date: NaiveDate, region: &str) -> Result<String> {
     let at = || vec![date_value(date), ScalarValue::from(region)];
-    let id = |what: &str| format!("{what}-{region}");
     let mut s = String::new();
-
-    // hourly CORS errors per class, alerts ringed
-    let an = query(ctx, &CORS_HOURLY, at()).await?;
-    let (names, hours, locals, errors, alerts) = (
-        texts(&an, "series")?,
-        numbers(&an, "h")?,
-        texts(&an, "local")?,
-        numbers(&an, "errors")?,
-        bools(&an, "is_alert")?,
-    );
-    let start = hours.iter().cloned().fold(f64::INFINITY, f64::min);
-    let mut series: Vec<Series> = Vec::new();
-    let mut ticks: Vec<(f64, String)> = Vec::new();
-    for i in 0..an.num_rows() {
-        let x = (hours[i] - start) / 3_600_000.0;
-        if series.last().map(|s| s.name != names[i]).unwrap_or(true) {
-            series.push(Series {
-                name: names[i].clone(),
-                points: Vec::new(),
-            });
-        }
-        if let Some(last) = series.last_mut() {
-            last.points.push((x, errors[i], alerts[i]));
-        }
-        if x.rem_euclid(3.0) == 0.0 && !ticks.iter().any(|t| t.0 == x) {
-            ticks.push((x, locals[i].get(11..16).unwrap_or("").to_string()));
-        }
-    }
-    let n_alerts = alerts.iter().filter(|a| **a).count();
-    let _ = write!(
-        s,
-        "<h3>CORS errors per hour, by class</h3><p class=\"note\">{n_alerts} alert hour(s) (robust z-score over the 24 hours before; ringed in red). Series <i>all</i> is every class together.</p>"
-    );
-    s.push_str(&chart::lines(
-        &id("cors-hourly"),
-        "CORS errors per hour",
-        "errors per hour",
-        &ticks,
-        &series,
-    ));
-
-    // top fingerprints
-    let top = query(ctx, &CORS_TOP, at()).await?;
-    let labels: Vec<String> = texts(&top, "req_method")?
-        .iter()
-        .zip(texts(&top, "req_host")?)
-        .zip(texts(&top, "req_path_tpl")?)
-        .map(|((m, h), p)| format!("{m} {h}{p}"))
-        .collect();
-    let errs = numbers(&top, "errors")?;
-    let notes = texts(&top, "err_class")?
-        .into_iter()
-        .zip(&errs)
-        .map(|(c, e)| format!("{} errors ({c})", num(*e)))
-        .collect();
-    s.push_str("<h3>Top CORS failure fingerprints</h3>");
-    s.push_str(&chart::bars(
-        &id("cors-top"),
-        "Top CORS failure fingerprints",
-        "errors in the day",
-        &bar_list(&labels, &errs, notes),
-    ));
-    s.push_str(&table(
-        &top,
-        &[
-            ("rank", "rank", true),
-            ("class", "err_class", false),
-            ("method", "req_method", false),
-            ("host", "req_host", false),
-            ("path", "req_path_tpl", false),
-            ("errors", "errors", true),
-            ("users", "affected_users", true),
-        ],
-    )?);
-
-    // targets
-    let tg = query(ctx, &TARGETS, at()).await?;
-    let labels: Vec<String> = texts(&tg, "target_type")?
-        .iter()
-        .zip(texts(&tg, "target_id")?)
-        .map(|(t, i)| format!("{t} {i}"))
-        .collect();
-    let clicks = numbers(&tg, "clicks")?;
-    let notes = numbers(&tg, "impressions")?
-        .iter()
-        .zip(numbers(&tg, "ctr")?)
-        .zip(&clicks)
-        .map(|((imp, ctr), c)| {
-            if *imp > 0.0 {
-                format!("{} clicks, CTR {:.1} %", num(*c), ctr * 100.0)
-            } else {
-                format!("{} clicks", num(*c))
-            }
-        })
-        .collect();
-    s.push_str("<h3>Target clicks, impressions and CTR</h3>");
-    s.push_str(&chart::bars(
-        &id("targets"),
-        "Clicks per target",
-        "clicks",
-        &bar_list(&labels, &clicks, notes),
-    ));
-    s.push_str(&table(
-        &tg,
-        &[
-            ("type", "target_type", false),
-            ("target", "target_id", false),
-            ("clicks", "clicks", true),
-            ("impressions", "impressions", true),
-            ("CTR", "ctr", true),
-        ],
-    )?);
-
-    // pages
-    let pg = query(ctx, &PAGES, at()).await?;
-    let pv = numbers(&pg, "pv")?;
-    let notes = numbers(&pg, "avg_duration_ms")?
-        .iter()
-        .zip(&pv)
-        .map(|(d, v)| format!("{} views, {:.1} s mean", num(*v), d / 1000.0))
-        .collect();
-    s.push_str("<h3>Page views and mean time on page</h3>");
-    s.push_str(&chart::bars(
-        &id("pages"),
-        "Page views",
-        "page views",
-        &bar_list(&texts(&pg, "page_path")?, &pv, notes),
-    ));
-    s.push_str(&table(
-        &pg,
-        &[
-            ("page", "page_path", false),
-            ("views", "pv", true),
-            ("visitors", "uv", true),
-            ("mean ms", "avg_duration_ms", true),
-        ],
-    )?);
-
-    // funnels
-    let fu = query(ctx, &FUNNELS, at()).await?;
-    let labels: Vec<String> = texts(&fu, "funnel_id")?
-        .iter()
-        .zip(texts(&fu, "step_no")?)
-        .map(|(f, n)| format!("{f} step {n}"))
-        .collect();
-    let users = numbers(&fu, "users")?;
-    let notes = numbers(&fu, "conv_from_start")?
-        .iter()
-        .zip(&users)
-        .map(|(c, u)| format!("{} users, {:.1} % of step 1", num(*u), c * 100.0))
-        .collect();
-    s.push_str("<h3>Funnel steps</h3>");
-    s.push_str(&chart::bars(
-        &id("funnels"),
-        "Users reaching each funnel step",
-        "users",
-        &bar_list(&labels, &users, notes),
-    ));
-
-    // settlement per partner
-    let st = query(ctx, &SETTLEMENT, at()).await?;
-    let labels: Vec<String> = texts(&st, "partner_id")?
-        .iter()
-        .zip(texts(&st, "currency")?)
-        .map(|(p, c)| format!("{p} ({c})"))
-        .collect();
-    let amount = numbers(&st, "amount")?;
-    let notes = texts(&st, "currency")?
-        .iter()
-        .zip(&amount)
-        .map(|(c, a)| format!("{a:.2} {c}"))
-        .collect();
-    s.push_str("<h3>Settlement per partner</h3>");
-    s.push_str(&chart::bars(
-        &id("settlement"),
-        "Amount due per partner",
-        "amount (contract currency)",
-        &bar_list(&labels, &amount, notes),
-    ));
-    s.push_str(&table(
-        &st,
-        &[
-            ("partner", "partner_id", false),
-            ("currency", "currency", false),
-            ("billable", "qty", true),
-            ("amount", "amount", true),
-        ],
-    )?);
+    s.push_str(&sections::cors_hourly(ctx, at(), region).await?);
+    s.push_str(&sections::cors_top(ctx, at(), region).await?);
+    s.push_str(&sections::targets(ctx, at(), region).await?);
+    s.push_str(&sections::pages(ctx, at(), region).await?);
+    s.push_str(&sections::funnels(ctx, at(), region).await?);
+    s.push_str(&sections::settlement(ctx, at(), region).await?);
     Ok(s)
 }

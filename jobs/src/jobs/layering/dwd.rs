@@ -1,39 +1,14 @@
-//! The layering job: raw day folders → ODS (by UTC collection date) → DWD
-//! (deduplicated, by local event date), exactly as layers.md says.
-//!
-//! Both stages are one distributed plan each, ending in the warehouse
-//! writer ([`crate::warehouse::writer`]): executors write the data files,
-//! and only one row per file and the counters come back to this process,
-//! which checks them and commits the manifests. A run first takes the
-//! leases of every partition it reads or writes
-//! ([`crate::warehouse::lease`]), so two runs on the same dates take turns.
-//!
-//! 1. **ODS.** One distributed raw scan over every `(region, date)` folder;
-//!    each task writes the valid and quarantined rows of its key range and
-//!    reports the folder counters. The accounting invariant is checked
-//!    for every partition before any of them is committed.
-//! 2. **DWD.** Loading collection date `C` can change DWD dates
-//!    `C-1-L ..= C+1`; each such date `D` is rebuilt from the committed ODS
-//!    partitions `D-1 ..= D+1+L` alone (one scan of `ods_fe_event_di`
-//!    pruned by `dt`/`region`), in one distributed query: rows are
-//!    tagged with every target date whose window holds them, deduplicated
-//!    per `(region, target date, event_id)`, kept when their local date is
-//!    the target, and derived with the tauc UDFs. The winner of each
-//!    `event_id` is picked by an aggregate (`min` of the row packed as one
-//!    binary value that sorts by `collector_ts, src_file, line_no`; see
-//!    `engine::plan::row_pack`), not by a `row_number()` window: the window
-//!    plan failed under Ballista ("Expects PARTITION BY expression to be
-//!    ordered") on some inputs. Because each target date
-//!    reads only its own window, the result equals a rebuild from scratch
-//!    whatever order the days were loaded in.
+//! The DWD stage: every DWD date the loaded days can change, rebuilt from
+//! its ODS window (`dwd.sql` beside this file) and written by the
+//! executors, checked for events written twice on a cluster.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use chrono::{Days, NaiveDate, Utc};
+use chrono::NaiveDate;
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::common::Column;
 use datafusion::common::ScalarValue;
@@ -43,303 +18,24 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, min};
-use datafusion::logical_expr::{
-    Expr, Extension, JoinType, LogicalPlan, LogicalPlanBuilder, case, when,
-};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, case, when};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
-use futures::TryStreamExt;
 use object_store::ObjectStore;
-use tracing::Instrument;
 
-use crate::derive::regions::Regions;
 use crate::engine::client::submitted;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
-use crate::ingest::raw_scan::{
-    Folder, KIND_REJECTED, KIND_VALID, RangeStats, RawEventsTable, RawSource, STAT_COLUMNS,
-};
 use crate::jobs::progress::Progress;
 use crate::store::Location;
-use crate::warehouse::commit::{self, PartitionRef, WriteOutcome, new_run_id};
+use crate::warehouse::commit::{self, PartitionRef, WriteOutcome};
+use crate::warehouse::doubled;
 use crate::warehouse::table::{WarehouseTable, event_id_table};
 use crate::warehouse::tables::Table;
 use crate::warehouse::tables::date_value;
-use crate::warehouse::writer::{FileLimits, TABLE_COLUMN, WriteNode, WriteSpec};
-use crate::warehouse::{doubled, lease};
+use crate::warehouse::writer::{TABLE_COLUMN, WriteSpec};
 
-/// Name of the job in manifests and the registry.
-pub const JOB: &str = "layering";
-
-/// What a layering run loads.
-#[derive(Debug, Clone)]
-pub struct LayeringArgs {
-    /// UTC collection dates to load.
-    pub dates: Vec<NaiveDate>,
-    /// Regions to load (each needs a time zone).
-    pub regions: Vec<String>,
-    /// Environment path segment (`uat`, `prd`).
-    pub env: String,
-    /// Root of the raw layout.
-    pub raw_root: Location,
-    /// Root of the warehouse.
-    pub warehouse: Location,
-    /// Lateness allowance `L` in days.
-    pub lateness_days: i64,
-    /// Key ranges (scan partitions) per day folder.
-    pub ranges_per_folder: usize,
-    /// Objects fetched at once per scan partition.
-    pub fetch_concurrency: usize,
-    /// Sizes of the data files the executors write.
-    pub file_limits: FileLimits,
-    /// How long to wait for another run that holds the same partitions.
-    pub lease_wait: Duration,
-}
-
-impl LayeringArgs {
-    /// One date of every default region, with the local default roots.
-    pub fn local_default(date: NaiveDate) -> LayeringArgs {
-        LayeringArgs {
-            dates: vec![date],
-            regions: Regions::default().names(),
-            env: "uat".into(),
-            raw_root: Location::parse("data/raw").expect("relative path"),
-            warehouse: Location::parse("data/warehouse").expect("relative path"),
-            lateness_days: 2,
-            ranges_per_folder: 4,
-            fetch_concurrency: 32,
-            file_limits: FileLimits::default(),
-            lease_wait: Duration::from_secs(600),
-        }
-    }
-
-    /// The ODS partitions the DWD stage reads: every window `D-1 ..= D+1+L`
-    /// of every DWD date, per region.
-    pub fn ods_read_set(&self) -> BTreeSet<PartitionRef> {
-        let mut out = BTreeSet::new();
-        for region in &self.regions {
-            for d in self.dwd_dates() {
-                for c in window(d, self.lateness_days) {
-                    out.insert(PartitionRef {
-                        dt: c,
-                        region: region.clone(),
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// Every partition the run reads or writes, by layer: what its leases
-    /// cover.
-    pub fn lease_set(&self) -> BTreeSet<(&'static str, PartitionRef)> {
-        let mut out: BTreeSet<(&'static str, PartitionRef)> = self
-            .ods_read_set()
-            .into_iter()
-            .map(|p| ("ods", p))
-            .collect();
-        for region in &self.regions {
-            for d in self.dwd_dates() {
-                out.insert((
-                    "dwd",
-                    PartitionRef {
-                        dt: d,
-                        region: region.clone(),
-                    },
-                ));
-            }
-        }
-        out
-    }
-
-    /// The DWD dates the loaded collection dates can change.
-    pub fn dwd_dates(&self) -> BTreeSet<NaiveDate> {
-        let mut out = BTreeSet::new();
-        for c in &self.dates {
-            let mut d = *c - Days::new(1 + self.lateness_days as u64);
-            while d <= *c + Days::new(1) {
-                out.insert(d);
-                d = d + Days::new(1);
-            }
-        }
-        out
-    }
-}
-
-/// The outcome of loading one ODS partition.
-#[derive(Debug, Clone, Default)]
-pub struct OdsSummary {
-    /// The scan's counters.
-    pub stats: RangeStats,
-    /// Valid rows.
-    pub valid_rows: u64,
-    /// Quarantined rows by reason.
-    pub quarantined: BTreeMap<String, u64>,
-}
-
-impl OdsSummary {
-    /// All quarantined rows.
-    pub fn quarantined_rows(&self) -> u64 {
-        self.quarantined.values().sum()
-    }
-}
-
-/// The ODS dates DWD date `d` is built from: `d-1 ..= d+1+L`.
-fn window(d: NaiveDate, lateness_days: i64) -> impl Iterator<Item = NaiveDate> {
-    let first = d - Days::new(1);
-    (0..=(2 + lateness_days.max(0) as u64)).map(move |i| first + Days::new(i))
-}
-
-/// The outcome of rebuilding one DWD partition.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DwdSummary {
-    /// Valid ODS rows read from the partition's window.
-    pub rows_read: i64,
-    /// Rows read that are copies of a row written here.
-    pub duplicates: i64,
-    /// Rows written to `dwd_trk_event_di`.
-    pub trk_rows: i64,
-    /// Rows written to `dwd_mon_cors_error_di`.
-    pub cors_rows: i64,
-}
-
-/// What a layering run did.
-#[derive(Debug, Clone, Default)]
-pub struct LayeringReport {
-    /// The run's id (in every file name and manifest it wrote).
-    pub run_id: String,
-    /// ODS partitions loaded.
-    pub ods: BTreeMap<PartitionRef, OdsSummary>,
-    /// DWD partitions rebuilt.
-    pub dwd: BTreeMap<PartitionRef, DwdSummary>,
-    /// Seconds the ODS stage took.
-    pub ods_secs: f64,
-    /// Seconds the DWD stage took.
-    pub dwd_secs: f64,
-    /// Result rows `tauc-job` received from the cluster (one per file
-    /// written and per counter; never a data row).
-    pub rows_received: u64,
-    /// How many of those rows describe a data file.
-    pub files_received: u64,
-}
-
-impl LayeringReport {
-    /// Valid ODS rows over all loaded partitions.
-    pub fn valid_rows(&self) -> u64 {
-        self.ods.values().map(|s| s.valid_rows).sum()
-    }
-}
-
-/// Loads the regions' time zones: defaults, overridden by
-/// `{warehouse}/dim/dim_region/*.csv` when present.
-pub async fn load_regions(engine: &Engine, warehouse: &Location) -> Result<Regions> {
-    let mut regions = Regions::default();
-    let dir = warehouse.join("dim/dim_region");
-    let store = engine.registry.for_location(&dir)?;
-    let files: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
-    for f in files
-        .iter()
-        .filter(|f| f.location.as_ref().ends_with(".csv"))
-    {
-        let bytes = object_store::ObjectStoreExt::get(store.as_ref(), &f.location)
-            .await?
-            .bytes()
-            .await?;
-        let text = String::from_utf8_lossy(&bytes);
-        for (i, line) in text.lines().enumerate().skip(1) {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let (region, zone) = line.split_once(',').ok_or_else(|| {
-                Error::config(format!(
-                    "{}:{}: expected 'region,time_zone', got '{line}'",
-                    f.location,
-                    i + 1
-                ))
-            })?;
-            regions
-                .set(region, zone)
-                .map_err(|e| Error::config(format!("{}:{}: {e}", f.location, i + 1)))?;
-        }
-    }
-    Ok(regions)
-}
-
-/// Runs the layering job with the regions' zones (from [`load_regions`],
-/// which callers run before starting the engine so that an unknown region
-/// fails before any work).
-pub async fn run(
-    ctx: &SessionContext,
-    engine: &Engine,
-    args: &LayeringArgs,
-    regions: &Regions,
-    progress: &mut Progress,
-) -> Result<LayeringReport> {
-    let mut zones = BTreeMap::new();
-    for r in &args.regions {
-        zones.insert(r.clone(), regions.zone(r)?);
-    }
-    if args.dates.is_empty() {
-        return Err(Error::config("no collection date to load"));
-    }
-    let store = engine.registry.for_location(&args.warehouse)?;
-    let run_id = new_run_id();
-    // every log line of the run carries its job and run id (JSON logs: the
-    // span's fields)
-    let span = tracing::info_span!("run", job = JOB, run_id = %run_id);
-    async {
-        tracing::info!(dates = ?args.dates, regions = ?args.regions, "run started");
-        let mut report = LayeringReport {
-            run_id: run_id.clone(),
-            ..Default::default()
-        };
-        progress.stage("taking the partitions' leases");
-        let lease = lease::acquire(
-            store.clone(),
-            &args.warehouse,
-            &run_id,
-            JOB,
-            &args.lease_set(),
-            args.lease_wait,
-        )
-        .await?;
-        let result = stages(ctx, engine, &store, args, &zones, &mut report, progress).await;
-        lease.release().await?;
-        result?;
-        progress.finish();
-        tracing::info!("run committed");
-        Ok(report)
-    }
-    .instrument(span)
-    .await
-}
-
-async fn stages(
-    ctx: &SessionContext,
-    engine: &Engine,
-    store: &Arc<dyn ObjectStore>,
-    args: &LayeringArgs,
-    zones: &BTreeMap<String, chrono_tz::Tz>,
-    report: &mut LayeringReport,
-    progress: &mut Progress,
-) -> Result<()> {
-    let run_id = report.run_id.clone();
-    let t = Instant::now();
-    progress.stage("ods: scanning raw folders and writing ODS files");
-    let (ods, received) = load_ods(ctx, store, args, &run_id, progress).await?;
-    report.ods = ods;
-    report.rows_received += received.0;
-    report.files_received += received.1;
-    report.ods_secs = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    progress.stage("dwd: deduplicating, deriving and writing DWD files");
-    let (dwd, received) = build_dwd(ctx, engine, store, args, zones, &run_id, progress).await?;
-    report.dwd = dwd;
-    report.rows_received += received.0;
-    report.files_received += received.1;
-    report.dwd_secs = t.elapsed().as_secs_f64();
-    Ok(())
-}
+use super::written::{commit_written, only_into, write};
+use super::{DwdSummary, JOB, LayeringArgs, window};
 
 /// How many times the DWD job runs when its output holds an event twice.
 const DWD_ATTEMPTS: u32 = 3;
@@ -393,207 +89,6 @@ async fn write_dwd(
         );
         attempt += 1;
     }
-}
-
-/// Runs `df` through the warehouse writer as the Ballista job `name` and
-/// gathers what it reports.
-pub async fn write(df: DataFrame, spec: WriteSpec, name: &str) -> Result<WriteOutcome> {
-    let (state, plan) = df.into_parts();
-    let node = WriteNode::new(plan, spec)?;
-    let plan = LogicalPlan::Extension(Extension {
-        node: Arc::new(node),
-    });
-    let batches = submitted::collect(DataFrame::new(state, plan), name).await?;
-    WriteOutcome::from_batches(&batches)
-}
-
-/// The first stage: every raw folder of the run scanned and written to ODS
-/// by the executors; returns each partition's summary and the result rows
-/// received.
-async fn load_ods(
-    ctx: &SessionContext,
-    store: &Arc<dyn ObjectStore>,
-    args: &LayeringArgs,
-    run_id: &str,
-    progress: &mut Progress,
-) -> Result<(BTreeMap<PartitionRef, OdsSummary>, (u64, u64))> {
-    let started_at = Utc::now().timestamp_millis();
-    let mut folders = Vec::new();
-    let mut partitions = Vec::new();
-    for region in &args.regions {
-        for date in &args.dates {
-            let rel = format!("{}/{region}/{}", args.env, date.format("%Y/%m/%d"));
-            folders.push(Folder {
-                region: region.clone(),
-                date: *date,
-                location: args.raw_root.join(&rel),
-            });
-            partitions.push(PartitionRef {
-                dt: *date,
-                region: region.clone(),
-            });
-        }
-    }
-    let table = RawEventsTable {
-        source: RawSource {
-            folders,
-            ranges: args.ranges_per_folder.max(1),
-            fetch_concurrency: args.fetch_concurrency.max(1),
-            lateness_days: args.lateness_days,
-        },
-    };
-    let no_table = lit(ScalarValue::Utf8(None));
-    let detected_at = ScalarValue::TimestampMillisecond(Some(started_at), Some("UTC".into()));
-    let df = ctx
-        .read_table(Arc::new(table))?
-        .with_column(
-            TABLE_COLUMN,
-            case(col("kind"))
-                .when(lit(KIND_VALID), lit(Table::OdsEvent.path()))
-                .when(lit(KIND_REJECTED), lit(Table::OdsQuarantine.path()))
-                .otherwise(no_table)?,
-        )?
-        .with_column("run_id", lit(run_id))?
-        .with_column("detected_at", lit(detected_at))?;
-    let spec = WriteSpec {
-        warehouse: args.warehouse.clone(),
-        run_id: run_id.to_string(),
-        counters: STAT_COLUMNS.iter().map(|c| c.to_string()).collect(),
-        value_counts: vec!["reason".into()],
-        limits: args.file_limits,
-    };
-    let outcome = write(df, spec, "tauc layering: ods").await?;
-    let mut summaries = BTreeMap::new();
-    for p in &partitions {
-        let s = ods_summary(&outcome, p)?;
-        progress.advance(s.stats.files as u64, s.valid_rows + s.quarantined_rows());
-        summaries.insert(p.clone(), s);
-    }
-    only_into(&outcome, &summaries, "the scan")?;
-    // a stop asked while the job ran: nothing of this stage commits
-    submitted::check()?;
-    progress.stage("ods: committing");
-    let finished_at = Utc::now().timestamp_millis();
-    for (p, summary) in &summaries {
-        commit_written(
-            store,
-            args,
-            run_id,
-            &outcome,
-            p,
-            [Table::OdsEvent, Table::OdsQuarantine],
-        )
-        .await?;
-        let stats = load_stats_batch(summary, run_id, started_at, finished_at)?;
-        commit::commit_table(
-            store,
-            run_id,
-            JOB,
-            &args.warehouse,
-            Table::OdsLoadStats,
-            p,
-            vec![stats],
-        )
-        .await?;
-    }
-    Ok((summaries, outcome.received()))
-}
-
-/// Fails when the writers wrote into a partition the run is not
-/// responsible for (a bug; its files stay unlisted strays).
-fn only_into<S>(
-    outcome: &WriteOutcome,
-    summaries: &BTreeMap<PartitionRef, S>,
-    what: &str,
-) -> Result<()> {
-    match outcome
-        .partitions()
-        .into_iter()
-        .find(|p| !summaries.contains_key(p))
-    {
-        Some(p) => Err(Error::Invariant(format!(
-            "internal: {what} wrote into partition dt={} region={}, which this run does not build; nothing was committed",
-            p.dt, p.region
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Commits partition `p` of each of `tables` with the files the writers
-/// reported (none: an empty partition).
-async fn commit_written(
-    store: &Arc<dyn ObjectStore>,
-    args: &LayeringArgs,
-    run_id: &str,
-    outcome: &WriteOutcome,
-    p: &PartitionRef,
-    tables: [Table; 2],
-) -> Result<()> {
-    for table in tables {
-        let dir = p.location(&table.location(&args.warehouse));
-        let files = outcome.files_of(table, p);
-        commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
-    }
-    Ok(())
-}
-
-/// One ODS partition's counters from the writers' report, with the
-/// accounting invariant checked: `lines - blank_lines = valid + quarantined`.
-fn ods_summary(outcome: &WriteOutcome, p: &PartitionRef) -> Result<OdsSummary> {
-    let stats = RangeStats {
-        files: outcome.count(p, "files"),
-        files_ignored: outcome.count(p, "files_ignored"),
-        bytes: outcome.count(p, "bytes"),
-        lines: outcome.count(p, "lines"),
-        blank_lines: outcome.count(p, "blank_lines"),
-    };
-    let quarantined: BTreeMap<String, u64> = outcome
-        .counts_with_prefix(p, "reason=")
-        .into_iter()
-        .map(|(k, v)| (k, v as u64))
-        .collect();
-    let s = OdsSummary {
-        stats,
-        valid_rows: outcome.rows(Table::OdsEvent, p),
-        quarantined,
-    };
-    let lhs = s.stats.lines - s.stats.blank_lines;
-    let rhs = (s.valid_rows + s.quarantined_rows()) as i64;
-    let written = outcome.rows(Table::OdsQuarantine, p);
-    if lhs != rhs || written != s.quarantined_rows() {
-        return Err(Error::Invariant(format!(
-            "accounting invariant failed for ods dt={} region={}: lines - blank_lines = {lhs} but valid + quarantined = {rhs} (quarantine files hold {written} rows); nothing was committed",
-            p.dt, p.region
-        )));
-    }
-    Ok(s)
-}
-
-fn load_stats_batch(
-    s: &OdsSummary,
-    run_id: &str,
-    started: i64,
-    finished: i64,
-) -> Result<RecordBatch> {
-    let i = |v: i64| -> datafusion::arrow::array::ArrayRef { Arc::new(Int64Array::from(vec![v])) };
-    let ts = |v: i64| -> datafusion::arrow::array::ArrayRef {
-        Arc::new(TimestampMillisecondArray::from(vec![v]).with_timezone("UTC"))
-    };
-    Ok(RecordBatch::try_new(
-        Table::OdsLoadStats.schema(),
-        vec![
-            i(s.stats.files),
-            i(s.stats.files_ignored),
-            i(s.stats.bytes),
-            i(s.stats.lines),
-            i(s.stats.blank_lines),
-            i(s.valid_rows as i64),
-            i(s.quarantined_rows() as i64),
-            Arc::new(StringArray::from(vec![run_id])),
-            ts(started),
-            ts(finished),
-        ],
-    )?)
 }
 
 /// Registers `dim_user_raw` from `{warehouse}/dim/dim_user/` (CSV or
@@ -878,7 +373,7 @@ async fn dwd_query(ctx: &SessionContext) -> Result<DataFrame> {
     )
     .otherwise(lit(Table::DwdTrkEvent.path()))?;
     Ok(ctx
-        .sql(include_str!("layering/dwd.sql"))
+        .sql(include_str!("dwd.sql"))
         .await?
         .with_column(TABLE_COLUMN, table)?)
 }
@@ -953,7 +448,7 @@ fn with_hash_joins(ctx: &SessionContext) -> SessionContext {
 /// The second stage: every DWD date the loaded days can change, rebuilt
 /// from its ODS window and written by the executors; returns each
 /// partition's summary and the result rows received.
-async fn build_dwd(
+pub(super) async fn build_dwd(
     ctx: &SessionContext,
     engine: &Engine,
     store: &Arc<dyn ObjectStore>,

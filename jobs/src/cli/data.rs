@@ -1,0 +1,118 @@
+//! The commands over the stores' files that run no query: `sample`
+//! writes a sample data set, `tables` lists what is committed, `sweep`
+//! deletes what re-runs replaced.
+
+use chrono::NaiveDate;
+use clap::Args;
+
+use super::flags::StoreArgs;
+use super::parse_date;
+use super::resolve::{resolve, set_keep_replaced};
+use crate::cli::Globals;
+use crate::derive::regions::Regions;
+use crate::engine::runtime::scratch::Resources;
+use crate::error::Result;
+use crate::jobs::job::preflight;
+use crate::jobs::sample::{self, SampleArgs};
+use crate::warehouse::commit;
+use crate::warehouse::tables::Table;
+
+/// `tables` flags.
+#[derive(Debug, Clone, Args)]
+pub struct TablesCmd {
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `sweep` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SweepCmd {
+    /// Where data lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Seconds a replaced file stays after the commit that replaced it
+    /// (as `submit --keep-replaced-secs`). Default 900.
+    #[arg(long, env = "TAUC_KEEP_REPLACED_SECS")]
+    pub keep_replaced_secs: Option<u64>,
+}
+
+/// `sample` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SampleCmd {
+    /// First UTC collection date, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// Number of days.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub days: u32,
+    /// Clean events per region and day.
+    #[arg(long, default_value_t = 2000)]
+    pub events_per_day: u32,
+    /// Regions [default: aps1, use1, euw1].
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Lines per raw file.
+    #[arg(long, default_value_t = 50)]
+    pub lines_per_file: usize,
+    /// Where data goes.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `tauc-job sample`.
+pub async fn sample(g: &Globals, s: SampleCmd) -> Result<String> {
+    let r = resolve(g, &s.store, &Resources::default())?;
+    let regions = if s.regions.is_empty() {
+        Regions::default().names()
+    } else {
+        s.regions.clone()
+    };
+    if r.raw_root.store_url.starts_with("s3") {
+        preflight(&r.engine, &r.raw_root, "raw root").await?;
+    }
+    let args = SampleArgs {
+        date: s.date,
+        days: s.days,
+        events_per_day: s.events_per_day,
+        regions,
+        env: r.env.clone(),
+        raw_root: r.raw_root.clone(),
+        warehouse: Some(r.warehouse.clone()),
+        lines_per_file: s.lines_per_file,
+    };
+    let rep = sample::write(&r.engine, &args).await?;
+    Ok(format!(
+        "wrote {} raw objects ({} lines) under {} and dim tables under {}\n",
+        rep.files,
+        rep.lines,
+        r.raw_root,
+        r.warehouse.join("dim")
+    ))
+}
+
+/// `tauc-job tables`.
+pub async fn tables(g: &Globals, t: TablesCmd) -> Result<String> {
+    let r = resolve(g, &t.store, &Resources::default())?;
+    preflight(&r.engine, &r.warehouse, "warehouse").await?;
+    crate::cli::sql::tables(&r.engine, &r.warehouse).await
+}
+
+/// `tauc-job sweep`.
+pub async fn sweep(g: &Globals, c: SweepCmd) -> Result<String> {
+    let r = resolve(g, &c.store, &Resources::default())?;
+    preflight(&r.engine, &r.warehouse, "warehouse").await?;
+    set_keep_replaced(c.keep_replaced_secs, &r.file);
+    let store = r.engine.registry.for_location(&r.warehouse)?;
+    let mut out = String::new();
+    for t in Table::all() {
+        let n = commit::sweep(store.as_ref(), &t.location(&r.warehouse)).await?;
+        if n > 0 {
+            out.push_str(&format!("{}: deleted {n} replaced file(s)\n", t.name()));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no replaced file past its keep time\n");
+    }
+    Ok(out)
+}

@@ -1,0 +1,195 @@
+//! `tauc-job submit` and `tauc-job jobs`: the registered jobs
+//! ([`crate::jobs::registry`]) listed, and one of them run for a date
+//! range.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::{Days, NaiveDate};
+use clap::Args;
+use clap::builder::{PossibleValue, PossibleValuesParser};
+
+use super::flags::EngineArgs;
+use super::parse_date;
+use super::resolve::{connect, resolve, set_keep_replaced};
+use crate::cli::Globals;
+use crate::config;
+use crate::derive::regions::Regions;
+use crate::engine::client::submitted;
+use crate::engine::runtime::spill::{self, Spilled};
+use crate::error::{Error, Result};
+use crate::jobs::job::{RunSpec, preflight};
+use crate::jobs::registry::{self, JOBS};
+use crate::warehouse::tables::Table;
+use crate::warehouse::writer::FileLimits;
+
+/// `submit` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// The job to run (see `tauc-job jobs`).
+    #[arg(value_parser = job_names())]
+    pub job: String,
+    /// First date, YYYY-MM-DD: a UTC collection date for layering and
+    /// daily, a local (DWD) date for reports.
+    #[arg(long, value_parser = parse_date)]
+    pub date: NaiveDate,
+    /// Last date of a range, inclusive.
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<NaiveDate>,
+    /// Region to run for; repeat for several [default: every configured region].
+    #[arg(long = "region", env = "TAUC_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Lateness allowance in whole days [default: 2].
+    #[arg(long, env = "TAUC_LATENESS_DAYS", value_parser = clap::value_parser!(i64).range(0..=60))]
+    pub lateness_days: Option<i64>,
+    /// Key ranges (scan tasks) per raw day folder.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub ranges: u16,
+    /// Raw objects fetched at once per scan task.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub fetch_concurrency: u16,
+    /// Funnels TOML file or URL for the reports [default:
+    /// {warehouse}/conf/funnels.toml when it exists].
+    #[arg(long, env = "TAUC_FUNNELS")]
+    pub funnels: Option<String>,
+    /// Rows per data file the executors write.
+    #[arg(long, env = "TAUC_FILE_MAX_ROWS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub file_max_rows: u64,
+    /// Megabytes per data file the executors write.
+    #[arg(long, env = "TAUC_FILE_MAX_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub file_max_mb: u64,
+    /// Seconds to wait for another run that holds the same partitions
+    /// before giving up (exit 1).
+    #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
+    pub lease_wait: u64,
+    /// Seconds a data file replaced by a re-run stays for the queries that
+    /// planned with the version listing it (keep it above the SQL
+    /// surface's `--query-timeout`); the partition's next commit, or
+    /// `tauc-job sweep`, deletes it after. Default 900.
+    #[arg(long, env = "TAUC_KEEP_REPLACED_SECS")]
+    pub keep_replaced_secs: Option<u64>,
+    /// Stop (exit 2) on a `dim_user` row whose gender or birth date is
+    /// outside the spec's forms, instead of counting it as `unknown` with a
+    /// warning.
+    #[arg(long, env = "TAUC_STRICT_DIMS")]
+    pub strict_dims: bool,
+    /// Write the layering run's counters (files, lines, bytes, rows by
+    /// outcome, quarantined rows by reason, stage times, spilled bytes) to
+    /// this file in the Prometheus text format, replacing it (for
+    /// node_exporter's textfile collector).
+    #[arg(long, env = "TAUC_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Scheduler, parallelism, memory, scratch space, stores.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The names of the registered jobs, each with its line, for clap.
+fn job_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        JOBS.iter()
+            .map(|j| PossibleValue::new(j.name()).help(j.about())),
+    )
+}
+
+/// `tauc-job jobs`: every job, what it reads and what it writes.
+pub fn list_jobs() -> String {
+    let mut out = String::new();
+    for job in JOBS {
+        let writes: Vec<&str> = job.writes().into_iter().map(Table::name).collect();
+        let _ = writeln!(
+            out,
+            "{:<9} {}
+          reads:  {}
+          writes: {}",
+            job.name(),
+            job.about(),
+            job.reads(),
+            writes.join(", ")
+        );
+    }
+    out
+}
+
+/// `tauc-job submit`: the flags resolved into a [`RunSpec`], the job's
+/// checks, then its run on the engine; returns its report and what the
+/// in-process tasks spilled.
+pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
+    let job = registry::find(&s.job)?;
+    let r = resolve(g, &s.engine.store, &s.engine.resources())?;
+    // Ctrl-C / SIGTERM cancel the running Ballista job; nothing more commits
+    submitted::install();
+    let dates = dates(s.date, s.to)?;
+    let regions = if !s.regions.is_empty() {
+        s.regions.clone()
+    } else if let Some(r) = &r.file.regions {
+        r.clone()
+    } else {
+        Regions::default().names()
+    };
+    let lateness_days = s
+        .lateness_days
+        .or(r.file.lateness_days)
+        .unwrap_or(config::DEFAULT_LATENESS_DAYS);
+    let scheduler = s.engine.scheduler.clone().or(r.file.scheduler.clone());
+    set_keep_replaced(s.keep_replaced_secs, &r.file);
+    preflight(&r.engine, &r.warehouse, "warehouse").await?;
+    let spec = RunSpec {
+        dates,
+        regions,
+        env: r.env.clone(),
+        raw_root: r.raw_root.clone(),
+        warehouse: r.warehouse.clone(),
+        lateness_days,
+        ranges_per_folder: s.ranges as usize,
+        fetch_concurrency: s.fetch_concurrency as usize,
+        file_limits: FileLimits {
+            max_rows: s.file_max_rows,
+            max_bytes: s.file_max_mb * 1024 * 1024,
+            ..FileLimits::default()
+        },
+        lease_wait: std::time::Duration::from_secs(s.lease_wait),
+        funnels: s.funnels.clone().or(r.file.funnels.clone()),
+        strict_dims: s.strict_dims || r.file.strict_dims.unwrap_or(false),
+        metrics_file: s.metrics_file.clone(),
+        on_cluster: scheduler.is_some(),
+    };
+    // the job's inputs are checked before the engine starts
+    let ready = job.check(&r.engine, &spec).await?;
+    let ctx = connect(&r.engine, scheduler.as_deref(), s.engine.parallelism).await?;
+    let mut out = ready.run(&ctx, &r.engine).await?.to_string();
+    if scheduler.is_none() {
+        out.push_str(&spill_line(spill::spilled()));
+    }
+    Ok(out)
+}
+
+/// The dates `date ..= to` (`to` defaults to `date`), at most 367.
+fn dates(date: NaiveDate, to: Option<NaiveDate>) -> Result<Vec<NaiveDate>> {
+    let to = to.unwrap_or(date);
+    if to < date {
+        return Err(Error::config(format!(
+            "--to {to} is before --date {date} (expected a range forward in time)"
+        )));
+    }
+    let days = (to - date).num_days();
+    if days > 366 {
+        return Err(Error::config(format!(
+            "range of {} days is too long (at most 367)",
+            days + 1
+        )));
+    }
+    Ok((0..=days as u64).map(|i| date + Days::new(i)).collect())
+}
+
+/// What the in-process tasks spilled: sorts, aggregates and joins whose
+/// share of `--memory-limit` was full, and shuffle writers past their
+/// buffer (Ballista's sort shuffle spills at 256 MiB a task whatever the
+/// pool). Only in-process: a cluster's tasks run in the executors.
+fn spill_line(s: Spilled) -> String {
+    if s.files == 0 {
+        "spilled: nothing\n".to_string()
+    } else {
+        format!("spilled: {s}\n")
+    }
+}

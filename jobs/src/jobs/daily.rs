@@ -1,0 +1,96 @@
+//! `daily`: layering for collection dates, then the reports of every DWD
+//! date that load touched — the two jobs composed, each under its own
+//! leases in turn.
+
+use std::collections::BTreeSet;
+use std::fmt::{self, Display};
+
+use async_trait::async_trait;
+use datafusion::prelude::SessionContext;
+
+use crate::engine::session::Engine;
+use crate::error::Result;
+use crate::jobs::job::{Job, Ready, RunSpec};
+use crate::jobs::layering::{LayeringArgs, LayeringOutput, LayeringRun};
+use crate::jobs::reports::{ReportsArgs, ReportsReport, ReportsRun};
+use crate::warehouse::commit::PartitionRef;
+use crate::warehouse::tables::Table;
+
+/// The daily job of the registry.
+pub struct Daily;
+
+#[async_trait(?Send)]
+impl Job for Daily {
+    fn name(&self) -> &'static str {
+        "daily"
+    }
+
+    fn about(&self) -> &'static str {
+        "layering for collection dates, then reports for every DWD date the load touched"
+    }
+
+    fn reads(&self) -> &'static str {
+        "raw {env}/{region}/{yyyy}/{mm}/{dd}/messages-*.txt, dim_user, dim_contract, dim_region, conf/funnels.toml"
+    }
+
+    fn writes(&self) -> Vec<Table> {
+        Table::all().collect()
+    }
+
+    /// The layering's leases, then (taken after those are released) the
+    /// reports' for every DWD date the layering rebuilds.
+    fn lease_set(&self, spec: &RunSpec) -> BTreeSet<(&'static str, PartitionRef)> {
+        let layering = LayeringArgs::of(spec);
+        let dwd_dates = layering.dwd_dates().into_iter().collect();
+        let mut out = layering.lease_set();
+        out.extend(ReportsArgs::of(spec, dwd_dates).lease_set());
+        out
+    }
+
+    /// The layering's checks, then the reports' inputs (the funnels and
+    /// `dim_contract`; the DWD partitions are the layering's to commit).
+    async fn check(&self, engine: &Engine, spec: &RunSpec) -> Result<Box<dyn Ready>> {
+        let layering = LayeringRun::check(engine, spec).await?;
+        let reports = ReportsRun::check(engine, spec, Vec::new(), layering.zones.clone()).await?;
+        Ok(Box::new(DailyRun { layering, reports }))
+    }
+}
+
+/// A daily run whose checks passed.
+struct DailyRun {
+    layering: LayeringRun,
+    reports: ReportsRun,
+}
+
+#[async_trait(?Send)]
+impl Ready for DailyRun {
+    async fn run(
+        self: Box<Self>,
+        ctx: &SessionContext,
+        engine: &Engine,
+    ) -> Result<Box<dyn Display>> {
+        let DailyRun {
+            layering,
+            mut reports,
+        } = *self;
+        // the reports' dates are the DWD dates the layering rebuilt
+        reports.args.dates = layering.args.dwd_dates().into_iter().collect();
+        let layering = layering.run(ctx, engine).await?;
+        let reports = reports.run(ctx, engine).await?;
+        Ok(Box::new(DailyReport { layering, reports }))
+    }
+}
+
+/// What `submit daily` prints: the layering's output, then the reports'.
+pub struct DailyReport {
+    /// The layering run.
+    pub layering: LayeringOutput,
+    /// The reports run.
+    pub reports: ReportsReport,
+}
+
+impl Display for DailyReport {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(out, "{}{}", self.layering, self.reports)
+    }
+}

@@ -1,0 +1,118 @@
+//! The commit of a reports run: which baseline dates have data, then each
+//! partition's rows of the seven ADS tables committed, empty ones
+//! included.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{Days, NaiveDate};
+use object_store::ObjectStore;
+
+use super::batches::anomaly_batch;
+use super::plans::Builder;
+use super::{JOB, ReportsArgs, ReportsInputs, anomaly};
+use crate::error::Result;
+use crate::warehouse::commit::{self, PartitionRef};
+use crate::warehouse::tables::Table;
+
+/// Which local dates have a committed cors partition, for baselines: the
+/// reported dates (checked by `ReportsInputs::load`) and the two days
+/// before them.
+pub(super) async fn committed_baselines(
+    store: &dyn ObjectStore,
+    args: &ReportsArgs,
+    first: NaiveDate,
+) -> Result<BTreeSet<PartitionRef>> {
+    let mut committed = BTreeSet::new();
+    for region in &args.regions {
+        for d in [first - Days::new(2), first - Days::new(1)] {
+            let p = PartitionRef {
+                dt: d,
+                region: region.clone(),
+            };
+            let dir = p.location(&Table::DwdCorsError.location(&args.warehouse));
+            if commit::read_manifest(store, &dir).await?.is_some() {
+                committed.insert(p);
+            }
+        }
+        committed.extend(args.dates.iter().map(|d| PartitionRef {
+            dt: *d,
+            region: region.clone(),
+        }));
+    }
+    Ok(committed)
+}
+
+/// What the commit of each partition needs.
+pub(super) struct Ads<'a> {
+    /// The warehouse's store.
+    pub store: &'a Arc<dyn ObjectStore>,
+    /// The run's id.
+    pub run_id: &'a str,
+    /// The run.
+    pub args: &'a ReportsArgs,
+    /// The funnels and contracts.
+    pub inputs: &'a ReportsInputs,
+    /// What the queries gathered.
+    pub results: &'a Builder,
+    /// From [`committed_baselines`].
+    pub committed: &'a BTreeSet<PartitionRef>,
+}
+
+impl Ads<'_> {
+    /// Commits partition `p` (of a region in zone `tz`) of every ADS
+    /// table; returns the rows committed per table and the alerts raised.
+    pub(super) async fn commit_partition(
+        &self,
+        p: &PartitionRef,
+        tz: chrono_tz::Tz,
+    ) -> Result<(BTreeMap<&'static str, usize>, usize)> {
+        let b = self.results;
+        let funnel_list = self
+            .inputs
+            .funnels
+            .as_ref()
+            .map(|(_, f)| f.as_slice())
+            .unwrap_or(&[]);
+        let anomaly_rows = anomaly::partition_rows(
+            p.dt,
+            tz,
+            b.classes.get(p).unwrap_or(&BTreeSet::new()),
+            b.hour_counts.get(&p.region).unwrap_or(&HashMap::new()),
+            |d| {
+                self.committed.contains(&PartitionRef {
+                    dt: d,
+                    region: p.region.clone(),
+                })
+            },
+        );
+        let alerts = anomaly_rows.iter().filter(|r| r.is_alert).count();
+        let batches = [
+            (Table::AdsTargetClick, b.target_batch(p)?),
+            (Table::AdsPage, b.page_batch(p)?),
+            (Table::AdsFunnel, b.funnel_batch(p, funnel_list)?),
+            (Table::AdsCorsSummary, b.summary_batch(p)?),
+            (Table::AdsCorsTopN, b.topn_batch(p)?),
+            (Table::AdsCorsAnomaly, anomaly_batch(&anomaly_rows)?),
+            (
+                Table::AdsSettlement,
+                b.settlement_batch(p, &self.inputs.contracts)?,
+            ),
+        ];
+        let mut rows = BTreeMap::new();
+        for (table, batch) in batches {
+            rows.insert(table.name(), batch.num_rows());
+            commit::commit_table(
+                self.store,
+                self.run_id,
+                JOB,
+                &self.args.warehouse,
+                table,
+                p,
+                vec![batch],
+            )
+            .await?;
+        }
+        Ok((rows, alerts))
+    }
+}
