@@ -467,11 +467,7 @@ async fn a_sigterm_cancels_the_cluster_job_and_commits_nothing() {
         ods_rows > 0 && ods_rows <= lines,
         "ods rows {ods_rows}, lines {lines}"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let err = std::fs::read_to_string(&err_path).unwrap();
+    let (status, err) = signal_and_wait(&mut child, "-TERM", &err_path);
     assert_eq!(status.code(), Some(143), "{err}");
     assert!(err.contains("stopped by SIGTERM"), "{err}");
     assert!(err.contains("cancelled the Ballista job"), "{err}");
@@ -842,11 +838,7 @@ async fn sql_and_report_run_named_jobs_and_ctrl_c_cancels_them() {
         assert!(child.try_wait().unwrap().is_none(), "sql ended: {err}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let err = std::fs::read_to_string(&err_path).unwrap();
+    let (status, err) = signal_and_wait(&mut child, "-INT", &err_path);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("cancelled the Ballista job"), "{err}");
     let line = listed(&id);
@@ -855,4 +847,18 @@ async fn sql_and_report_run_named_jobs_and_ctrl_c_cancels_them() {
         "{line}"
     );
     drop(cluster);
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to `child`, waits for it to exit, and
+/// returns its status and what it wrote to `err_path`.
+fn signal_and_wait(
+    child: &mut std::process::Child,
+    signal: &str,
+    err_path: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    let _ = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    (status, std::fs::read_to_string(err_path).unwrap())
 }
