@@ -17,9 +17,10 @@ use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::FunctionRegistry;
 use datafusion::functions::core::expr_fn::get_field;
-use datafusion::functions_aggregate::expr_fn::{count, min};
+use datafusion::functions::string::expr_fn::concat;
+use datafusion::functions_aggregate::expr_fn::{count, count_distinct, min};
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, case, when};
-use datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use object_store::ObjectStore;
 
 use crate::engine::client::submitted;
@@ -343,7 +344,7 @@ async fn kept_rows(
                 qcol("t", "target_dt"),
                 qcol("o", "event_id"),
             ],
-            vec![count(lit(1i64)).alias("copies"), min(pack).alias("w")],
+            vec![rows_read("o").alias("copies"), min(pack).alias("w")],
         )?
         // (renamed on the way: DataFusion 55's `push_down_leaf_projections`
         // fails on `o.region AS region` below the `get_field`s)
@@ -362,6 +363,21 @@ async fn kept_rows(
     .chain(KEPT.iter().map(|c| get_field(col("r"), *c).alias(*c)))
     .collect::<Vec<_>>();
     Ok(singles.union(winners.select(unpacked)?)?)
+}
+
+/// How many ODS rows a group of the dedupe stands for: its distinct
+/// `(src_file, line_no)` — the place each row was read from — not its
+/// size. After losing an executor, Ballista 55 may deliver two attempts of
+/// a scan stage's output to the aggregate; the winner (a `min`) is the
+/// same either way, but a plain count would double the copies, and so the
+/// `duplicates` of `dwd_fe_dedupe_stats_di`. (`line_no` first: its digits
+/// end at the `:`, so no key can make two places read alike.)
+fn rows_read(table: &str) -> Expr {
+    count_distinct(concat(vec![
+        cast(qcol(table, "line_no"), DataType::Utf8),
+        lit(":"),
+        qcol(table, "src_file"),
+    ]))
 }
 
 /// The DWD query: [`kept_rows`] registered as `dwd_kept`, derived by the
@@ -585,4 +601,59 @@ pub(super) async fn build_dwd(
         .await?;
     }
     Ok((summaries, outcome.received()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::MemTable;
+
+    /// A row delivered twice (same file and line) is one row read; a copy
+    /// from another line is another.
+    #[tokio::test]
+    async fn a_row_delivered_twice_is_read_once() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("src_file", DataType::Utf8, false),
+            Field::new("line_no", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["e1", "e1", "e1", "e2", "e3", "e3"])),
+                Arc::new(StringArray::from(vec!["a", "a", "b", "a", "1:a", "11:a"])),
+                Arc::new(Int64Array::from(vec![1, 1, 1, 2, 1, 1])),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let mem = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        ctx.register_table("rows", Arc::new(mem)).unwrap();
+        let counted = ctx
+            .table("rows")
+            .await
+            .unwrap()
+            .alias("o")
+            .unwrap()
+            .aggregate(vec![qcol("o", "event_id")], vec![rows_read("o").alias("n")])
+            .unwrap()
+            .sort(vec![col("event_id").sort(true, true)])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let n: Vec<i64> = counted
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        // e1: (a,1) twice + (b,1); e2: (a,2); e3: "1:a" line 1 vs "11:a" line 1
+        assert_eq!(n, vec![2, 1, 2]);
+    }
 }
