@@ -32,6 +32,7 @@ fn scan_frame(engine: &Engine, folder: Location) -> datafusion::prelude::DataFra
             fetch_concurrency: 32,
             lateness_days: 2,
         },
+        objects: None,
     };
     ctx.read_table(Arc::new(table))
         .expect("raw table")

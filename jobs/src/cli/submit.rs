@@ -79,6 +79,12 @@ pub struct SubmitArgs {
     /// node_exporter's textfile collector).
     #[arg(long, env = "TAUC_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Load only the raw objects no committed load of their ODS
+    /// partition has read, and rebuild only the DWD (and, for daily, ADS)
+    /// partitions those can change; layering and daily only. The result
+    /// equals a full run over every object loaded so far.
+    #[arg(long)]
+    pub incremental: bool,
     /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -116,6 +122,12 @@ pub fn list_jobs() -> String {
 /// in-process tasks spilled.
 pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
     let job = registry::find(&s.job)?;
+    if s.incremental && !matches!(job.name(), "layering" | "daily") {
+        return Err(Error::config(format!(
+            "--incremental applies to the layering and daily jobs, not to '{}'",
+            job.name()
+        )));
+    }
     let r = resolve(g, &s.engine.store, &s.engine.resources())?;
     // Ctrl-C / SIGTERM cancel the running Ballista job; nothing more commits
     submitted::install();
@@ -153,6 +165,7 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         strict_dims: s.strict_dims || r.file.strict_dims.unwrap_or(false),
         metrics_file: s.metrics_file.clone(),
         on_cluster: scheduler.is_some(),
+        incremental: s.incremental,
     };
     // the job's inputs are checked before the engine starts
     let ready = job.check(&r.engine, &spec).await?;

@@ -113,3 +113,39 @@ impl Cursor {
         }
     }
 }
+
+/// A day folder as an incremental run lists it from `tauc-job`: its
+/// `messages-*.txt` batches in key order, and how many other objects it
+/// holds (counted as the scan counts them: other names, links on a local
+/// root, and keys the store cannot name).
+pub async fn list_folder(
+    store: &Arc<dyn object_store::ObjectStore>,
+    folder: &crate::store::Location,
+) -> crate::error::Result<(Vec<crate::warehouse::loads::RawObject>, i64)> {
+    use futures::TryStreamExt;
+    let skipped = Arc::new(Mutex::new(Vec::new()));
+    let listing = match crate::store::s3_pager(&folder.store_url) {
+        Some(pager) => list_after(pager, &folder.prefix, None, None, skipped.clone()),
+        None => store.list(Some(&folder.path())),
+    };
+    let metas: Vec<ObjectMeta> = listing.try_collect().await?;
+    let local = folder.store_url.starts_with("file");
+    let mut objects = Vec::new();
+    let mut ignored = skipped.lock().expect("skipped lock").len() as i64;
+    for m in metas {
+        let key = m.location.as_ref();
+        let batch = crate::ingest::raw_scan::is_message_file(&folder.prefix, key)
+            && (!local || !crate::ingest::raw_scan::is_symlink(key));
+        if !batch {
+            ignored += 1;
+            continue;
+        }
+        objects.push(crate::warehouse::loads::RawObject {
+            key: key.to_string(),
+            size: m.size,
+            e_tag: m.e_tag,
+        });
+    }
+    objects.sort();
+    Ok((objects, ignored))
+}

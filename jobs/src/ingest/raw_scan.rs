@@ -27,10 +27,10 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, Date32Builder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Array,
+    Array, ArrayRef, AsArray, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, TimestampMillisecondBuilder, UInt32Array, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type, UInt64Type};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result as DfResult, project_schema};
@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::event::{self, LineContext, LineOutcome};
 use crate::ingest::event_time::{DAY_MS, day_start_ms};
 use crate::store::Location;
+use crate::warehouse::loads::RawObject;
 use crate::warehouse::tables::{days_of, ods_event_fields};
 
 /// `kind` of a row of the scan.
@@ -117,6 +118,10 @@ pub fn scan_schema() -> SchemaRef {
 pub struct RawEventsTable {
     /// What to read.
     pub source: RawSource,
+    /// When set, the objects to read, per folder of `source` (an
+    /// incremental run's new objects, listed by `tauc-job`), instead of
+    /// every object of the folders' key ranges.
+    pub objects: Option<Vec<Vec<RawObject>>>,
 }
 
 #[async_trait::async_trait]
@@ -139,16 +144,71 @@ impl TableProvider for RawEventsTable {
         Ok(Arc::new(RawScanExec::try_new(
             self.source.clone(),
             projection.cloned(),
-            work_items(&self.source)?,
+            match &self.objects {
+                Some(objects) => object_items(&self.source, objects)?,
+                None => work_items(&self.source)?,
+            },
         )?))
     }
 }
 
+/// A work item: a folder's key range, or (`key` set) one object of it.
 fn work_item_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("folder", DataType::UInt32, false),
         Field::new("range", DataType::UInt32, false),
+        Field::new("key", DataType::Utf8, true),
+        Field::new("size", DataType::UInt64, true),
+        Field::new("e_tag", DataType::Utf8, true),
     ]))
+}
+
+fn items_batch(rows: &[(u32, u32, Option<&RawObject>)]) -> DfResult<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        work_item_schema(),
+        vec![
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.2.map(|o| o.key.as_str())),
+            )),
+            Arc::new(UInt64Array::from_iter(
+                rows.iter().map(|r| r.2.map(|o| o.size)),
+            )),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.2.and_then(|o| o.e_tag.as_deref())),
+            )),
+        ],
+    )?)
+}
+
+/// An incremental scan's items: each folder's objects dealt round-robin
+/// into `ranges` partitions (a folder with fewer objects gets fewer), so
+/// the work of a small batch still spreads over the executors.
+fn object_items(
+    source: &RawSource,
+    objects: &[Vec<RawObject>],
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let ranges = source.ranges.max(1);
+    let mut partitions = Vec::new();
+    for (f, objs) in objects.iter().enumerate() {
+        let n = ranges.min(objs.len());
+        for r in 0..n {
+            let rows: Vec<_> = objs
+                .iter()
+                .skip(r)
+                .step_by(n)
+                .map(|o| (f as u32, r as u32, Some(o)))
+                .collect();
+            partitions.push(vec![items_batch(&rows)?]);
+        }
+    }
+    if partitions.is_empty() {
+        // nothing new: one empty partition keeps the plan well formed
+        partitions.push(vec![items_batch(&[])?]);
+    }
+    let config = MemorySourceConfig::try_new(&partitions, work_item_schema(), None)?;
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// One in-memory partition per `(folder, range)`, each a one-row batch.
@@ -158,14 +218,7 @@ fn work_items(source: &RawSource) -> DfResult<Arc<dyn ExecutionPlan>> {
     let mut partitions = Vec::with_capacity(source.partitions());
     for f in 0..source.folders.len() {
         for r in 0..ranges {
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(UInt32Array::from(vec![f as u32])),
-                    Arc::new(UInt32Array::from(vec![r as u32])),
-                ],
-            )?;
-            partitions.push(vec![batch]);
+            partitions.push(vec![items_batch(&[(f as u32, r as u32, None)])?]);
         }
     }
     let config = MemorySourceConfig::try_new(&partitions, schema, None)?;
@@ -297,45 +350,65 @@ impl ExecutionPlan for RawScanExec {
                 }
             };
             let items: Vec<RecordBatch> = items.try_collect().await?;
-            for b in items {
-                let (folders, ranges) = (
-                    b.column(0)
-                        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
-                    b.column(1)
-                        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
-                );
-                for i in 0..b.num_rows() {
-                    let Some(folder) = source.folders.get(folders.value(i) as usize).cloned()
-                    else {
-                        return datafusion::common::internal_err!(
-                            "raw scan: no folder {}",
-                            folders.value(i)
-                        );
-                    };
-                    let range = ranges.value(i) as usize;
-                    tracing::debug!(partition, folder = %folder.location, range, "raw scan range");
-                    let store = runtime.object_store(
-                        datafusion::execution::object_store::ObjectStoreUrl::parse(
-                            &folder.location.store_url,
-                        )?,
-                    )?;
-                    let job = RangeJob {
-                        slice: KeyRange::of(&folder, range, source.ranges.max(1)),
-                        ctx: LineContext {
-                            collection_date: folder.date,
-                            lateness_days: source.lateness_days,
-                        },
-                        folder,
-                        concurrency: source.fetch_concurrency.max(1),
-                        batch_rows,
-                    };
-                    job.run(store, &send).await?;
-                }
+            for (f, range, objects) in parse_items(&items)? {
+                let Some(folder) = source.folders.get(f).cloned() else {
+                    return datafusion::common::internal_err!("raw scan: no folder {f}");
+                };
+                tracing::debug!(partition, folder = %folder.location, range, "raw scan range");
+                let store = runtime.object_store(
+                    datafusion::execution::object_store::ObjectStoreUrl::parse(
+                        &folder.location.store_url,
+                    )?,
+                )?;
+                let job = RangeJob {
+                    slice: KeyRange::of(&folder, range, source.ranges.max(1)),
+                    objects,
+                    ctx: LineContext {
+                        collection_date: folder.date,
+                        lateness_days: source.lateness_days,
+                    },
+                    folder,
+                    concurrency: source.fetch_concurrency.max(1),
+                    batch_rows,
+                };
+                job.run(store, &send).await?;
             }
             Ok(())
         });
         Ok(builder.build())
     }
+}
+
+/// A partition's work items: `(folder, range, objects)` — the objects of
+/// an incremental scan's folder, or `None` for the whole key range.
+type Items = Vec<(usize, usize, Option<Vec<RawObject>>)>;
+
+fn parse_items(batches: &[RecordBatch]) -> DfResult<Items> {
+    let mut out: Items = Vec::new();
+    for b in batches {
+        let folders = b.column(0).as_primitive::<UInt32Type>();
+        let ranges = b.column(1).as_primitive::<UInt32Type>();
+        let keys = b.column(2).as_string::<i32>();
+        let sizes = b.column(3).as_primitive::<UInt64Type>();
+        let tags = b.column(4).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let (f, r) = (folders.value(i) as usize, ranges.value(i) as usize);
+            if keys.is_null(i) {
+                out.push((f, r, None));
+                continue;
+            }
+            let object = RawObject {
+                key: keys.value(i).to_string(),
+                size: sizes.value(i),
+                e_tag: (!tags.is_null(i)).then(|| tags.value(i).to_string()),
+            };
+            match out.last_mut() {
+                Some((lf, lr, Some(objs))) if *lf == f && *lr == r => objs.push(object),
+                _ => out.push((f, r, Some(vec![object]))),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A slice of a folder's keys: `(after, up_to]`, either end open.
@@ -386,6 +459,8 @@ pub struct RangeStats {
 struct RangeJob {
     folder: Folder,
     slice: KeyRange,
+    /// Set: read these objects, list nothing.
+    objects: Option<Vec<RawObject>>,
     ctx: LineContext,
     concurrency: usize,
     batch_rows: usize,
@@ -411,14 +486,16 @@ pub fn is_message_file(folder_prefix: &str, key: &str) -> bool {
 }
 
 impl RangeJob {
-    async fn run<F, Fut>(self, store: Arc<dyn ObjectStore>, send: &F) -> DfResult<()>
-    where
-        F: Fn(RecordBatch) -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
+    /// The range's `messages-*.txt` objects, listed; other keys are
+    /// counted in `ignored` (or, unnameable, pushed on `skipped`).
+    fn listed<'a>(
+        &'a self,
+        store: &Arc<dyn ObjectStore>,
+        skipped: &Arc<std::sync::Mutex<Vec<String>>>,
+        ignored: &'a std::sync::atomic::AtomicI64,
+    ) -> futures::stream::BoxStream<'a, object_store::Result<ObjectMeta>> {
         let prefix = self.folder.location.path();
         let local = self.folder.location.store_url.starts_with("file");
-        let skipped = Arc::new(std::sync::Mutex::new(Vec::new()));
         let listing = match (
             crate::store::s3_pager(&self.folder.location.store_url),
             &self.slice.after,
@@ -436,14 +513,12 @@ impl RangeJob {
             ),
             (None, None) => store.list(Some(&prefix)),
         };
-        let slice = self.slice.clone();
-        let folder_prefix = self.folder.location.prefix.clone();
-        let mut stats = RangeStats::default();
-        let ignored = std::sync::atomic::AtomicI64::new(0);
+        let slice = &self.slice;
+        let folder_prefix = &self.folder.location.prefix;
         // S3 lists in key order, so a range stops at its upper bound; a
         // local directory walk has no order, so it filters every key.
-        let metas = listing
-            .try_take_while(|m| {
+        listing
+            .try_take_while(move |m| {
                 let past = !local
                     && slice
                         .up_to
@@ -451,21 +526,39 @@ impl RangeJob {
                         .is_some_and(|u| m.location.as_ref() > u);
                 futures::future::ready(Ok(!past))
             })
-            .try_filter(|m| futures::future::ready(slice.contains(m.location.as_ref())))
-            .try_filter(|m| {
+            .try_filter(move |m| futures::future::ready(slice.contains(m.location.as_ref())))
+            .try_filter(move |m| {
                 let key = m.location.as_ref();
-                let keep = is_message_file(&folder_prefix, key) && (!local || !is_symlink(key));
+                let keep = is_message_file(folder_prefix, key) && (!local || !is_symlink(key));
                 if !keep {
                     ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 futures::future::ready(keep)
-            });
+            })
+            .boxed()
+    }
+
+    async fn run<F, Fut>(self, store: Arc<dyn ObjectStore>, send: &F) -> DfResult<()>
+    where
+        F: Fn(RecordBatch) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let skipped = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stats = RangeStats::default();
+        let ignored = std::sync::atomic::AtomicI64::new(0);
+        let explicit = self.objects.is_some();
+        let metas = match &self.objects {
+            Some(objects) => {
+                futures::stream::iter(objects.clone().into_iter().map(|o| Ok(o.meta()))).boxed()
+            }
+            None => self.listed(&store, &skipped, &ignored),
+        };
         let ctx = self.ctx;
         let mut files = metas
             .map_err(datafusion::error::DataFusionError::from)
             .map_ok(|meta: ObjectMeta| {
                 let store = store.clone();
-                async move { read_file(store, meta, ctx).await }
+                async move { read_file(store, meta, ctx, explicit).await }
             })
             .try_buffer_unordered(self.concurrency)
             .boxed();
@@ -507,7 +600,7 @@ impl RangeJob {
 /// otherwise land a file from outside the root in the quarantine's
 /// `raw_line`. Links are counted with the ignored files and named in a
 /// warning.
-fn is_symlink(key: &str) -> bool {
+pub(crate) fn is_symlink(key: &str) -> bool {
     let path = std::path::Path::new("/").join(key);
     let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
     if link {
@@ -519,13 +612,40 @@ fn is_symlink(key: &str) -> bool {
     link
 }
 
+/// Reads and classifies one object. `as_listed`: the object must still be
+/// what the incremental run listed — same entity tag (a conditional GET)
+/// and size — or the run fails naming it, before anything is committed.
 async fn read_file(
     store: Arc<dyn ObjectStore>,
     meta: ObjectMeta,
     ctx: LineContext,
+    as_listed: bool,
 ) -> DfResult<FileLines> {
-    let data = store.get(&meta.location).await?.bytes().await?;
     let key = meta.location.to_string();
+    let data = if as_listed {
+        let options = object_store::GetOptions {
+            if_match: meta.e_tag.clone(),
+            ..Default::default()
+        };
+        let data = match store.get_opts(&meta.location, options).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::Precondition { .. }) => {
+                return Err(changed(&key, "its entity tag changed"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data.len() as u64 != meta.size {
+            let why = format!(
+                "it was listed with {} bytes and now has {}",
+                meta.size,
+                data.len()
+            );
+            return Err(changed(&key, &why));
+        }
+        data
+    } else {
+        store.get(&meta.location).await?.bytes().await?
+    };
     let bytes = data.len() as i64;
     // Classifying is CPU work; keep it off the I/O threads.
     tokio::task::spawn_blocking(move || {
@@ -547,6 +667,26 @@ async fn read_file(
     })
     .await
     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+}
+
+/// The error of a raw object that changed under a run (raw objects are
+/// immutable: layers.md, "Incremental loads").
+pub fn changed(key: &str, why: &str) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution(format!(
+        "raw object {key} changed after it was listed ({why}); raw objects are immutable — restore the original object, or move the changed content to a new messages-*.txt key"
+    ))
+}
+
+impl RawObject {
+    fn meta(self) -> ObjectMeta {
+        ObjectMeta {
+            location: object_store::path::Path::from(self.key),
+            last_modified: chrono::DateTime::UNIX_EPOCH,
+            size: self.size,
+            e_tag: self.e_tag,
+            version: None,
+        }
+    }
 }
 
 /// Column builders for the scan schema.
@@ -841,7 +981,12 @@ mod scan_tests {
             fetch_concurrency: 3,
             lateness_days: 2,
         };
-        let df = ctx.read_table(Arc::new(RawEventsTable { source })).unwrap();
+        let df = ctx
+            .read_table(Arc::new(RawEventsTable {
+                source,
+                objects: None,
+            }))
+            .unwrap();
         let batches = df.collect().await.unwrap();
         let mut valid = 0;
         let mut files = 0;

@@ -12,7 +12,7 @@ use crate::engine::session::Engine;
 use crate::error::Result;
 use crate::jobs::job::{Job, Ready, RunSpec};
 use crate::jobs::layering::{LayeringArgs, LayeringOutput, LayeringRun};
-use crate::jobs::reports::{ReportsArgs, ReportsReport, ReportsRun};
+use crate::jobs::reports::{ReportsArgs, ReportsReport, ReportsRun, any_stale};
 use crate::warehouse::commit::PartitionRef;
 use crate::warehouse::tables::Table;
 
@@ -73,10 +73,23 @@ impl Ready for DailyRun {
             layering,
             mut reports,
         } = *self;
-        // the reports' dates are the DWD dates the layering rebuilt
+        // the reports' dates are the DWD dates the layering can change
         reports.args.dates = layering.args.dwd_dates().into_iter().collect();
+        let incremental = layering.args.incremental;
         let layering = layering.run(ctx, engine).await?;
-        let reports = reports.run(ctx, engine).await?;
+        // An incremental run that changed no DWD partition reports only if
+        // a killed run left an ADS partition behind its inputs. Otherwise
+        // every date is reported, as a full run would: a date's anomaly
+        // baseline is the days before it.
+        let store = engine.registry.for_location(&reports.args.warehouse)?;
+        let reports = if incremental
+            && layering.report.dwd.is_empty()
+            && !any_stale(store.as_ref(), &reports.args).await?
+        {
+            None
+        } else {
+            Some(reports.run(ctx, engine).await?)
+        };
         Ok(Box::new(DailyReport { layering, reports }))
     }
 }
@@ -85,12 +98,17 @@ impl Ready for DailyRun {
 pub struct DailyReport {
     /// The layering run.
     pub layering: LayeringOutput,
-    /// The reports run.
-    pub reports: ReportsReport,
+    /// The reports run; `None` when an incremental run changed nothing
+    /// they read.
+    pub reports: Option<ReportsReport>,
 }
 
 impl Display for DailyReport {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(out, "{}{}", self.layering, self.reports)
+        write!(out, "{}", self.layering)?;
+        match &self.reports {
+            Some(r) => write!(out, "{r}"),
+            None => writeln!(out, "reports: no DWD partition changed; nothing to report"),
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct RunSpec {
     pub metrics_file: Option<PathBuf>,
     /// Whether the run's tasks run on a cluster (not in this process).
     pub on_cluster: bool,
+    /// `--incremental`: load only new raw objects (layering, daily).
+    pub incremental: bool,
 }
 
 /// A job of the registry.

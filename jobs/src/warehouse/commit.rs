@@ -75,6 +75,28 @@ pub struct Manifest {
     /// partition (or `tauc-job sweep`) deletes them then.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced: Vec<Replaced>,
+    /// What the version was made from ([`Lineage`]).
+    #[serde(flatten)]
+    pub lineage: Lineage,
+}
+
+/// Where a committed version came from, for the runs that follow it: the
+/// loads of raw objects behind an ODS partition (incremental runs append
+/// one each), and the versions of the inputs a derived partition was
+/// built from (a later run rebuilds it when one of them moved on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// `ods_fe_event_di` only: the loads, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loads: Vec<crate::warehouse::loads::Load>,
+    /// Input partition (`layer/table/dt=…/region=…`) → the run id of the
+    /// version read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+    /// Rows of files carried over from the previous version (an appended
+    /// partition lists them again without their counts).
+    #[serde(skip)]
+    pub carried_rows: u64,
 }
 
 /// A data file an earlier version listed, and when it stopped being listed.
@@ -371,6 +393,22 @@ pub async fn commit_files(
     partition: &PartitionRef,
     files: &[DataFile],
 ) -> Result<Manifest> {
+    let lineage = Lineage::default();
+    commit_files_with(store, run_id, job, table, dir, partition, files, lineage).await
+}
+
+/// [`commit_files`], recording where the version came from.
+#[allow(clippy::too_many_arguments)]
+pub async fn commit_files_with(
+    store: &dyn ObjectStore,
+    run_id: &str,
+    job: &str,
+    table: Table,
+    dir: &Location,
+    partition: &PartitionRef,
+    files: &[DataFile],
+    lineage: Lineage,
+) -> Result<Manifest> {
     let now = Utc::now();
     let previous = read_manifest(store, dir).await?;
     let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
@@ -382,8 +420,9 @@ pub async fn commit_files(
         dt: partition.dt,
         region: partition.region.clone(),
         files: names,
-        rows: files.iter().map(|f| f.rows).sum(),
+        rows: files.iter().map(|f| f.rows).sum::<u64>() + lineage.carried_rows,
         committed_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        lineage,
     };
     let body = serde_json::to_vec_pretty(&manifest)?;
     let path = Path::from(format!("{}/{MANIFEST}", dir.prefix));
@@ -664,9 +703,72 @@ pub async fn commit_table(
     p: &PartitionRef,
     batches: Vec<RecordBatch>,
 ) -> Result<Manifest> {
+    let lineage = Lineage::default();
+    commit_table_with(store, run_id, job, warehouse, table, p, batches, lineage).await
+}
+
+/// [`commit_table`], recording where the version came from.
+#[allow(clippy::too_many_arguments)]
+pub async fn commit_table_with(
+    store: &Arc<dyn ObjectStore>,
+    run_id: &str,
+    job: &str,
+    warehouse: &Location,
+    table: Table,
+    p: &PartitionRef,
+    batches: Vec<RecordBatch>,
+    lineage: Lineage,
+) -> Result<Manifest> {
     let dir = p.location(&table.location(warehouse));
     let files = write_files(store, run_id, &dir, &table.schema(), batches).await?;
-    commit_files(store.as_ref(), run_id, job, table, &dir, p, &files).await
+    commit_files_with(store.as_ref(), run_id, job, table, &dir, p, &files, lineage).await
+}
+
+/// The name of partition `p` of `table` in a [`Lineage`]'s inputs.
+pub fn input_name(table: Table, p: &PartitionRef) -> String {
+    format!(
+        "{}/dt={}/region={}",
+        table.path(),
+        p.dt.format("%Y-%m-%d"),
+        p.region
+    )
+}
+
+/// The run ids of the current versions of `inputs` (absent partitions
+/// left out): what a partition built from them now records, and what a
+/// later run compares with to know whether it is stale.
+pub async fn input_versions(
+    store: &dyn ObjectStore,
+    warehouse: &Location,
+    inputs: &[(Table, PartitionRef)],
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (table, p) in inputs {
+        let dir = p.location(&table.location(warehouse));
+        if let Some(m) = read_manifest(store, &dir).await? {
+            out.insert(input_name(*table, p), m.run_id);
+        }
+    }
+    Ok(out)
+}
+
+/// Is partition `p` of any of `tables` missing, or built from other
+/// versions than `inputs`?
+pub async fn stale(
+    store: &dyn ObjectStore,
+    warehouse: &Location,
+    tables: &[Table],
+    p: &PartitionRef,
+    inputs: &BTreeMap<String, String>,
+) -> Result<bool> {
+    for table in tables {
+        let dir = p.location(&table.location(warehouse));
+        match read_manifest(store, &dir).await? {
+            Some(m) if &m.lineage.inputs == inputs => {}
+            _ => return Ok(true),
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 
 use crate::ingest::raw_scan::{RawEventsTable, RawScanExec, RawSource};
+use crate::warehouse::loads::RawObject;
 use crate::warehouse::table::{WarehouseTable, WarehouseTableSpec};
 use crate::warehouse::writer::{WriteExec, WriteNode, WriteSpec};
 
@@ -29,7 +30,10 @@ const TAG: &[u8] = b"TAUC";
 
 #[derive(Serialize, Deserialize)]
 enum Node {
-    RawTable(RawSource),
+    RawTable {
+        source: RawSource,
+        objects: Option<Vec<Vec<RawObject>>>,
+    },
     Warehouse(WarehouseTableSpec),
     RawScan {
         source: RawSource,
@@ -98,7 +102,9 @@ impl LogicalExtensionCodec for TaucLogicalCodec {
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
         match decode(buf) {
-            Some(Ok(Node::RawTable(source))) => Ok(Arc::new(RawEventsTable { source })),
+            Some(Ok(Node::RawTable { source, objects })) => {
+                Ok(Arc::new(RawEventsTable { source, objects }))
+            }
             Some(Ok(Node::Warehouse(spec))) => Ok(Arc::new(WarehouseTable::from_spec(spec)?)),
             Some(Ok(_)) => exec_err!("tauc codec: not a table provider"),
             Some(Err(e)) => Err(e),
@@ -116,7 +122,11 @@ impl LogicalExtensionCodec for TaucLogicalCodec {
     ) -> Result<()> {
         let any: &dyn std::any::Any = node.as_ref();
         if let Some(raw) = any.downcast_ref::<RawEventsTable>() {
-            return encode(&Node::RawTable(raw.source.clone()), buf);
+            let node = Node::RawTable {
+                source: raw.source.clone(),
+                objects: raw.objects.clone(),
+            };
+            return encode(&node, buf);
         }
         if let Some(table) = any.downcast_ref::<WarehouseTable>() {
             return encode(&Node::Warehouse(table.spec()), buf);

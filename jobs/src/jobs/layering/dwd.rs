@@ -28,7 +28,7 @@ use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::jobs::progress::Progress;
 use crate::store::Location;
-use crate::warehouse::commit::{self, PartitionRef, WriteOutcome};
+use crate::warehouse::commit::{self, Lineage, PartitionRef, WriteOutcome};
 use crate::warehouse::doubled;
 use crate::warehouse::table::{WarehouseTable, event_id_table};
 use crate::warehouse::tables::Table;
@@ -461,32 +461,77 @@ fn with_hash_joins(ctx: &SessionContext) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// The second stage: every DWD date the loaded days can change, rebuilt
-/// from its ODS window and written by the executors; returns each
-/// partition's summary and the result rows received.
-pub(super) async fn build_dwd(
-    ctx: &SessionContext,
-    engine: &Engine,
+/// The DWD partitions a run rebuilds, each with the versions of the ODS
+/// partitions of its window (recorded in its manifests): every date the
+/// loaded days can change, or, incremental, those of them whose window
+/// moved since they were built.
+pub(super) async fn dwd_targets(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
-    zones: &BTreeMap<String, chrono_tz::Tz>,
-    run_id: &str,
-    progress: &mut Progress,
-) -> Result<(BTreeMap<PartitionRef, DwdSummary>, (u64, u64))> {
-    let mut targets = Vec::new();
+) -> Result<BTreeMap<PartitionRef, BTreeMap<String, String>>> {
+    let mut out = BTreeMap::new();
     for region in &args.regions {
         for d in args.dwd_dates() {
             let p = PartitionRef {
                 dt: d,
                 region: region.clone(),
             };
-            targets.push((p, zones[region].name().to_string()));
+            let window: Vec<_> = window(d, args.lateness_days)
+                .map(|c| {
+                    let ods = PartitionRef {
+                        dt: c,
+                        region: region.clone(),
+                    };
+                    (Table::OdsEvent, ods)
+                })
+                .collect();
+            let inputs = commit::input_versions(store.as_ref(), &args.warehouse, &window).await?;
+            let tables = [
+                Table::DwdTrkEvent,
+                Table::DwdCorsError,
+                Table::DwdDedupeStats,
+            ];
+            if !args.incremental
+                || commit::stale(store.as_ref(), &args.warehouse, &tables, &p, &inputs).await?
+            {
+                out.insert(p, inputs);
+            }
         }
     }
+    Ok(out)
+}
+
+/// The second stage: the DWD partitions of [`dwd_targets`], rebuilt from
+/// their ODS windows and written by the executors; returns each
+/// partition's summary and the result rows received.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn build_dwd(
+    ctx: &SessionContext,
+    engine: &Engine,
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    zones: &BTreeMap<String, chrono_tz::Tz>,
+    chosen: &BTreeMap<PartitionRef, BTreeMap<String, String>>,
+    run_id: &str,
+    progress: &mut Progress,
+) -> Result<(BTreeMap<PartitionRef, DwdSummary>, (u64, u64))> {
+    let targets: Vec<(PartitionRef, String)> = chosen
+        .keys()
+        .map(|p| (p.clone(), zones[&p.region].name().to_string()))
+        .collect();
     // Rows read per ODS partition, from its manifest (under this run's lease).
     let ods_table = Table::OdsEvent.location(&args.warehouse);
     let mut ods_rows: BTreeMap<PartitionRef, u64> = BTreeMap::new();
-    for p in args.ods_read_set() {
+    let read_set: BTreeSet<PartitionRef> = chosen
+        .keys()
+        .flat_map(|p| {
+            window(p.dt, args.lateness_days).map(|c| PartitionRef {
+                dt: c,
+                region: p.region.clone(),
+            })
+        })
+        .collect();
+    for p in read_set {
         if let Some(m) = commit::read_manifest(store.as_ref(), &p.location(&ods_table)).await? {
             ods_rows.insert(p, m.rows);
         }
@@ -578,6 +623,7 @@ pub(super) async fn build_dwd(
             &outcome,
             p,
             [Table::DwdTrkEvent, Table::DwdCorsError],
+            lineage(&chosen[p]),
         )
         .await?;
         let stats = RecordBatch::try_new(
@@ -589,7 +635,7 @@ pub(super) async fn build_dwd(
                 Arc::new(StringArray::from(vec![run_id])),
             ],
         )?;
-        commit::commit_table(
+        commit::commit_table_with(
             store,
             run_id,
             JOB,
@@ -597,10 +643,19 @@ pub(super) async fn build_dwd(
             Table::DwdDedupeStats,
             p,
             vec![stats],
+            lineage(&chosen[p]),
         )
         .await?;
     }
     Ok((summaries, outcome.received()))
+}
+
+/// A DWD version's lineage: the ODS versions of its window.
+fn lineage(inputs: &BTreeMap<String, String>) -> Lineage {
+    Lineage {
+        inputs: inputs.clone(),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

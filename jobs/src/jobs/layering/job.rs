@@ -64,6 +64,7 @@ impl LayeringArgs {
             fetch_concurrency: spec.fetch_concurrency,
             file_limits: spec.file_limits,
             lease_wait: spec.lease_wait,
+            incremental: spec.incremental,
         }
     }
 }

@@ -28,6 +28,7 @@
 //!    whatever order the days were loaded in.
 
 mod dwd;
+mod incremental;
 mod job;
 mod ods;
 pub mod run_metrics;
@@ -53,7 +54,8 @@ use crate::warehouse::commit::{PartitionRef, new_run_id};
 use crate::warehouse::lease;
 use crate::warehouse::writer::FileLimits;
 
-use self::dwd::build_dwd;
+use self::dwd::{build_dwd, dwd_targets};
+use self::incremental::load_ods_incremental;
 pub use self::job::{Layering, LayeringOutput, LayeringRun, load_zones};
 use self::ods::load_ods;
 pub use self::written::write;
@@ -84,6 +86,10 @@ pub struct LayeringArgs {
     pub file_limits: FileLimits,
     /// How long to wait for another run that holds the same partitions.
     pub lease_wait: Duration,
+    /// Load only the objects no committed load has read, and rebuild only
+    /// the DWD dates whose ODS window moved (layers.md, "Incremental
+    /// loads").
+    pub incremental: bool,
 }
 
 impl LayeringArgs {
@@ -100,6 +106,7 @@ impl LayeringArgs {
             fetch_concurrency: 32,
             file_limits: FileLimits::default(),
             lease_wait: Duration::from_secs(600),
+            incremental: false,
         }
     }
 
@@ -316,7 +323,11 @@ async fn stages(
     let run_id = report.run_id.clone();
     let t = Instant::now();
     progress.stage("ods: scanning raw folders and writing ODS files");
-    let (ods, received) = load_ods(ctx, store, args, &run_id, progress).await?;
+    let (ods, received) = if args.incremental {
+        load_ods_incremental(ctx, store, args, &run_id, progress).await?
+    } else {
+        load_ods(ctx, store, args, &run_id, progress).await?
+    };
     report.ods = ods;
     report.rows_received += received.0;
     report.files_received += received.1;
@@ -324,7 +335,9 @@ async fn stages(
 
     let t = Instant::now();
     progress.stage("dwd: deduplicating, deriving and writing DWD files");
-    let (dwd, received) = build_dwd(ctx, engine, store, args, zones, &run_id, progress).await?;
+    let chosen = dwd_targets(store, args).await?;
+    let (dwd, received) =
+        build_dwd(ctx, engine, store, args, zones, &chosen, &run_id, progress).await?;
     report.dwd = dwd;
     report.rows_received += received.0;
     report.files_received += received.1;

@@ -58,6 +58,7 @@ pub(super) async fn load_ods(
             fetch_concurrency: args.fetch_concurrency.max(1),
             lateness_days: args.lateness_days,
         },
+        objects: None,
     };
     let no_table = lit(ScalarValue::Utf8(None));
     let detected_at = ScalarValue::TimestampMillisecond(Some(started_at), Some("UTC".into()));
@@ -99,6 +100,7 @@ pub(super) async fn load_ods(
             &outcome,
             p,
             [Table::OdsEvent, Table::OdsQuarantine],
+            Default::default(),
         )
         .await?;
         let stats = load_stats_batch(summary, run_id, started_at, finished_at)?;
@@ -118,7 +120,7 @@ pub(super) async fn load_ods(
 
 /// One ODS partition's counters from the writers' report, with the
 /// accounting invariant checked: `lines - blank_lines = valid + quarantined`.
-fn ods_summary(outcome: &WriteOutcome, p: &PartitionRef) -> Result<OdsSummary> {
+pub(super) fn ods_summary(outcome: &WriteOutcome, p: &PartitionRef) -> Result<OdsSummary> {
     let stats = RangeStats {
         files: outcome.count(p, "files"),
         files_ignored: outcome.count(p, "files_ignored"),
@@ -148,7 +150,7 @@ fn ods_summary(outcome: &WriteOutcome, p: &PartitionRef) -> Result<OdsSummary> {
     Ok(s)
 }
 
-fn load_stats_batch(
+pub(super) fn load_stats_batch(
     s: &OdsSummary,
     run_id: &str,
     started: i64,

@@ -10,7 +10,7 @@ use object_store::ObjectStore;
 
 use crate::engine::client::submitted;
 use crate::error::{Error, Result};
-use crate::warehouse::commit::{self, PartitionRef, WriteOutcome};
+use crate::warehouse::commit::{self, Lineage, PartitionRef, WriteOutcome};
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::{WriteNode, WriteSpec};
 
@@ -49,7 +49,7 @@ pub(super) fn only_into<S>(
 }
 
 /// Commits partition `p` of each of `tables` with the files the writers
-/// reported (none: an empty partition).
+/// reported (none: an empty partition), recording `lineage`.
 pub(super) async fn commit_written(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
@@ -57,11 +57,14 @@ pub(super) async fn commit_written(
     outcome: &WriteOutcome,
     p: &PartitionRef,
     tables: [Table; 2],
+    lineage: Lineage,
 ) -> Result<()> {
     for table in tables {
         let dir = p.location(&table.location(&args.warehouse));
         let files = outcome.files_of(table, p);
-        commit::commit_files(store.as_ref(), run_id, JOB, table, &dir, p, &files).await?;
+        let lineage = lineage.clone();
+        commit::commit_files_with(store.as_ref(), run_id, JOB, table, &dir, p, &files, lineage)
+            .await?;
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use super::batches::anomaly_batch;
 use super::plans::Builder;
 use super::{JOB, ReportsArgs, ReportsInputs, anomaly};
 use crate::error::Result;
-use crate::warehouse::commit::{self, PartitionRef};
+use crate::store::Location;
+use crate::warehouse::commit::{self, Lineage, PartitionRef};
 use crate::warehouse::tables::Table;
 
 /// Which local dates have a committed cors partition, for baselines: the
@@ -100,9 +101,13 @@ impl Ads<'_> {
             ),
         ];
         let mut rows = BTreeMap::new();
+        let lineage = Lineage {
+            inputs: ads_inputs(self.store.as_ref(), &self.args.warehouse, p).await?,
+            ..Default::default()
+        };
         for (table, batch) in batches {
             rows.insert(table.name(), batch.num_rows());
-            commit::commit_table(
+            commit::commit_table_with(
                 self.store,
                 self.run_id,
                 JOB,
@@ -110,9 +115,49 @@ impl Ads<'_> {
                 table,
                 p,
                 vec![batch],
+                lineage.clone(),
             )
             .await?;
         }
         Ok((rows, alerts))
     }
+}
+
+/// The DWD versions an ADS partition is built from: its date's two DWD
+/// tables and the CORS errors of the two days before (the anomaly
+/// baseline).
+async fn ads_inputs(
+    store: &dyn ObjectStore,
+    warehouse: &Location,
+    p: &PartitionRef,
+) -> Result<BTreeMap<String, String>> {
+    let day = |back: u64| PartitionRef {
+        dt: p.dt - Days::new(back),
+        region: p.region.clone(),
+    };
+    let inputs = [
+        (Table::DwdTrkEvent, day(0)),
+        (Table::DwdCorsError, day(0)),
+        (Table::DwdCorsError, day(1)),
+        (Table::DwdCorsError, day(2)),
+    ];
+    commit::input_versions(store, warehouse, &inputs).await
+}
+
+/// Is any ADS partition of `args`' dates and regions missing, or built
+/// from DWD versions that have moved on since?
+pub async fn any_stale(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<bool> {
+    for region in &args.regions {
+        for d in &args.dates {
+            let p = PartitionRef {
+                dt: *d,
+                region: region.clone(),
+            };
+            let inputs = ads_inputs(store, &args.warehouse, &p).await?;
+            if commit::stale(store, &args.warehouse, &Table::REPORTS, &p, &inputs).await? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
