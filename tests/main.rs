@@ -10,6 +10,7 @@ mod cluster;
 mod collection;
 mod commit;
 mod harness;
+mod incremental;
 mod layering;
 mod layers;
 mod reports;
