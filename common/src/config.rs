@@ -11,7 +11,6 @@
 //! Unknown keys in the file and unknown `TAUC_*` variables are errors, so
 //! a misspelt option never silently falls back to a default.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -372,13 +371,11 @@ pub struct Layers {
 impl Layers {
     /// Refuses unknown `TAUC_*` variables, then loads the config file.
     pub fn load(config: Option<&Path>, section: Section) -> Result<Layers> {
-        let vars: BTreeMap<String, String> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| k.starts_with("TAUC_"))
-            .collect();
-        check_vars(vars.keys().map(String::as_str))?;
+        check_env()?;
         let file = FileConfig::load(config)?;
         let name = FileConfig::path(config).map_or("tauc.toml".into(), |p| p.display().to_string());
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
         Layers::new(&file, &name, section, vars)
     }
 
@@ -424,7 +421,9 @@ impl Layers {
     {
         let flags = match Value::serialize(flags) {
             Ok(Value::Dict(_, d)) => d,
-            _ => Dict::new(),
+            // `()`: no flags
+            Ok(_) => Dict::new(),
+            Err(e) => return Err(Error::config(format!("cannot read the flags: {e}"))),
         };
         let flags = Layer {
             name: "the command line".into(),
@@ -795,6 +794,25 @@ mod tests {
             .unwrap();
         assert_eq!(s3.s3_endpoint.as_deref(), Some("http://f"));
         assert_eq!(s3.s3_allow_http, Some(false));
+    }
+
+    #[test]
+    fn a_service_reads_its_own_section_only() {
+        #[derive(Default, Serialize, Deserialize)]
+        #[serde(default)]
+        struct Region {
+            region: Option<String>,
+        }
+        let file = "[collector]\nregion = \"c1\"\n[uploader]\nregion = \"u1\"\n";
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let region = |section| {
+            let no_env: [(String, String); 0] = [];
+            let layers = Layers::new(&file, "t.toml", section, no_env).unwrap();
+            layers.extract::<Region>(&()).unwrap().region
+        };
+        assert_eq!(region(Section::Collector).as_deref(), Some("c1"));
+        assert_eq!(region(Section::Uploader).as_deref(), Some("u1"));
+        assert_eq!(region(Section::Jobs), None);
     }
 
     #[test]
