@@ -471,8 +471,9 @@ fn known_variables_are_the_ones_the_flags_read() {
         .collect();
     assert!(declared.len() > 40, "{declared:?}");
     // read outside clap: the config file's path (every binary, before the
-    // flags are merged), the S3 client's settings (the shared store
-    // settings of every binary, `S3Options::with_env`), the stall watch of
+    // flags are merged), the S3 client's settings (the config loader's
+    // environment layer, `S3Options::with_env` in the scheduler and
+    // executor), the stall watch of
     // cluster jobs, and two test hooks
     let outside = [
         "TAUC_CONFIG",

@@ -3,16 +3,21 @@
 //!
 //! Precedence, highest first: **flags > environment (`TAUC_*`) > config
 //! file (`[collector]` / `[uploader]` of `tauc.toml`) > built-in
-//! defaults**. clap reads flags and their variables; the file fills what
-//! both left unset.
+//! defaults**, layered by the one loader every tauc process uses
+//! ([`Layers`]): clap parses and checks the flags (and shows their
+//! variables in `--help`), the flags serialize (unset ones left out) into
+//! the top layer, and each service extracts its settings structs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser};
-use tauc_common::config::{self, DEFAULT_ENV, FileConfig, parse_duration, parse_size};
-use tauc_common::store::{Location, S3Options, StoreRegistry};
+use serde::{Deserialize, Serialize};
+use tauc_common::config::{
+    self, DEFAULT_ENV, Layers, S3Settings, Section, human, parse_duration, parse_size,
+};
+use tauc_common::store::{Location, StoreRegistry};
 
 use crate::error::{Error, Result};
 use crate::kafka;
@@ -20,34 +25,64 @@ use crate::spool::SpoolConfig;
 use crate::uploader::{Cut, UploaderConfig};
 
 /// The flags both services take: where they are in the layout, which
-/// cluster and topic, the config file and the log format.
-#[derive(Debug, Args)]
+/// cluster and topic, the config file and the log format. Serialized
+/// (unset ones left out), the flag layer of [`ChainSettings`].
+#[derive(Debug, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ChainArgs {
     /// Environment segment, e.g. uat or prd [default: uat].
     #[arg(long, env = "TAUC_ENV")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
     /// The region served (its topic), e.g. aps1.
     #[arg(long, env = "TAUC_REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Kafka bootstrap servers, host:port[,…].
     #[arg(long, env = "TAUC_KAFKA_BROKERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_brokers: Option<String>,
     /// A librdkafka setting over tauc's defaults, key=value (TLS, SASL,
     /// batching); repeat the flag for more.
     #[arg(long = "kafka-option", env = "TAUC_KAFKA_OPTIONS", value_delimiter = ',', value_parser = kafka::parse_option)]
+    #[serde(skip)]
     pub kafka_options: Vec<(String, String)>,
     /// Topic [default: tauc-{env}-{region}].
     #[arg(long, env = "TAUC_TOPIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
     /// Config file [default: ./tauc.toml when present].
     #[arg(long, env = "TAUC_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "TAUC_LOG_FORMAT", value_parser = ["text", "json"])]
+    #[serde(skip)]
     pub log_format: Option<String>,
 }
 
-/// [`ChainArgs`] resolved against the config file.
+/// What both services read of [`ChainArgs`], layered.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+struct ChainSettings {
+    env: String,
+    region: Option<String>,
+    kafka_brokers: Option<String>,
+    topic: Option<String>,
+}
+
+impl Default for ChainSettings {
+    fn default() -> ChainSettings {
+        ChainSettings {
+            env: DEFAULT_ENV.into(),
+            region: None,
+            kafka_brokers: None,
+            topic: None,
+        }
+    }
+}
+
+/// [`ChainArgs`] resolved.
 struct Chain {
     env: String,
     region: String,
@@ -56,70 +91,59 @@ struct Chain {
 }
 
 impl ChainArgs {
-    /// Checks the environment, loads the config file and resolves the
-    /// shared settings; `section` picks the file's region, brokers and
-    /// topic (`[collector]` or `[uploader]`).
-    fn resolve(
-        self,
-        section: impl Fn(&FileConfig) -> (Option<String>, Option<String>, Option<String>),
-    ) -> Result<(Chain, FileConfig)> {
-        config::check_env()?;
-        let file = FileConfig::load(self.config.as_deref())?;
-        let (f_region, f_brokers, f_topic) = section(&file);
-        let env = segment("env", self.env.or(file.env.clone()), Some(DEFAULT_ENV))?;
-        let region = segment("region", self.region.or(f_region), None)?;
-        let topic = self
+    /// The service's one settings loader (the `TAUC_*` variables checked,
+    /// the config file's `section` read), and the settings both services
+    /// share, with `flags` (the service's whole flag struct) on top.
+    fn resolve(&self, section: Section, flags: &impl Serialize) -> Result<(Chain, Layers)> {
+        let layers = Layers::load(self.config.as_deref(), section)?;
+        let c: ChainSettings = layers.extract(flags)?;
+        let env = segment("env", Some(c.env))?;
+        let region = segment("region", c.region)?;
+        let topic = c
             .topic
-            .or(f_topic)
             .unwrap_or_else(|| kafka::default_topic(&env, &region));
         let kafka = kafka::KafkaConn {
-            brokers: brokers(self.kafka_brokers.or(f_brokers))?,
-            options: self.kafka_options,
+            brokers: brokers(c.kafka_brokers)?,
+            options: self.kafka_options.clone(),
         };
-        Ok((
-            Chain {
-                env,
-                region,
-                kafka,
-                topic,
-            },
-            file,
-        ))
+        let chain = Chain {
+            env,
+            region,
+            kafka,
+            topic,
+        };
+        Ok((chain, layers))
     }
 }
 
-/// An address from its flag, else the file (`what` names the key), else
-/// `default`.
-fn address(
-    flag: Option<SocketAddr>,
-    file: Option<String>,
-    what: &str,
-    default: SocketAddr,
-) -> Result<SocketAddr> {
-    match (flag, file) {
-        (Some(a), _) => Ok(a),
-        (None, Some(a)) => a
-            .parse()
-            .map_err(|e| Error::config(format!("invalid {what} '{a}': {e}"))),
-        (None, None) => Ok(default),
-    }
+/// An address as given; only the file's can still be malformed (clap
+/// checked the flag's and the variable's), so `what` names its key.
+fn address(text: &str, what: &str) -> Result<SocketAddr> {
+    text.parse()
+        .map_err(|e| Error::config(format!("invalid {what} '{text}': {e}")))
 }
 
 /// `tauc-collector`: HTTP intake, local spool, shipper to Kafka.
-#[derive(Debug, Parser)]
+/// Serialized (unset ones left out), the flag layer of its settings.
+#[derive(Debug, Parser, Serialize)]
 #[command(name = "tauc-collector", version)]
+#[serde(rename_all = "kebab-case")]
 pub struct CollectorArgs {
     /// Flags shared with the uploader.
     #[command(flatten)]
+    #[serde(flatten)]
     pub chain: ChainArgs,
     /// Listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "TAUC_BIND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bind: Option<SocketAddr>,
     /// Directory of the local spool (created 0700).
     #[arg(long, env = "TAUC_SPOOL_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_dir: Option<PathBuf>,
     /// Partitions of the topic when the collector has to create it.
     #[arg(long, env = "TAUC_TOPIC_PARTITIONS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    #[serde(skip)]
     pub topic_partitions: i32,
     /// A browser origin allowed to post events (exact, e.g.
     /// https://www.example.com); repeat the flag for more.
@@ -128,49 +152,117 @@ pub struct CollectorArgs {
         env = "TAUC_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
     /// Spool size above which requests get 503 [default: 1GiB].
     #[arg(long, env = "TAUC_SPOOL_MAX_BYTES", value_parser = parse_size)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_max_bytes: Option<usize>,
     /// How requests are synced: `group` (requests that arrive during a
     /// sync share the next one) or `request` (one sync each, slower; for
     /// comparison).
     #[arg(long, env = "TAUC_SPOOL_SYNC", default_value = "group", value_parser = ["group", "request"])]
+    #[serde(skip)]
     pub spool_sync: String,
 }
 
+/// `tauc-collector`'s own settings (`[collector]`), layered.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+struct CollectorOptions {
+    bind: String,
+    spool_dir: Option<PathBuf>,
+    #[serde(with = "human::size")]
+    spool_max_bytes: usize,
+    #[serde(deserialize_with = "human::list::deserialize")]
+    allowed_origins: Vec<String>,
+}
+
+impl Default for CollectorOptions {
+    fn default() -> CollectorOptions {
+        CollectorOptions {
+            bind: "127.0.0.1:8080".into(),
+            spool_dir: None,
+            spool_max_bytes: SpoolConfig::new(PathBuf::new()).max_bytes as usize,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
 /// `tauc-uploader`: Kafka consumer-group member writing raw objects.
-#[derive(Debug, Parser)]
+/// Serialized (unset ones left out), the flag layer of its settings.
+#[derive(Debug, Parser, Serialize)]
 #[command(name = "tauc-uploader", version)]
+#[serde(rename_all = "kebab-case")]
 pub struct UploaderArgs {
     /// Flags shared with the collector.
     #[command(flatten)]
+    #[serde(flatten)]
     pub chain: ChainArgs,
     /// Root of the raw layout: s3://bucket/route or a local folder
     /// [default: data/raw].
     #[arg(long, env = "TAUC_RAW_ROOT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_root: Option<String>,
     /// Consumer group [default: tauc-uploader-{env}-{region}].
     #[arg(long, env = "TAUC_GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Records per object at most [default: 50].
     #[arg(long, env = "TAUC_MAX_LINES", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_lines: Option<u64>,
     /// Bytes per object at most, e.g. 2MiB or 1MB [default: 2MiB].
     #[arg(long, env = "TAUC_MAX_BYTES", value_parser = parse_size)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<usize>,
     /// Longest a partial batch waits, e.g. 60s, 500ms, 2m [default: 60s].
     #[arg(long, env = "TAUC_MAX_WAIT", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
     pub max_wait: Option<Duration>,
     /// Address of /healthz and /metrics [default: 127.0.0.1:9464].
     #[arg(long, env = "TAUC_METRICS_BIND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_bind: Option<SocketAddr>,
     /// S3-compatible endpoint, e.g. http://127.0.0.1:9000.
     #[arg(long, env = "TAUC_S3_ENDPOINT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
     /// Allow plain http to the S3 endpoint.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub s3_allow_http: bool,
+}
+
+/// `tauc-uploader`'s own settings (`[uploader]`), layered.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+struct UploaderOptions {
+    raw_root: String,
+    group: Option<String>,
+    max_lines: u64,
+    #[serde(with = "human::size")]
+    max_bytes: usize,
+    #[serde(with = "human::duration")]
+    max_wait: Duration,
+    metrics_bind: String,
+}
+
+impl Default for UploaderOptions {
+    fn default() -> UploaderOptions {
+        let cut = Cut::default();
+        UploaderOptions {
+            raw_root: config::DEFAULT_RAW_ROOT.into(),
+            group: None,
+            max_lines: cut.max_lines as u64,
+            max_bytes: cut.max_bytes,
+            max_wait: cut.max_wait,
+            metrics_bind: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 /// Everything `tauc-collector` runs with.
@@ -189,8 +281,9 @@ pub struct CollectorSettings {
     pub spool: SpoolConfig,
 }
 
-fn segment(flag: &str, value: Option<String>, default: Option<&str>) -> Result<String> {
-    let v = value.or(default.map(str::to_string)).ok_or_else(|| {
+/// A path segment (`--env`, `--region`): required, no `/`.
+fn segment(flag: &str, value: Option<String>) -> Result<String> {
+    let v = value.ok_or_else(|| {
         Error::config(format!(
             "--{flag} is required (or TAUC_{} / the config file)",
             flag.to_uppercase().replace('-', "_")
@@ -212,44 +305,26 @@ fn brokers(value: Option<String>) -> Result<String> {
 }
 
 impl CollectorArgs {
-    /// Combines flags, environment and file.
+    /// Its settings: flags > environment > `[collector]` > defaults.
     pub fn resolve(self) -> Result<CollectorSettings> {
-        let (chain, file) = self.chain.resolve(|f| {
-            let c = &f.collector;
-            (c.region.clone(), c.kafka_brokers.clone(), c.topic.clone())
-        })?;
-        let f = file.collector;
-        let bind = address(
-            self.bind,
-            f.bind,
-            "[collector] bind",
-            SocketAddr::from(([127, 0, 0, 1], 8080)),
-        )?;
-        let spool_dir = self
+        let (chain, layers) = self.chain.resolve(Section::Collector, &self)?;
+        let o: CollectorOptions = layers.extract(&self)?;
+        let bind = address(&o.bind, "[collector] bind")?;
+        let spool_dir = o
             .spool_dir
-            .or(f.spool_dir.map(PathBuf::from))
             .ok_or_else(|| Error::config("--spool-dir is required (a directory on local disk)"))?;
         let mut spool = SpoolConfig::new(spool_dir);
         spool.group_commit = self.spool_sync == "group";
-        if let Some(max) = self.spool_max_bytes {
-            spool.max_bytes = max as u64;
-        } else if let Some(max) = f.spool_max_bytes {
-            spool.max_bytes = parse_size(&max).map_err(Error::config)? as u64;
-        }
-        let origins = if self.allowed_origins.is_empty() {
-            f.allowed_origins.unwrap_or_default()
-        } else {
-            self.allowed_origins
-        };
-        for o in &origins {
-            check_origin(o)?;
+        spool.max_bytes = o.spool_max_bytes as u64;
+        for origin in &o.allowed_origins {
+            check_origin(origin)?;
         }
         Ok(CollectorSettings {
             bind,
             kafka: chain.kafka,
             topic: chain.topic,
             topic_partitions: self.topic_partitions,
-            origins,
+            origins: o.allowed_origins,
             spool,
         })
     }
@@ -278,58 +353,28 @@ pub struct UploaderSettings {
 }
 
 impl UploaderArgs {
-    /// Combines flags, environment and file, and opens the raw root.
+    /// Its settings (flags > environment > `[uploader]` and `[s3]` >
+    /// defaults), and the raw root opened.
     pub fn resolve(self) -> Result<UploaderSettings> {
-        let (chain, file) = self.chain.resolve(|f| {
-            let u = &f.uploader;
-            (u.region.clone(), u.kafka_brokers.clone(), u.topic.clone())
-        })?;
-        let f = file.uploader;
+        let (chain, layers) = self.chain.resolve(Section::Uploader, &self)?;
+        let o: UploaderOptions = layers.extract(&self)?;
+        let s3: S3Settings = layers.extract(&self)?;
         let Chain {
             env,
             region,
             kafka,
             topic,
         } = chain;
-        let s3 = file
-            .s3
-            .clone()
-            .overlay(&S3Options::default().with_env()?)
-            .overlay(&S3Options {
-                endpoint: self.s3_endpoint.clone(),
-                allow_http: self.s3_allow_http.then_some(true),
-                ..Default::default()
-            });
-        let raw_root = Location::parse(
-            self.raw_root
-                .as_deref()
-                .or(file.raw_root.as_deref())
-                .unwrap_or(config::DEFAULT_RAW_ROOT),
-        )?;
-        let store = StoreRegistry::new(s3).for_location(&raw_root)?;
-        let mut cut = Cut::default();
-        if let Some(n) = self.max_lines.or(f.max_lines.map(|n| n as u64)) {
-            cut.max_lines = n.max(1) as usize;
-        }
-        if let Some(b) = self.max_bytes {
-            cut.max_bytes = b;
-        } else if let Some(b) = f.max_bytes {
-            cut.max_bytes = parse_size(&b).map_err(Error::config)?;
-        }
-        if let Some(w) = self.max_wait {
-            cut.max_wait = w;
-        } else if let Some(w) = f.max_wait {
-            cut.max_wait = parse_duration(&w).map_err(Error::config)?;
-        }
-        let metrics_bind = address(
-            self.metrics_bind,
-            f.metrics_bind,
-            "[uploader] metrics-bind",
-            SocketAddr::from(([127, 0, 0, 1], 9464)),
-        )?;
-        let group = self
+        let raw_root = Location::parse(&o.raw_root)?;
+        let store = StoreRegistry::new(s3.into()).for_location(&raw_root)?;
+        let cut = Cut {
+            max_lines: o.max_lines.max(1) as usize,
+            max_bytes: o.max_bytes,
+            max_wait: o.max_wait,
+        };
+        let metrics_bind = address(&o.metrics_bind, "[uploader] metrics-bind")?;
+        let group = o
             .group
-            .or(f.group)
             .unwrap_or_else(|| format!("tauc-uploader-{env}-{region}"));
         Ok(UploaderSettings {
             uploader: UploaderConfig {

@@ -1,16 +1,24 @@
 //! Job settings and where they come from.
 //!
 //! Precedence, highest first: **flags > environment (`TAUC_*`) > config
-//! file > built-in defaults**. Flags and their variables are read by clap
-//! (each flag names its `TAUC_*` variable); the file is `--config`,
-//! `TAUC_CONFIG`, or `tauc.toml` in the working directory when present.
-//! Unknown keys in the file and unknown `TAUC_*` variables are errors, so a
-//! misspelt option never silently falls back to a default.
+//! file > built-in defaults**. Each process layers them with `figment`
+//! through one loader, [`Layers`]: its defaults (`Default` of its settings
+//! struct), the file (`--config`, `TAUC_CONFIG`, or `tauc.toml` in the
+//! working directory when present), the `TAUC_*` variables and the flags
+//! clap parsed. Every setting has one flat key, its variable's name
+//! without `TAUC_` in kebab-case (`TAUC_S3_ENDPOINT` is `s3-endpoint`);
+//! the file's sections flatten onto those keys (`[s3] endpoint`).
+//! Unknown keys in the file and unknown `TAUC_*` variables are errors, so
+//! a misspelt option never silently falls back to a default.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use figment::providers::Serialized;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::S3Options;
@@ -93,7 +101,7 @@ pub const KNOWN_ENV: &[&str] = &[
 ];
 
 /// The config file (`tauc.toml`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FileConfig {
     /// Root of the raw layout.
@@ -134,7 +142,7 @@ pub struct FileConfig {
 /// The `[cluster]` section: the TLS files `tauc-job` uses towards the
 /// scheduler and executors when `--cluster-*` and `TAUC_CLUSTER_*` are
 /// unset.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClusterFile {
     /// The CA certificate (PEM).
@@ -143,17 +151,6 @@ pub struct ClusterFile {
     pub cert: Option<PathBuf>,
     /// This client's private key (PEM).
     pub key: Option<PathBuf>,
-}
-
-impl ClusterFile {
-    /// The section's files.
-    pub fn files(&self) -> TlsFiles {
-        TlsFiles {
-            ca: self.ca.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        }
-    }
 }
 
 /// The three files, as given by flags, `TAUC_CLUSTER_*` or the config file.
@@ -167,20 +164,9 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
-impl TlsFiles {
-    /// Each file given here, else the one of `other`.
-    pub fn or(self, other: TlsFiles) -> TlsFiles {
-        TlsFiles {
-            ca: self.ca.or(other.ca),
-            cert: self.cert.or(other.cert),
-            key: self.key.or(other.key),
-        }
-    }
-}
-
 /// The `[serve]` section: what `tauc-job serve` reads when a flag and its
 /// variable are unset.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServeFile {
     /// Listen address, e.g. `10.0.0.5:50060`.
@@ -211,7 +197,7 @@ pub struct ServeFile {
 
 /// The `[collector]` section: what `tauc-collector` reads when a flag and
 /// its variable are unset.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CollectorFile {
     /// Listen address, e.g. `0.0.0.0:8080`.
@@ -233,7 +219,7 @@ pub struct CollectorFile {
 
 /// The `[uploader]` section: what `tauc-uploader` reads when a flag and
 /// its variable are unset.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct UploaderFile {
     /// The region whose topic is uploaded.
@@ -255,24 +241,346 @@ pub struct UploaderFile {
 }
 
 impl FileConfig {
+    /// The file to read: `explicit`, else `tauc.toml` in the working
+    /// directory if it exists.
+    pub fn path(explicit: Option<&Path>) -> Option<PathBuf> {
+        match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("tauc.toml")).filter(|p| p.exists()),
+        }
+    }
+
     /// Loads `explicit`, else `tauc.toml` in the working directory if it
     /// exists, else an empty config.
     pub fn load(explicit: Option<&Path>) -> Result<FileConfig> {
-        let path: PathBuf = match explicit {
-            Some(p) => p.to_path_buf(),
-            None => {
-                let p = PathBuf::from("tauc.toml");
-                if !p.exists() {
-                    return Ok(FileConfig::default());
-                }
-                p
-            }
+        let Some(path) = FileConfig::path(explicit) else {
+            return Ok(FileConfig::default());
         };
         let text = std::fs::read_to_string(&path).map_err(|e| {
             Error::config(format!("cannot read config file '{}': {e}", path.display()))
         })?;
         toml::from_str(&text)
             .map_err(|e| Error::config(format!("invalid config file '{}': {e}", path.display())))
+    }
+
+    /// The file's settings under their flat keys: the top level as it is,
+    /// `[s3]` and `[cluster]` prefixed with their name, and `section`
+    /// lifted to the top; the other processes' sections are left out.
+    fn flatten(&self, section: Section) -> Result<Dict> {
+        let Value::Dict(_, top) = Value::serialize(self)
+            .map_err(|e| Error::config(format!("cannot read the config file's values: {e}")))?
+        else {
+            return Ok(Dict::new());
+        };
+        let mut out = Dict::new();
+        for (name, value) in top {
+            match value {
+                Value::Dict(_, keys) if is_lifted(&name, section) => {
+                    out.extend(keys.into_iter().map(|(k, v)| (setting_key(&name, &k), v)));
+                }
+                Value::Dict(..) => {}
+                value => {
+                    out.insert(name, value);
+                }
+            }
+        }
+        // an unset key is absent, not a `None` over the defaults
+        out.retain(|_, v| !matches!(v, Value::Empty(..)));
+        Ok(out)
+    }
+}
+
+/// Which file section a process reads besides the top level, `[s3]` and
+/// `[cluster]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// `tauc-job` commands but `serve`: none.
+    Jobs,
+    /// `tauc-job serve`: `[serve]`.
+    Serve,
+    /// `tauc-collector`: `[collector]`.
+    Collector,
+    /// `tauc-uploader`: `[uploader]`.
+    Uploader,
+}
+
+impl Section {
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Section::Jobs => None,
+            Section::Serve => Some("serve"),
+            Section::Collector => Some("collector"),
+            Section::Uploader => Some("uploader"),
+        }
+    }
+}
+
+fn is_lifted(table: &str, section: Section) -> bool {
+    matches!(table, "s3" | "cluster") || section.name() == Some(table)
+}
+
+/// The flat key of `key` in `[table]`: the name of its variable without
+/// `TAUC_` (`[s3] endpoint` is `TAUC_S3_ENDPOINT`, `[serve] users` is
+/// `TAUC_USERS_FILE`).
+fn setting_key(table: &str, key: &str) -> String {
+    match (table, key) {
+        ("s3" | "cluster", k) => format!("{table}-{k}"),
+        ("serve", "bind") => "serve-bind".into(),
+        ("serve", "users") => "users-file".into(),
+        (_, k) => k.into(),
+    }
+}
+
+/// The flat key a `TAUC_*` variable sets: its name without the prefix, in
+/// kebab-case.
+fn env_key(var: &str) -> Option<String> {
+    var.strip_prefix("TAUC_")
+        .map(|k| k.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// One layer of flat settings, named for messages (`for key
+/// "TAUC_MAX_WAIT" in the environment`).
+#[derive(Clone)]
+struct Layer {
+    name: String,
+    values: Dict,
+    /// How a flat key is written where this layer comes from.
+    spell: fn(&str) -> String,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let spell = self.spell;
+        Metadata::named(self.name.clone())
+            .interpolater(move |_: &Profile, keys: &[&str]| spell(&keys.join(".")))
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+/// The config file and the `TAUC_*` variables of one process, to be
+/// layered under its flags and over its defaults by [`Layers::extract`].
+#[derive(Clone)]
+pub struct Layers {
+    file: Layer,
+    env: Layer,
+}
+
+impl Layers {
+    /// Refuses unknown `TAUC_*` variables, then loads the config file.
+    pub fn load(config: Option<&Path>, section: Section) -> Result<Layers> {
+        check_env()?;
+        let file = FileConfig::load(config)?;
+        let name = FileConfig::path(config).map_or("tauc.toml".into(), |p| p.display().to_string());
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Layers::new(&file, &name, section, vars)
+    }
+
+    /// The layers of `file` (read from `name`) and the variables `vars`.
+    pub fn new(
+        file: &FileConfig,
+        name: &str,
+        section: Section,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Layers> {
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TAUC_"))
+            .collect();
+        check_vars(vars.iter().map(|(k, _)| k.as_str()))?;
+        let env = vars
+            .into_iter()
+            // an empty variable is unset, as clap takes it
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, v)| Some((env_key(&k)?, Value::from(v))))
+            .collect();
+        Ok(Layers {
+            file: Layer {
+                name: format!("config file '{name}'"),
+                values: file.flatten(section)?,
+                spell: |k| k.to_string(),
+            },
+            env: Layer {
+                name: "the environment".into(),
+                values: env,
+                spell: |k| format!("TAUC_{}", k.to_ascii_uppercase().replace('-', "_")),
+            },
+        })
+    }
+
+    /// `T` from, highest first, `flags` (a struct whose unset fields
+    /// serialize to nothing), the `TAUC_*` variables, the config file and
+    /// `T::default()`. Keys `T` does not have are other settings' (other
+    /// commands' flags, other processes' variables) and are left alone.
+    pub fn extract<T>(&self, flags: &impl Serialize) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Default,
+    {
+        let flags = match Value::serialize(flags) {
+            Ok(Value::Dict(_, d)) => d,
+            // `()`: no flags
+            Ok(_) => Dict::new(),
+            Err(e) => return Err(Error::config(format!("cannot read the flags: {e}"))),
+        };
+        let flags = Layer {
+            name: "the command line".into(),
+            values: flags,
+            spell: |k| format!("--{k}"),
+        };
+        // each `merge` wins over the layers before it: flags > env > file > defaults
+        Figment::from(Serialized::defaults(T::default()))
+            .merge(self.file.clone())
+            .merge(self.env.clone())
+            .merge(flags)
+            // variables are text: "4" and "true" are read as the number
+            // and the bool a setting wants
+            .extract_lossy()
+            .map_err(|e| Error::config(e.to_string()))
+    }
+}
+
+/// The S3 client's settings (`[s3]`, `TAUC_S3_*`, `--s3-*`), for
+/// [`Layers::extract`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct S3Settings {
+    /// `s3-endpoint`.
+    pub s3_endpoint: Option<String>,
+    /// `s3-region`.
+    pub s3_region: Option<String>,
+    /// `s3-allow-http`.
+    pub s3_allow_http: Option<bool>,
+    /// `s3-path-style`.
+    pub s3_path_style: Option<bool>,
+    /// `s3-retry-timeout-secs`.
+    pub s3_retry_timeout_secs: Option<u64>,
+}
+
+impl From<S3Settings> for S3Options {
+    fn from(s: S3Settings) -> S3Options {
+        S3Options {
+            endpoint: s.s3_endpoint,
+            region: s.s3_region,
+            allow_http: s.s3_allow_http,
+            path_style: s.s3_path_style,
+            retry_timeout_secs: s.s3_retry_timeout_secs,
+        }
+    }
+}
+
+/// The cluster's TLS files (`[cluster]`, `TAUC_CLUSTER_*`,
+/// `--cluster-*`), for [`Layers::extract`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ClusterSettings {
+    /// `cluster-ca`.
+    pub cluster_ca: Option<PathBuf>,
+    /// `cluster-cert`.
+    pub cluster_cert: Option<PathBuf>,
+    /// `cluster-key`.
+    pub cluster_key: Option<PathBuf>,
+}
+
+impl From<ClusterSettings> for TlsFiles {
+    fn from(s: ClusterSettings) -> TlsFiles {
+        TlsFiles {
+            ca: s.cluster_ca,
+            cert: s.cluster_cert,
+            key: s.cluster_key,
+        }
+    }
+}
+
+/// Settings as people write them, for `#[serde(with = …)]`: sizes and
+/// durations as text (`2MiB`, `60s`) or plain numbers, lists as
+/// sequences or comma-separated text (as a variable holds them).
+pub mod human {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    /// Text or a number, as a file, a variable or a flag gives it.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(u64),
+        Text(String),
+    }
+
+    /// A size in bytes: a number, or text [`super::parse_size`] reads.
+    pub mod size {
+        use super::*;
+
+        /// Reads a size.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+            match Given::deserialize(d)? {
+                Given::Number(n) => usize::try_from(n).map_err(D::Error::custom),
+                Given::Text(t) => super::super::parse_size(&t).map_err(D::Error::custom),
+            }
+        }
+
+        /// Writes a size as its number of bytes.
+        pub fn serialize<S: Serializer>(v: &usize, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u64(*v as u64)
+        }
+    }
+
+    /// A duration: whole seconds, or text [`super::parse_duration`] reads.
+    pub mod duration {
+        use std::time::Duration;
+
+        use super::*;
+
+        /// Reads a duration.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            match Given::deserialize(d)? {
+                Given::Number(n) => Ok(Duration::from_secs(n)),
+                Given::Text(t) => super::super::parse_duration(&t).map_err(D::Error::custom),
+            }
+        }
+
+        /// Writes a duration as `humantime` text (`8h`, `500ms`).
+        pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&humantime::format_duration(*v))
+        }
+
+        /// Writes a flag's duration; with `skip_serializing_if =
+        /// "Option::is_none"`.
+        pub fn serialize_some<S: Serializer>(
+            v: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(d) => serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
+
+    /// A list: a sequence, or comma-separated text.
+    pub mod list {
+        use super::*;
+
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum List {
+            Many(Vec<String>),
+            Text(String),
+        }
+
+        /// Reads a list.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+            Ok(match List::deserialize(d)? {
+                List::Many(v) => v,
+                List::Text(t) => t
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        }
     }
 }
 
@@ -300,9 +608,17 @@ pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
 
 /// Fails on `TAUC_*` variables tauc does not know (likely misspelt).
 pub fn check_env() -> Result<()> {
-    let unknown: Vec<String> = std::env::vars_os()
+    let names: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("TAUC_") && !KNOWN_ENV.contains(&k.as_str()))
+        .collect();
+    check_vars(names.iter().map(String::as_str))
+}
+
+/// Fails on the `TAUC_*` names among `names` that are not in [`KNOWN_ENV`].
+pub fn check_vars<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let unknown: Vec<&str> = names
+        .into_iter()
+        .filter(|k| k.starts_with("TAUC_") && !KNOWN_ENV.contains(k))
         .collect();
     if unknown.is_empty() {
         Ok(())
@@ -352,5 +668,182 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("5x").unwrap_err().contains("5x"));
+    }
+    /// A process's settings of each kind, for the precedence tests.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case", default)]
+    struct Settings {
+        warehouse: String,
+        #[serde(with = "human::size")]
+        max_bytes: usize,
+        #[serde(with = "human::duration")]
+        max_wait: Duration,
+        strict_dims: bool,
+    }
+
+    impl Default for Settings {
+        fn default() -> Settings {
+            Settings {
+                warehouse: DEFAULT_WAREHOUSE.into(),
+                max_bytes: 2 << 20,
+                max_wait: Duration::from_secs(60),
+                strict_dims: false,
+            }
+        }
+    }
+
+    /// Its flags: unset ones serialize to nothing.
+    #[derive(Default, Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        warehouse: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<usize>,
+        #[serde(
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "human::duration::serialize_some"
+        )]
+        max_wait: Option<Duration>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        strict_dims: Option<bool>,
+    }
+
+    fn settings(file: &str, env: &[(&str, &str)], flags: &Flags) -> Result<Settings> {
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Layers::new(&file, "t.toml", Section::Uploader, env)?.extract(flags)
+    }
+
+    const FILE: &str = "warehouse = \"file-wh\"\nstrict-dims = true\n\
+                        [uploader]\nmax-bytes = \"3MiB\"\nmax-wait = \"90s\"\n";
+    const ENV: &[(&str, &str)] = &[
+        ("TAUC_WAREHOUSE", "env-wh"),
+        ("TAUC_MAX_BYTES", "4MB"),
+        ("TAUC_MAX_WAIT", "2m"),
+        ("TAUC_STRICT_DIMS", "false"),
+    ];
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let none = Flags::default();
+        assert_eq!(settings("", &[], &none).unwrap(), Settings::default());
+        let from_file = Settings {
+            warehouse: "file-wh".into(),
+            max_bytes: 3 << 20,
+            max_wait: Duration::from_secs(90),
+            strict_dims: true,
+        };
+        assert_eq!(settings(FILE, &[], &none).unwrap(), from_file);
+        // env beats the file, even where it says false
+        let from_env = Settings {
+            warehouse: "env-wh".into(),
+            max_bytes: 4_000_000,
+            max_wait: Duration::from_secs(120),
+            strict_dims: false,
+        };
+        assert_eq!(settings(FILE, ENV, &none).unwrap(), from_env);
+        let flags = Flags {
+            warehouse: Some("flag-wh".into()),
+            max_bytes: Some(5 << 10),
+            max_wait: Some(Duration::from_millis(1500)),
+            strict_dims: Some(true),
+        };
+        let from_flags = Settings {
+            warehouse: "flag-wh".into(),
+            max_bytes: 5 << 10,
+            max_wait: Duration::from_millis(1500),
+            strict_dims: true,
+        };
+        assert_eq!(settings(FILE, ENV, &flags).unwrap(), from_flags);
+    }
+
+    #[test]
+    fn each_layer_only_covers_what_it_sets() {
+        let flags = Flags {
+            max_wait: Some(Duration::from_secs(5)),
+            ..Flags::default()
+        };
+        let env = &[("TAUC_MAX_BYTES", "1KiB")];
+        let s = settings("warehouse = \"file-wh\"\n", env, &flags).unwrap();
+        let expected = Settings {
+            warehouse: "file-wh".into(),
+            max_bytes: 1024,
+            max_wait: Duration::from_secs(5),
+            ..Settings::default()
+        };
+        assert_eq!(s, expected);
+    }
+
+    #[test]
+    fn sections_flatten_onto_the_variables_keys() {
+        let file = "[s3]\nendpoint = \"http://f\"\nallow-http = true\n\
+                    [serve]\nbind = \"10.0.0.5:1\"\nusers = \"u.toml\"\n\
+                    [collector]\nbind = \"0.0.0.0:8080\"\n";
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let d = file.flatten(Section::Serve).unwrap();
+        let keys: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["s3-allow-http", "s3-endpoint", "serve-bind", "users-file"]
+        );
+        let env = [("TAUC_S3_ALLOW_HTTP".to_string(), "no".to_string())];
+        let s3: S3Settings = Layers::new(&file, "t.toml", Section::Serve, env)
+            .unwrap()
+            .extract(&())
+            .unwrap();
+        assert_eq!(s3.s3_endpoint.as_deref(), Some("http://f"));
+        assert_eq!(s3.s3_allow_http, Some(false));
+    }
+
+    #[test]
+    fn a_service_reads_its_own_section_only() {
+        #[derive(Default, Serialize, Deserialize)]
+        #[serde(default)]
+        struct Region {
+            region: Option<String>,
+        }
+        let file = "[collector]\nregion = \"c1\"\n[uploader]\nregion = \"u1\"\n";
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let region = |section| {
+            let no_env: [(String, String); 0] = [];
+            let layers = Layers::new(&file, "t.toml", section, no_env).unwrap();
+            layers.extract::<Region>(&()).unwrap().region
+        };
+        assert_eq!(region(Section::Collector).as_deref(), Some("c1"));
+        assert_eq!(region(Section::Uploader).as_deref(), Some("u1"));
+        assert_eq!(region(Section::Jobs), None);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_variables_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tauc.toml");
+        std::fs::write(&path, "[uploader]\nmax-wiat = \"1s\"\n").unwrap();
+        let e = FileConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("max-wiat"), "{e}");
+        let e = settings("", &[("TAUC_WAREHOSE", "x")], &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unknown environment variable(s) TAUC_WAREHOSE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_where_it_came_from() {
+        let e = settings("", &[("TAUC_MAX_WAIT", "soon")], &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'soon'") && e.contains("TAUC_MAX_WAIT"), "{e}");
+        let e = settings("[uploader]\nmax-bytes = \"4X\"\n", &[], &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'4X'") && e.contains("config file 't.toml'"),
+            "{e}"
+        );
     }
 }

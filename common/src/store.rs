@@ -82,17 +82,6 @@ impl S3Options {
         Ok(self)
     }
 
-    /// Fields of `other` that are set win over ours.
-    pub fn overlay(self, other: &S3Options) -> S3Options {
-        S3Options {
-            endpoint: other.endpoint.clone().or(self.endpoint),
-            region: other.region.clone().or(self.region),
-            allow_http: other.allow_http.or(self.allow_http),
-            path_style: other.path_style.or(self.path_style),
-            retry_timeout_secs: other.retry_timeout_secs.or(self.retry_timeout_secs),
-        }
-    }
-
     fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
         if let Some(endpoint) = &self.endpoint {

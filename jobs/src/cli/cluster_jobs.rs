@@ -5,41 +5,54 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::Globals;
-use crate::config;
+use crate::config::Section;
 use crate::engine::client::job_view::JobView;
 use crate::engine::client::remote::SchedulerClient;
 use crate::error::{Error, Result};
 
 /// `status` flags.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct StatusCmd {
     /// One job's id (as `submit` logs it) [default: every job the
     /// scheduler knows, newest first].
+    #[serde(skip)]
     pub job_id: Option<String>,
     /// The scheduler, df://host:port.
     #[arg(long, env = "TAUC_SCHEDULER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
 }
 
 /// `cancel` flags.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct CancelCmd {
     /// The job to cancel.
+    #[serde(skip)]
     pub job_id: String,
     /// The scheduler, df://host:port.
     #[arg(long, env = "TAUC_SCHEDULER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<String>,
 }
 
-/// The scheduler of the flag, else of the config file; these commands have
-/// no in-process default (an in-process job lives and ends in its run).
-async fn client(g: &Globals, flag: Option<&str>) -> Result<SchedulerClient> {
-    config::check_env()?;
-    let file = g.file()?;
-    let tls = g.cluster_tls(&file)?;
-    let url = flag.map(str::to_string).or(file.scheduler).ok_or_else(|| {
+/// The one setting of `status` and `cancel` besides the cluster's TLS.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct SchedulerSetting {
+    scheduler: Option<String>,
+}
+
+/// The scheduler of the flag, variable or config file; these commands
+/// have no in-process default (an in-process job lives and ends in its
+/// run).
+async fn client(g: &Globals, flags: &impl Serialize) -> Result<SchedulerClient> {
+    let layers = g.layers(Section::Jobs)?;
+    let tls = g.cluster_tls(&layers)?;
+    let setting: SchedulerSetting = layers.extract(flags)?;
+    let url = setting.scheduler.ok_or_else(|| {
         Error::config(
             "no scheduler given: pass --scheduler df://host:port (or set TAUC_SCHEDULER, or \
              `scheduler` in tauc.toml); in-process jobs end with their run",
@@ -50,7 +63,7 @@ async fn client(g: &Globals, flag: Option<&str>) -> Result<SchedulerClient> {
 
 /// `status`: one line per job.
 pub async fn status(g: &Globals, c: &StatusCmd) -> Result<String> {
-    let client = client(g, c.scheduler.as_deref()).await?;
+    let client = client(g, c).await?;
     let jobs = match &c.job_id {
         None => client.jobs().await?,
         Some(id) => vec![known(&client, id).await?],
@@ -67,7 +80,7 @@ pub async fn status(g: &Globals, c: &StatusCmd) -> Result<String> {
 
 /// `cancel`: asks the scheduler to stop a job that still runs.
 pub async fn cancel(g: &Globals, c: &CancelCmd) -> Result<String> {
-    let client = client(g, c.scheduler.as_deref()).await?;
+    let client = client(g, c).await?;
     let job = known(&client, &c.job_id).await?;
     if job.finished() {
         return Err(Error::config(format!(

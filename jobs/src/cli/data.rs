@@ -4,11 +4,13 @@
 
 use chrono::NaiveDate;
 use clap::Args;
+use serde::Serialize;
 
 use super::flags::StoreArgs;
 use super::parse_date;
-use super::resolve::{resolve, set_keep_replaced};
+use super::resolve::resolve;
 use crate::cli::Globals;
+use crate::config::Section;
 use crate::derive::regions::Regions;
 use crate::engine::runtime::scratch::Resources;
 use crate::error::Result;
@@ -25,15 +27,18 @@ pub struct TablesCmd {
     pub store: StoreArgs,
 }
 
-/// `sweep` flags.
-#[derive(Debug, Clone, Args)]
+/// `sweep` flags; serialized, the flag layer of its settings.
+#[derive(Debug, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct SweepCmd {
     /// Where data lives.
     #[command(flatten)]
+    #[serde(flatten)]
     pub store: StoreArgs,
     /// Seconds a replaced file stays after the commit that replaced it
     /// (as `submit --keep-replaced-secs`). Default 900.
     #[arg(long, env = "TAUC_KEEP_REPLACED_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_replaced_secs: Option<u64>,
 }
 
@@ -62,7 +67,7 @@ pub struct SampleCmd {
 
 /// `tauc-job sample`.
 pub async fn sample(g: &Globals, s: SampleCmd) -> Result<String> {
-    let r = resolve(g, &s.store, &Resources::default())?;
+    let r = resolve(g, Section::Jobs, &s.store, &Resources::default())?;
     let regions = if s.regions.is_empty() {
         Regions::default().names()
     } else {
@@ -93,16 +98,16 @@ pub async fn sample(g: &Globals, s: SampleCmd) -> Result<String> {
 
 /// `tauc-job tables`.
 pub async fn tables(g: &Globals, t: TablesCmd) -> Result<String> {
-    let r = resolve(g, &t.store, &Resources::default())?;
+    let r = resolve(g, Section::Jobs, &t.store, &Resources::default())?;
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
     crate::cli::sql::tables(&r.engine, &r.warehouse).await
 }
 
 /// `tauc-job sweep`.
 pub async fn sweep(g: &Globals, c: SweepCmd) -> Result<String> {
-    let r = resolve(g, &c.store, &Resources::default())?;
+    let r = resolve(g, Section::Jobs, &c, &Resources::default())?;
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
-    set_keep_replaced(c.keep_replaced_secs, &r.file);
+    commit::keep_replaced::set(r.settings.keep_replaced_secs);
     let store = r.engine.registry.for_location(&r.warehouse)?;
     let mut out = String::new();
     for t in Table::all() {

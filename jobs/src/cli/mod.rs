@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
-use crate::config::{self, FileConfig};
+use crate::config::{self, ClusterSettings, Layers, Section};
 use crate::engine::runtime::tls::{ClusterTls, TlsFiles};
 use crate::error::Result;
 use crate::jobs::job::preflight;
@@ -65,18 +66,23 @@ pub struct Cli {
 
 /// `--cluster-ca`, `--cluster-cert`, `--cluster-key`: the same three files
 /// (and variables) for `tauc-job`, `tauc-scheduler` and `tauc-executor`.
-#[derive(Debug, Clone, Args)]
+/// Serialized (unset ones left out), the flag layer of [`ClusterSettings`].
+#[derive(Debug, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ClusterTlsArgs {
     /// CA certificate (PEM) that signed the cluster's certificates: with
     /// --cluster-cert and --cluster-key, every connection to the scheduler
     /// and executors is mutual TLS.
     #[arg(long, global = true, env = "TAUC_CLUSTER_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_ca: Option<PathBuf>,
     /// This process's certificate (PEM), signed by that CA.
     #[arg(long, global = true, env = "TAUC_CLUSTER_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_cert: Option<PathBuf>,
     /// This process's private key (PEM).
     #[arg(long, global = true, env = "TAUC_CLUSTER_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_key: Option<PathBuf>,
 }
 
@@ -91,24 +97,26 @@ impl ClusterTlsArgs {
     }
 }
 
-/// What every command takes: the config file and the cluster's TLS files.
+/// What every command takes: the config file and the cluster's TLS flags.
 #[derive(Debug, Clone)]
 pub struct Globals {
     /// `--config`.
     pub config: Option<PathBuf>,
-    /// TLS files from flags or variables (the config file's come after).
-    pub tls: TlsFiles,
+    /// `--cluster-*`.
+    pub cluster: ClusterTlsArgs,
 }
 
 impl Globals {
-    /// The config file, loaded.
-    pub fn file(&self) -> Result<FileConfig> {
-        Ok(FileConfig::load(self.config.as_deref())?)
+    /// The command's one settings loader: the `TAUC_*` variables checked
+    /// and the config file loaded ([`Layers::load`]).
+    pub fn layers(&self, section: Section) -> Result<Layers> {
+        Ok(Layers::load(self.config.as_deref(), section)?)
     }
 
     /// The cluster TLS of flags > variables > the `[cluster]` section.
-    pub fn cluster_tls(&self, file: &FileConfig) -> Result<Option<Arc<ClusterTls>>> {
-        ClusterTls::from_files(&self.tls.clone().or(file.cluster.files()))
+    pub fn cluster_tls(&self, layers: &Layers) -> Result<Option<Arc<ClusterTls>>> {
+        let files: ClusterSettings = layers.extract(&self.cluster)?;
+        ClusterTls::from_files(&files.into())
     }
 }
 
@@ -156,7 +164,7 @@ pub fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
 pub async fn run(cli: Cli) -> Result<String> {
     let g = Globals {
         config: cli.config.clone(),
-        tls: cli.cluster_tls.files(),
+        cluster: cli.cluster_tls.clone(),
     };
     let g = &g;
     match cli.command {
@@ -180,10 +188,10 @@ pub async fn run(cli: Cli) -> Result<String> {
 /// `tauc-job serve`: the committed warehouse over Flight SQL, on the
 /// scheduler or on an in-process DataFusion with a quota per query.
 async fn serve_warehouse(g: &Globals, sv: serve::ServeCmd) -> Result<String> {
-    let r = resolve(g, &sv.engine.store, &sv.engine.resources())?;
-    let settings = sv.settings(&r.file)?;
+    let r = resolve(g, Section::Serve, &sv, &sv.engine.resources())?;
+    let settings = sv.settings(&r.layers)?;
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
-    let scheduler = sv.engine.scheduler.clone().or(r.file.scheduler.clone());
+    let scheduler = r.settings.scheduler.clone();
     // In-process queries run on DataFusion itself, not the embedded
     // Ballista: results stream as they come, a dropped stream aborts
     // its tasks, and each query gets its own memory pool and

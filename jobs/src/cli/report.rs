@@ -9,6 +9,7 @@ use super::flags::EngineArgs;
 use super::resolve::{connect, resolve};
 use crate::cli::Globals;
 use crate::cli::parse_date;
+use crate::config::Section;
 use crate::engine::client::submitted;
 use crate::error::{Error, Result};
 use crate::jobs::job::preflight;
@@ -34,10 +35,10 @@ pub struct ReportCmd {
 /// `tauc-job report`: the page of a date's committed ADS tables, written
 /// to `--out`.
 pub async fn run(g: &Globals, rp: ReportCmd) -> Result<String> {
-    let r = resolve(g, &rp.engine.store, &rp.engine.resources())?;
+    let r = resolve(g, Section::Jobs, &rp.engine, &rp.engine.resources())?;
     submitted::install();
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
-    let scheduler = rp.engine.scheduler.clone().or(r.file.scheduler.clone());
+    let scheduler = r.settings.scheduler.clone();
     let ctx = connect(&r.engine, scheduler.as_deref(), rp.engine.parallelism).await?;
     crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
     let regions = if rp.regions.is_empty() {

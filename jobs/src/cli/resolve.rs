@@ -3,82 +3,100 @@
 //! (flags > env > file > defaults), and the connection to a scheduler or
 //! the in-process one.
 
+use serde::{Deserialize, Serialize};
+
 use crate::cli::Globals;
-use crate::cli::flags::StoreArgs;
-use crate::config::{self, FileConfig};
+use crate::config::{self, Layers, S3Settings, Section, human};
 use crate::engine::client::remote::SchedulerClient;
 use crate::engine::runtime::scratch::Resources;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
-use crate::store::{Location, S3Options};
+use crate::store::Location;
 use crate::warehouse::commit;
 
-/// What a command resolved: the config file, the stores, the engine.
+/// The settings of the `tauc-job` commands that use the stores and the
+/// engine, each from its flag, `TAUC_*` variable, config file key or
+/// default ([`Layers::extract`]); the flags clap alone reads (no file
+/// key) stay on the commands' flag structs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub(super) struct JobSettings {
+    /// Root of the raw layout.
+    pub(super) raw_root: String,
+    /// Root of the warehouse.
+    pub(super) warehouse: String,
+    /// Environment segment.
+    pub(super) env: String,
+    /// Scheduler URL; unset runs in-process.
+    pub(super) scheduler: Option<String>,
+    /// Regions `submit` runs for; empty means every configured region.
+    #[serde(deserialize_with = "human::list::deserialize")]
+    pub(super) regions: Vec<String>,
+    /// Lateness allowance in days.
+    pub(super) lateness_days: i64,
+    /// Funnels file or URL for the reports.
+    pub(super) funnels: Option<String>,
+    /// Stop on `dim_user` values outside the spec's forms.
+    pub(super) strict_dims: bool,
+    /// Seconds a replaced data file stays for running queries.
+    pub(super) keep_replaced_secs: u64,
+}
+
+impl Default for JobSettings {
+    fn default() -> JobSettings {
+        JobSettings {
+            raw_root: config::DEFAULT_RAW_ROOT.into(),
+            warehouse: config::DEFAULT_WAREHOUSE.into(),
+            env: config::DEFAULT_ENV.into(),
+            scheduler: None,
+            regions: Vec::new(),
+            lateness_days: config::DEFAULT_LATENESS_DAYS,
+            funnels: None,
+            strict_dims: false,
+            keep_replaced_secs: commit::keep_replaced::DEFAULT_SECS,
+        }
+    }
+}
+
+/// What a command resolved: its settings, the stores, the engine, and the
+/// layers for settings of its own (`serve`'s).
 pub(super) struct Resolved {
-    pub(super) file: FileConfig,
+    pub(super) settings: JobSettings,
+    pub(super) layers: Layers,
     pub(super) raw_root: Location,
     pub(super) warehouse: Location,
     pub(super) env: String,
     pub(super) engine: Engine,
 }
 
-/// The stores and engine of `store` and `resources` over the config file.
-pub(super) fn resolve(g: &Globals, store: &StoreArgs, resources: &Resources) -> Result<Resolved> {
-    config::check_env()?;
-    let file = g.file()?;
-    let tls = g.cluster_tls(&file)?;
-    let flags = S3Options {
-        endpoint: store.s3_endpoint.clone(),
-        region: store.s3_region.clone(),
-        allow_http: store.s3_allow_http.then_some(true),
-        ..Default::default()
-    };
-    // flags > env > file > defaults
-    let s3 = file
-        .s3
-        .clone()
-        .overlay(&S3Options::default().with_env()?)
-        .overlay(&flags);
-    let raw_root = Location::parse(
-        store
-            .raw_root
-            .as_deref()
-            .or(file.raw_root.as_deref())
-            .unwrap_or(config::DEFAULT_RAW_ROOT),
-    )?;
-    let warehouse = Location::parse(
-        store
-            .warehouse
-            .as_deref()
-            .or(file.warehouse.as_deref())
-            .unwrap_or(config::DEFAULT_WAREHOUSE),
-    )?;
-    let env = store
-        .env
-        .clone()
-        .or(file.env.clone())
-        .unwrap_or_else(|| config::DEFAULT_ENV.to_string());
+/// The settings of `flags` (the command's, serialized: unset ones left
+/// out) over the environment, the config file's top level, `[s3]`,
+/// `[cluster]` and `section`, and the defaults; then the stores and the
+/// engine with `resources`.
+pub(super) fn resolve(
+    g: &Globals,
+    section: Section,
+    flags: &impl Serialize,
+    resources: &Resources,
+) -> Result<Resolved> {
+    let layers = g.layers(section)?;
+    let settings: JobSettings = layers.extract(flags)?;
+    let s3: S3Settings = layers.extract(flags)?;
+    let tls = g.cluster_tls(&layers)?;
+    let env = settings.env.clone();
     if env.is_empty() || env.contains('/') {
         return Err(Error::config(format!(
             "invalid --env '{env}' (expected a path segment such as uat)"
         )));
     }
     Ok(Resolved {
-        engine: Engine::with_resources(s3, resources)?.with_tls(tls),
-        file,
-        raw_root,
-        warehouse,
+        engine: Engine::with_resources(s3.into(), resources)?.with_tls(tls),
+        raw_root: Location::parse(&settings.raw_root)?,
+        warehouse: Location::parse(&settings.warehouse)?,
         env,
+        settings,
+        layers,
     })
-}
-
-/// Sets this process's keep time of replaced files: flag or variable,
-/// else the file's `keep-replaced-secs`, else the default.
-pub(super) fn set_keep_replaced(flag: Option<u64>, file: &FileConfig) {
-    commit::keep_replaced::set(
-        flag.or(file.keep_replaced_secs)
-            .unwrap_or(commit::keep_replaced::DEFAULT_SECS),
-    );
 }
 
 /// A client context on the scheduler, or in-process.

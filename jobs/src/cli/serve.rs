@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 
 use crate::cli::flags::EngineArgs;
-use crate::config::{FileConfig, parse_duration};
+use crate::config::{Layers, human, parse_duration};
 use crate::engine::runtime::scratch::parse_size;
 use crate::error::{Error, Result};
 use crate::serve::backoff::LoginLimits;
@@ -20,77 +21,152 @@ use crate::serve::{ServeSettings, flight::Limits};
 /// operator says where.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50060";
 
-/// `serve` flags.
-#[derive(Debug, Clone, Args)]
+/// `serve` flags. Serialized (unset ones left out), the flag layer of
+/// [`ServeConfig`] and of the engine's settings; `--bind` and `--users`
+/// go by their variables' keys (`serve-bind`, `users-file`), as the
+/// `[serve]` section's `bind` and `users` do.
+#[derive(Debug, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServeCmd {
     /// Listen address [default: 127.0.0.1:50060; use the master's private
     /// address to let the Superset host in].
     #[arg(long, env = "TAUC_SERVE_BIND")]
+    #[serde(rename = "serve-bind", skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
     /// The users file (`tauc-job users add NAME --users FILE` makes it).
     #[arg(long, env = "TAUC_USERS_FILE")]
+    #[serde(rename = "users-file", skip_serializing_if = "Option::is_none")]
     pub users: Option<PathBuf>,
     /// TLS certificate chain (PEM); with --tls-key.
     #[arg(long, env = "TAUC_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM); with --tls-cert.
     #[arg(long, env = "TAUC_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
     /// How long a login lasts, e.g. 8h [default: 8h].
     #[arg(long, env = "TAUC_TOKEN_TTL", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
     pub token_ttl: Option<Duration>,
     /// Failed logins in a row, per user name and per client address,
     /// before logins back off [default: 5].
     #[arg(long, env = "TAUC_LOGIN_ATTEMPTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub login_attempts: Option<u32>,
     /// The first back-off window after --login-attempts failures, e.g. 1s;
     /// each further failure doubles it, up to 5 minutes [default: 1s].
     #[arg(long, env = "TAUC_LOGIN_BACKOFF", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
     pub login_backoff: Option<Duration>,
     /// Longest a query may run, e.g. 300s [default: 300s].
     #[arg(long, env = "TAUC_QUERY_TIMEOUT", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
     pub query_timeout: Option<Duration>,
     /// Most rows one result may have [default: 1000000].
     #[arg(long, env = "TAUC_MAX_ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<u64>,
     /// Most queries running at once; more wait for a slot until their
     /// deadline. Each in-process query gets this share of --memory-limit
     /// [default: 4].
     #[arg(long, env = "TAUC_MAX_QUERIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queries: Option<usize>,
     /// Most queries of one user (or token) running at once [default: 2].
     #[arg(long, env = "TAUC_MAX_QUERIES_PER_USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queries_per_user: Option<usize>,
     /// Spill files one in-process query may write (2GiB, 512MiB) [default: 2GiB].
     #[arg(long, env = "TAUC_QUERY_SCRATCH", value_parser = parse_size)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query_scratch: Option<usize>,
     /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
+    #[serde(flatten)]
     pub engine: EngineArgs,
 }
 
+/// `serve`'s own settings (`[serve]`), as [`Layers::extract`] layers them;
+/// checked and shaped into [`ServeSettings`] by [`ServeCmd::settings`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ServeConfig {
+    /// Listen address, as given.
+    pub serve_bind: String,
+    /// The users file.
+    pub users_file: Option<PathBuf>,
+    /// TLS certificate chain.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key.
+    pub tls_key: Option<PathBuf>,
+    /// How long a login lasts.
+    #[serde(with = "human::duration")]
+    pub token_ttl: Duration,
+    /// Failed logins before logins back off.
+    pub login_attempts: u32,
+    /// The first back-off window.
+    #[serde(with = "human::duration")]
+    pub login_backoff: Duration,
+    /// Longest a query may run.
+    #[serde(with = "human::duration")]
+    pub query_timeout: Duration,
+    /// Most rows of one result.
+    pub max_rows: u64,
+    /// Most queries at once.
+    pub max_queries: usize,
+    /// Most queries of one user at once.
+    pub max_queries_per_user: usize,
+    /// Spill bytes of one in-process query.
+    #[serde(with = "human::size")]
+    pub query_scratch: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        let logins = LoginLimits::default();
+        ServeConfig {
+            serve_bind: DEFAULT_BIND.into(),
+            users_file: None,
+            tls_cert: None,
+            tls_key: None,
+            token_ttl: Duration::from_secs(8 * 3600),
+            login_attempts: logins.attempts,
+            login_backoff: logins.backoff,
+            query_timeout: Duration::from_secs(300),
+            max_rows: 1_000_000,
+            max_queries: 4,
+            max_queries_per_user: 2,
+            query_scratch: 2 << 30,
+        }
+    }
+}
+
 impl ServeCmd {
-    /// Flags > environment (clap) > the `[serve]` section > defaults.
-    pub fn settings(&self, file: &FileConfig) -> Result<ServeSettings> {
-        let f = &file.serve;
-        let bind_text = self
-            .bind
-            .clone()
-            .or(f.bind.clone())
-            .unwrap_or_else(|| DEFAULT_BIND.into());
-        let bind: SocketAddr = bind_text.parse().map_err(|_| {
+    /// Flags > environment > the `[serve]` section > defaults, checked.
+    pub fn settings(&self, layers: &Layers) -> Result<ServeSettings> {
+        let c: ServeConfig = layers.extract(self)?;
+        let bind: SocketAddr = c.serve_bind.parse().map_err(|_| {
             Error::config(format!(
-                "invalid --bind '{bind_text}' (expected host:port, e.g. 127.0.0.1:50060)"
+                "invalid --bind '{}' (expected host:port, e.g. 127.0.0.1:50060)",
+                c.serve_bind
             ))
         })?;
-        let users = self.users.clone().or(f.users.clone()).ok_or_else(|| {
+        let users = c.users_file.clone().ok_or_else(|| {
             Error::config(
                 "--users FILE is required: who may log in (create it with `tauc-job users add NAME --users FILE`)",
             )
         })?;
-        let cert = self.tls_cert.clone().or(f.tls_cert.clone());
-        let key = self.tls_key.clone().or(f.tls_key.clone());
-        let tls = match (cert, key) {
+        let tls = match (c.tls_cert.clone(), c.tls_key.clone()) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => {
@@ -99,72 +175,43 @@ impl ServeCmd {
                 ));
             }
         };
-        let duration = |flag: &str, v: Option<Duration>, file: &Option<String>, default: u64| match (
-            v, file,
-        ) {
-            (Some(d), _) => Ok(d),
-            (None, Some(t)) => {
-                parse_duration(t).map_err(|e| Error::config(format!("[serve] {flag}: {e}")))
-            }
-            (None, None) => Ok(Duration::from_secs(default)),
-        };
-        let token_ttl = duration("token-ttl", self.token_ttl, &f.token_ttl, 8 * 3600)?;
-        let query_timeout = duration("query-timeout", self.query_timeout, &f.query_timeout, 300)?;
-        let defaults = LoginLimits::default();
-        let login_attempts = self
-            .login_attempts
-            .or(f.login_attempts)
-            .unwrap_or(defaults.attempts);
-        let login_backoff = duration(
-            "login-backoff",
-            self.login_backoff,
-            &f.login_backoff,
-            defaults.backoff.as_secs(),
-        )?;
-        let max_rows = self.max_rows.or(f.max_rows).unwrap_or(1_000_000);
-        let max_queries = self.max_queries.or(f.max_queries).unwrap_or(4);
-        let max_queries_per_user = self
-            .max_queries_per_user
-            .or(f.max_queries_per_user)
-            .unwrap_or(2);
-        let query_scratch = match (self.query_scratch, &f.query_scratch) {
-            (Some(n), _) => n,
-            (None, Some(t)) => {
-                parse_size(t).map_err(|e| Error::config(format!("[serve] query-scratch: {e}")))?
-            }
-            (None, None) => 2 << 30,
-        };
-        if max_rows == 0
-            || query_timeout.is_zero()
-            || token_ttl.is_zero()
-            || max_queries == 0
-            || max_queries_per_user == 0
-            || query_scratch == 0
-            || login_attempts == 0
-            || login_backoff.is_zero()
-        {
-            return Err(Error::config(
-                "--max-rows, --query-timeout, --token-ttl, --max-queries, --max-queries-per-user, --query-scratch, --login-attempts and --login-backoff must be above zero",
-            ));
-        }
+        check_above_zero(&c)?;
         Ok(ServeSettings {
             bind,
             users,
             tls,
-            token_ttl,
+            token_ttl: c.token_ttl,
             logins: LoginLimits {
-                attempts: login_attempts,
-                backoff: login_backoff,
+                attempts: c.login_attempts,
+                backoff: c.login_backoff,
             },
             limits: Limits {
-                query_timeout,
-                max_rows,
-                max_queries,
-                max_queries_per_user,
-                query_scratch: query_scratch as u64,
+                query_timeout: c.query_timeout,
+                max_rows: c.max_rows,
+                max_queries: c.max_queries,
+                max_queries_per_user: c.max_queries_per_user,
+                query_scratch: c.query_scratch as u64,
             },
         })
     }
+}
+
+/// A zero limit would refuse every query or login; none may be zero.
+fn check_above_zero(c: &ServeConfig) -> Result<()> {
+    if c.max_rows == 0
+        || c.query_timeout.is_zero()
+        || c.token_ttl.is_zero()
+        || c.max_queries == 0
+        || c.max_queries_per_user == 0
+        || c.query_scratch == 0
+        || c.login_attempts == 0
+        || c.login_backoff.is_zero()
+    {
+        return Err(Error::config(
+            "--max-rows, --query-timeout, --token-ttl, --max-queries, --max-queries-per-user, --query-scratch, --login-attempts and --login-backoff must be above zero",
+        ));
+    }
+    Ok(())
 }
 
 /// `users` subcommands.
@@ -274,6 +321,7 @@ fn read_password(name: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Section;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -285,7 +333,10 @@ mod tests {
     fn settings(args: &[&str], file: &str) -> Result<ServeSettings> {
         let cli = Cli::try_parse_from(["serve", "--users", "u.toml"].iter().chain(args))
             .map_err(|e| Error::config(e.to_string()))?;
-        cli.serve.settings(&toml::from_str(file).unwrap())
+        let file = toml::from_str(file).unwrap();
+        let no_env: [(String, String); 0] = [];
+        let layers = Layers::new(&file, "t.toml", Section::Serve, no_env)?;
+        cli.serve.settings(&layers)
     }
 
     #[test]

@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use super::flags::EngineArgs;
 use super::resolve::{connect, resolve};
 use crate::cli::Globals;
+use crate::config::Section;
 use crate::engine::client::submitted;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
@@ -50,7 +51,7 @@ pub struct SqlCmd {
 /// `tauc-job sql`: the query over every committed table, its result
 /// written as `--format` says.
 pub async fn command(g: &Globals, q: SqlCmd) -> Result<String> {
-    let r = resolve(g, &q.engine.store, &q.engine.resources())?;
+    let r = resolve(g, Section::Jobs, &q.engine, &q.engine.resources())?;
     // Ctrl-C / SIGTERM cancel the query's Ballista job
     submitted::install();
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
@@ -70,7 +71,7 @@ pub async fn command(g: &Globals, q: SqlCmd) -> Result<String> {
             "empty query (give SQL, or - to read it from stdin)",
         ));
     }
-    let scheduler = q.engine.scheduler.clone().or(r.file.scheduler.clone());
+    let scheduler = r.settings.scheduler.clone();
     let ctx = connect(&r.engine, scheduler.as_deref(), q.engine.parallelism).await?;
     crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
     run(&ctx, &query, q.format, q.out.as_deref(), q.allow_writes).await

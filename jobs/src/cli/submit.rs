@@ -8,85 +8,105 @@ use std::path::PathBuf;
 use chrono::{Days, NaiveDate};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
+use serde::Serialize;
 
 use super::flags::EngineArgs;
 use super::parse_date;
-use super::resolve::{connect, resolve, set_keep_replaced};
+use super::resolve::{connect, resolve};
 use crate::cli::Globals;
-use crate::config;
+use crate::config::Section;
 use crate::derive::regions::Regions;
 use crate::engine::client::submitted;
 use crate::engine::runtime::spill::{self, Spilled};
 use crate::error::{Error, Result};
 use crate::jobs::job::{RunSpec, preflight};
 use crate::jobs::registry::{self, JOBS};
+use crate::warehouse::commit;
 use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
 
-/// `submit` flags.
-#[derive(Debug, Clone, Args)]
+/// `submit` flags. Serialized, those with a config file key are the flag
+/// layer of its settings (unset ones left out); the rest only clap reads.
+#[derive(Debug, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct SubmitArgs {
     /// The job to run (see `tauc-job jobs`).
     #[arg(value_parser = job_names())]
+    #[serde(skip)]
     pub job: String,
     /// First date, YYYY-MM-DD: a UTC collection date for layering and
     /// daily, a local (DWD) date for reports.
     #[arg(long, value_parser = parse_date)]
+    #[serde(skip)]
     pub date: NaiveDate,
     /// Last date of a range, inclusive.
     #[arg(long, value_parser = parse_date)]
+    #[serde(skip)]
     pub to: Option<NaiveDate>,
     /// Region to run for; repeat for several [default: every configured region].
     #[arg(long = "region", env = "TAUC_REGIONS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
     /// Lateness allowance in whole days [default: 2].
     #[arg(long, env = "TAUC_LATENESS_DAYS", value_parser = clap::value_parser!(i64).range(0..=60))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lateness_days: Option<i64>,
     /// Key ranges (scan tasks) per raw day folder.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[serde(skip)]
     pub ranges: u16,
     /// Raw objects fetched at once per scan task.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[serde(skip)]
     pub fetch_concurrency: u16,
     /// Funnels TOML file or URL for the reports [default:
     /// {warehouse}/conf/funnels.toml when it exists].
     #[arg(long, env = "TAUC_FUNNELS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub funnels: Option<String>,
     /// Rows per data file the executors write.
     #[arg(long, env = "TAUC_FILE_MAX_ROWS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[serde(skip)]
     pub file_max_rows: u64,
     /// Megabytes per data file the executors write.
     #[arg(long, env = "TAUC_FILE_MAX_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[serde(skip)]
     pub file_max_mb: u64,
     /// Seconds to wait for another run that holds the same partitions
     /// before giving up (exit 1).
     #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
+    #[serde(skip)]
     pub lease_wait: u64,
     /// Seconds a data file replaced by a re-run stays for the queries that
     /// planned with the version listing it (keep it above the SQL
     /// surface's `--query-timeout`); the partition's next commit, or
     /// `tauc-job sweep`, deletes it after. Default 900.
     #[arg(long, env = "TAUC_KEEP_REPLACED_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_replaced_secs: Option<u64>,
     /// Stop (exit 2) on a `dim_user` row whose gender or birth date is
     /// outside the spec's forms, instead of counting it as `unknown` with a
     /// warning.
     #[arg(long, env = "TAUC_STRICT_DIMS")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub strict_dims: bool,
     /// Write the layering run's counters (files, lines, bytes, rows by
     /// outcome, quarantined rows by reason, stage times, spilled bytes) to
     /// this file in the Prometheus text format, replacing it (for
     /// node_exporter's textfile collector).
     #[arg(long, env = "TAUC_METRICS_FILE")]
+    #[serde(skip)]
     pub metrics_file: Option<PathBuf>,
     /// Load only the raw objects no committed load of their ODS
     /// partition has read, and rebuild only the DWD (and, for daily, ADS)
     /// partitions those can change; layering and daily only. The result
     /// equals a full run over every object loaded so far.
     #[arg(long)]
+    #[serde(skip)]
     pub incremental: bool,
     /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
+    #[serde(flatten)]
     pub engine: EngineArgs,
 }
 
@@ -128,23 +148,18 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
             job.name()
         )));
     }
-    let r = resolve(g, &s.engine.store, &s.engine.resources())?;
+    let r = resolve(g, Section::Jobs, &s, &s.engine.resources())?;
     // Ctrl-C / SIGTERM cancel the running Ballista job; nothing more commits
     submitted::install();
     let dates = dates(s.date, s.to)?;
-    let regions = if !s.regions.is_empty() {
-        s.regions.clone()
-    } else if let Some(r) = &r.file.regions {
-        r.clone()
-    } else {
+    let settings = &r.settings;
+    let regions = if settings.regions.is_empty() {
         Regions::default().names()
+    } else {
+        settings.regions.clone()
     };
-    let lateness_days = s
-        .lateness_days
-        .or(r.file.lateness_days)
-        .unwrap_or(config::DEFAULT_LATENESS_DAYS);
-    let scheduler = s.engine.scheduler.clone().or(r.file.scheduler.clone());
-    set_keep_replaced(s.keep_replaced_secs, &r.file);
+    let scheduler = settings.scheduler.clone();
+    commit::keep_replaced::set(settings.keep_replaced_secs);
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
     let spec = RunSpec {
         dates,
@@ -152,7 +167,7 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         env: r.env.clone(),
         raw_root: r.raw_root.clone(),
         warehouse: r.warehouse.clone(),
-        lateness_days,
+        lateness_days: settings.lateness_days,
         ranges_per_folder: s.ranges as usize,
         fetch_concurrency: s.fetch_concurrency as usize,
         file_limits: FileLimits {
@@ -161,8 +176,8 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
             ..FileLimits::default()
         },
         lease_wait: std::time::Duration::from_secs(s.lease_wait),
-        funnels: s.funnels.clone().or(r.file.funnels.clone()),
-        strict_dims: s.strict_dims || r.file.strict_dims.unwrap_or(false),
+        funnels: settings.funnels.clone(),
+        strict_dims: settings.strict_dims,
         metrics_file: s.metrics_file.clone(),
         on_cluster: scheduler.is_some(),
         incremental: s.incremental,
