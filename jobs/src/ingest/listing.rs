@@ -134,8 +134,7 @@ pub async fn list_folder(
     let mut ignored = skipped.lock().expect("skipped lock").len() as i64;
     for m in metas {
         let key = m.location.as_ref();
-        let batch = crate::ingest::raw_scan::is_message_file(&folder.prefix, key)
-            && (!local || !crate::ingest::raw_scan::is_symlink(key));
+        let batch = is_message_file(&folder.prefix, key) && (!local || !is_symlink(key));
         if !batch {
             ignored += 1;
             continue;
@@ -148,4 +147,32 @@ pub async fn list_folder(
     }
     objects.sort();
     Ok((objects, ignored))
+}
+
+/// Is `key` a raw batch directly in the folder: `{folder}/messages-*.txt`?
+pub fn is_message_file(folder_prefix: &str, key: &str) -> bool {
+    let Some(name) = key
+        .strip_prefix(folder_prefix)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return false;
+    };
+    !name.contains('/') && name.starts_with("messages-") && name.ends_with(".txt")
+}
+
+/// Is the local file `key` a symbolic link? A local raw root is read
+/// without following links: a `messages-x.txt -> /etc/passwd` link would
+/// otherwise land a file from outside the root in the quarantine's
+/// `raw_line`. Links are counted with the ignored files and named in a
+/// warning.
+pub(crate) fn is_symlink(key: &str) -> bool {
+    let path = std::path::Path::new("/").join(key);
+    let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if link {
+        tracing::warn!(
+            file = %path.display(),
+            "skipped a symbolic link in the local raw root: tauc reads only regular files there (move the file in or remove the link)"
+        );
+    }
+    link
 }

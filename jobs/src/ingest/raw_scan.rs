@@ -52,6 +52,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::event::{self, LineContext, LineOutcome};
 use crate::ingest::event_time::{DAY_MS, day_start_ms};
+pub use crate::ingest::listing::is_message_file;
+use crate::ingest::listing::is_symlink;
 use crate::store::Location;
 use crate::warehouse::loads::RawObject;
 use crate::warehouse::tables::{days_of, ods_event_fields};
@@ -474,17 +476,6 @@ struct FileLines {
     bytes: i64,
 }
 
-/// Is `key` a raw batch directly in the folder: `{folder}/messages-*.txt`?
-pub fn is_message_file(folder_prefix: &str, key: &str) -> bool {
-    let Some(name) = key
-        .strip_prefix(folder_prefix)
-        .and_then(|r| r.strip_prefix('/'))
-    else {
-        return false;
-    };
-    !name.contains('/') && name.starts_with("messages-") && name.ends_with(".txt")
-}
-
 impl RangeJob {
     /// The range's `messages-*.txt` objects, listed; other keys are
     /// counted in `ignored` (or, unnameable, pushed on `skipped`).
@@ -593,23 +584,6 @@ impl RangeJob {
         send(stats_batch(&self.folder, stats)?).await;
         Ok(())
     }
-}
-
-/// Is the local file `key` a symbolic link? A local raw root is read
-/// without following links: a `messages-x.txt -> /etc/passwd` link would
-/// otherwise land a file from outside the root in the quarantine's
-/// `raw_line`. Links are counted with the ignored files and named in a
-/// warning.
-pub(crate) fn is_symlink(key: &str) -> bool {
-    let path = std::path::Path::new("/").join(key);
-    let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-    if link {
-        tracing::warn!(
-            file = %path.display(),
-            "skipped a symbolic link in the local raw root: tauc reads only regular files there (move the file in or remove the link)"
-        );
-    }
-    link
 }
 
 /// Reads and classifies one object. `as_listed`: the object must still be

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::Location;
+pub use crate::warehouse::lineage::Lineage;
 use crate::warehouse::tables::{Table, date_of};
 use crate::warehouse::writer::{KIND_COUNT, KIND_FILE};
 
@@ -78,25 +79,6 @@ pub struct Manifest {
     /// What the version was made from ([`Lineage`]).
     #[serde(flatten)]
     pub lineage: Lineage,
-}
-
-/// Where a committed version came from, for the runs that follow it: the
-/// loads of raw objects behind an ODS partition (incremental runs append
-/// one each), and the versions of the inputs a derived partition was
-/// built from (a later run rebuilds it when one of them moved on).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Lineage {
-    /// `ods_fe_event_di` only: the loads, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub loads: Vec<crate::warehouse::loads::Load>,
-    /// Input partition (`layer/table/dt=…/region=…`) → the run id of the
-    /// version read.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub inputs: BTreeMap<String, String>,
-    /// Rows of files carried over from the previous version (an appended
-    /// partition lists them again without their counts).
-    #[serde(skip)]
-    pub carried_rows: u64,
 }
 
 /// A data file an earlier version listed, and when it stopped being listed.

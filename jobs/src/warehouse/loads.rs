@@ -22,52 +22,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Typ
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::store::Location;
 use crate::warehouse::commit::{PartitionRef, parquet_bytes};
-
-/// One raw object an incremental run reads, as it was listed: read only
-/// if it still has this size and entity tag.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RawObject {
-    /// The object key.
-    pub key: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its entity tag, when the store gives one.
-    pub e_tag: Option<String>,
-}
-
-/// One load of raw objects into an ODS partition, with its counters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Load {
-    /// The run that loaded them.
-    pub run_id: String,
-    /// The list of the objects read (under the partition's loads folder);
-    /// `None` for a full run, whose executors listed the folder themselves
-    /// (an incremental run after it reloads the folder once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub objects_file: Option<String>,
-    /// The `ods_fe_quarantine_di` files it wrote.
-    #[serde(default)]
-    pub quarantine_files: Vec<String>,
-    /// Rows in them.
-    pub quarantined_rows: i64,
-    /// `messages-*.txt` objects read.
-    pub files: i64,
-    /// Bytes of the objects read.
-    pub bytes: i64,
-    /// Lines read, blank ones included.
-    pub lines: i64,
-    /// Blank lines read.
-    pub blank_lines: i64,
-    /// Valid rows written.
-    pub valid_rows: i64,
-    /// Other objects in the folder when this load listed it.
-    pub files_ignored: i64,
-}
+pub use crate::warehouse::lineage::{Load, RawObject};
 
 /// Where a partition's object lists are.
 pub fn loads_dir(warehouse: &Location, p: &PartitionRef) -> Location {
@@ -179,4 +138,27 @@ pub fn total(loads: &[Load]) -> Load {
         t.files_ignored = l.files_ignored;
     }
     t
+}
+
+/// Deletes the object lists of partition `p` other than `keep` (those of
+/// loads a replacing version no longer lists).
+pub async fn remove_unlisted(
+    store: &Arc<dyn ObjectStore>,
+    warehouse: &Location,
+    p: &PartitionRef,
+    keep: &[String],
+) -> Result<()> {
+    use futures::TryStreamExt;
+    let dir = loads_dir(warehouse, p);
+    let listed: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
+    for meta in listed {
+        let name = meta.location.filename().unwrap_or_default();
+        if !keep.iter().any(|k| k == name) {
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }

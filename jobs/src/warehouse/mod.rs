@@ -8,6 +8,7 @@ pub mod commit;
 pub mod dim_user;
 pub mod doubled;
 pub mod lease;
+pub mod lineage;
 pub mod loads;
 pub mod query;
 pub mod redact;

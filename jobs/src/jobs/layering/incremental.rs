@@ -272,7 +272,15 @@ async fn commit_load(
         lineage,
     )
     .await?;
+    if f.previous.is_none() {
+        // the loads of a version this one replaced are nobody's now
+        loads::remove_unlisted(store, &args.warehouse, &f.p, &lineage_files(&load)).await?;
+    }
     Ok(load)
+}
+
+fn lineage_files(load: &Load) -> Vec<String> {
+    load.objects_file.iter().cloned().collect()
 }
 
 /// Files a new version lists again; their rows are the lineage's
