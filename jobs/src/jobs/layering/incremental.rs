@@ -15,28 +15,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use datafusion::common::ScalarValue;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::case;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::SessionContext;
 use object_store::ObjectStore;
 
 use crate::engine::client::submitted;
 use crate::error::{Error, Result};
 use crate::ingest::listing::list_folder;
-use crate::ingest::raw_scan::{
-    Folder, KIND_REJECTED, KIND_VALID, RawEventsTable, RawSource, STAT_COLUMNS,
-};
+use crate::ingest::raw_scan::{Folder, RawEventsTable, RawSource};
 use crate::jobs::progress::Progress;
 use crate::warehouse::commit::{
     self, DataFile, Lineage, Manifest, PartitionRef, WriteOutcome, input_name,
 };
 use crate::warehouse::loads::{self, Load, RawObject};
 use crate::warehouse::tables::Table;
-use crate::warehouse::writer::{TABLE_COLUMN, WriteSpec};
 
-use super::ods::{load_stats_batch, ods_summary};
-use super::written::{only_into, write};
+use super::ods::{load_stats_batch, ods_summary, scan_into_ods};
+use super::written::only_into;
 use super::{JOB, LayeringArgs, OdsSummary};
 
 /// One folder of an incremental run: what is committed, what is new.
@@ -202,27 +197,8 @@ async fn scan_new(
         },
         objects: Some(folders.iter().map(|f| f.new.clone()).collect()),
     };
-    let no_table = lit(ScalarValue::Utf8(None));
-    let detected_at = ScalarValue::TimestampMillisecond(Some(started_at), Some("UTC".into()));
-    let df = ctx
-        .read_table(Arc::new(table))?
-        .with_column(
-            TABLE_COLUMN,
-            case(col("kind"))
-                .when(lit(KIND_VALID), lit(Table::OdsEvent.path()))
-                .when(lit(KIND_REJECTED), lit(Table::OdsQuarantine.path()))
-                .otherwise(no_table)?,
-        )?
-        .with_column("run_id", lit(run_id))?
-        .with_column("detected_at", lit(detected_at))?;
-    let spec = WriteSpec {
-        warehouse: args.warehouse.clone(),
-        run_id: run_id.to_string(),
-        counters: STAT_COLUMNS.iter().map(|c| c.to_string()).collect(),
-        value_counts: vec!["reason".into()],
-        limits: args.file_limits,
-    };
-    write(df, spec, "tauc layering: ods (incremental)").await
+    let name = "tauc layering: ods (incremental)";
+    scan_into_ods(ctx, table, args, run_id, started_at, name).await
 }
 
 /// Commits one folder's load: its object list, then the event manifest

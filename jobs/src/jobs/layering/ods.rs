@@ -60,27 +60,7 @@ pub(super) async fn load_ods(
         },
         objects: None,
     };
-    let no_table = lit(ScalarValue::Utf8(None));
-    let detected_at = ScalarValue::TimestampMillisecond(Some(started_at), Some("UTC".into()));
-    let df = ctx
-        .read_table(Arc::new(table))?
-        .with_column(
-            TABLE_COLUMN,
-            case(col("kind"))
-                .when(lit(KIND_VALID), lit(Table::OdsEvent.path()))
-                .when(lit(KIND_REJECTED), lit(Table::OdsQuarantine.path()))
-                .otherwise(no_table)?,
-        )?
-        .with_column("run_id", lit(run_id))?
-        .with_column("detected_at", lit(detected_at))?;
-    let spec = WriteSpec {
-        warehouse: args.warehouse.clone(),
-        run_id: run_id.to_string(),
-        counters: STAT_COLUMNS.iter().map(|c| c.to_string()).collect(),
-        value_counts: vec!["reason".into()],
-        limits: args.file_limits,
-    };
-    let outcome = write(df, spec, "tauc layering: ods").await?;
+    let outcome = scan_into_ods(ctx, table, args, run_id, started_at, "tauc layering: ods").await?;
     let mut summaries = BTreeMap::new();
     for p in &partitions {
         let s = ods_summary(&outcome, p)?;
@@ -116,6 +96,40 @@ pub(super) async fn load_ods(
         .await?;
     }
     Ok((summaries, outcome.received()))
+}
+
+/// Runs the raw scan `table` through the writer as the Ballista job
+/// `name`: valid rows to `ods_fe_event_di`, rejected ones to the
+/// quarantine (detected at `started_at`), the scan's counters reported.
+pub(super) async fn scan_into_ods(
+    ctx: &SessionContext,
+    table: RawEventsTable,
+    args: &LayeringArgs,
+    run_id: &str,
+    started_at: i64,
+    name: &str,
+) -> Result<WriteOutcome> {
+    let no_table = lit(ScalarValue::Utf8(None));
+    let detected_at = ScalarValue::TimestampMillisecond(Some(started_at), Some("UTC".into()));
+    let df = ctx
+        .read_table(Arc::new(table))?
+        .with_column(
+            TABLE_COLUMN,
+            case(col("kind"))
+                .when(lit(KIND_VALID), lit(Table::OdsEvent.path()))
+                .when(lit(KIND_REJECTED), lit(Table::OdsQuarantine.path()))
+                .otherwise(no_table)?,
+        )?
+        .with_column("run_id", lit(run_id))?
+        .with_column("detected_at", lit(detected_at))?;
+    let spec = WriteSpec {
+        warehouse: args.warehouse.clone(),
+        run_id: run_id.to_string(),
+        counters: STAT_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        value_counts: vec!["reason".into()],
+        limits: args.file_limits,
+    };
+    write(df, spec, name).await
 }
 
 /// One ODS partition's counters from the writers' report, with the
