@@ -78,8 +78,8 @@ pub(super) async fn load_ods_incremental(
     submitted::check()?;
     progress.stage("ods: committing");
     for f in &folders {
-        commit_load(store, args, run_id, &outcome, f, &summaries[&f.p]).await?;
-        settle(store, args, run_id, &f.p, started_at).await?;
+        let event = commit_load(store, args, run_id, &outcome, f, &summaries[&f.p]).await?;
+        write_settled(store, args, run_id, &f.p, &event, started_at).await?;
     }
     // partitions a killed run left half-settled
     for region in &args.regions {
@@ -202,7 +202,8 @@ async fn scan_new(
 }
 
 /// Commits one folder's load: its object list, then the event manifest
-/// listing the partition's files and loads so far (the commit point).
+/// listing the partition's files and loads so far (the commit point);
+/// returns that manifest.
 async fn commit_load(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
@@ -210,7 +211,7 @@ async fn commit_load(
     outcome: &WriteOutcome,
     f: &FolderLoad,
     s: &OdsSummary,
-) -> Result<Load> {
+) -> Result<Manifest> {
     let objects_file = loads::write_objects(store, &args.warehouse, &f.p, run_id, &f.new).await?;
     let load = Load {
         run_id: run_id.to_string(),
@@ -237,7 +238,7 @@ async fn commit_load(
     lineage.loads.push(load.clone());
     files.extend(new_files);
     let dir = f.p.location(&Table::OdsEvent.location(&args.warehouse));
-    commit::commit_files_with(
+    let event = commit::commit_files_with(
         store.as_ref(),
         run_id,
         JOB,
@@ -252,7 +253,7 @@ async fn commit_load(
         // the loads of a version this one replaced are nobody's now
         loads::remove_unlisted(store, &args.warehouse, &f.p, &lineage_files(&load)).await?;
     }
-    Ok(load)
+    Ok(event)
 }
 
 fn lineage_files(load: &Load) -> Vec<String> {
@@ -272,24 +273,8 @@ fn carried(names: &[String]) -> Vec<DataFile> {
         .collect()
 }
 
-/// Brings partition `p`'s quarantine and load statistics to what its
-/// loads add up to, after the event manifest committed a load.
-async fn settle(
-    store: &Arc<dyn ObjectStore>,
-    args: &LayeringArgs,
-    run_id: &str,
-    p: &PartitionRef,
-    started_at: i64,
-) -> Result<()> {
-    let dir = p.location(&Table::OdsEvent.location(&args.warehouse));
-    let Some(event) = commit::read_manifest(store.as_ref(), &dir).await? else {
-        return Ok(());
-    };
-    write_settled(store, args, run_id, p, &event, started_at).await
-}
-
-/// [`settle`] for a partition this run did not load, when a killed run
-/// committed its event manifest but not the two tables that follow it.
+/// [`write_settled`] for a partition this run did not load, when a killed
+/// run committed its event manifest but not the two tables that follow it.
 async fn settle_if_needed(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
@@ -318,6 +303,8 @@ fn settled_inputs(p: &PartitionRef, event: &Manifest) -> BTreeMap<String, String
     BTreeMap::from([(input_name(Table::OdsEvent, p), event.run_id.clone())])
 }
 
+/// Brings partition `p`'s quarantine and load statistics to what the
+/// loads of its event version `event` add up to.
 async fn write_settled(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
