@@ -171,14 +171,30 @@ async fn incremental_runs_equal_a_full_run_at_every_cut() {
     let w = World::new("incremental-cuts");
     let objects = staged(&w).await;
     let slice = objects.len().div_ceil(4);
+    let mut patched = Vec::new();
     for (i, part) in objects.chunks(slice).enumerate() {
         deliver(&w, part).await;
         let out = run(daily(&w, None, true), w.dir.path());
-        out.ok();
+        let line = out.ok().lines().find(|l| l.starts_with("dwd patched"));
+        // the first run builds every DWD date; the later ones only append
+        assert_eq!(line.is_some(), i > 0, "run {i}:\n{}", out.stdout);
+        patched.extend(line.map(str::to_string));
         if i == 1 {
             assert_equals_full_run(&w, "middle").await;
         }
     }
+    eprintln!("{patched:#?}");
+    // the sample's retries and re-deliveries reach the patch's dedupe
+    assert!(
+        patched.iter().any(|l| !l.contains("(0 copied")),
+        "no run patched a copied event: {patched:?}"
+    );
+    // and some copy arrives after the one kept, yet wins (the fixed shuffle
+    // delivers one): its date is rewritten
+    assert!(
+        patched.iter().any(|l| !l.contains(" 0 dates rewritten")),
+        "no run rewrote a date: {patched:?}"
+    );
     assert_equals_full_run(&w, "last").await;
     // nothing new: nothing loaded, nothing rebuilt
     let out = run(daily(&w, None, true), w.dir.path());

@@ -190,6 +190,19 @@ pub struct DataFile {
     pub bytes: u64,
 }
 
+/// Files a new version lists again (their rows are its lineage's
+/// `carried_rows`).
+pub fn carried(names: &[String]) -> Vec<DataFile> {
+    names
+        .iter()
+        .map(|name| DataFile {
+            name: name.clone(),
+            rows: 0,
+            bytes: 0,
+        })
+        .collect()
+}
+
 /// What the writers of one job stage report: the files of every task
 /// attempt that succeeded, and their counters.
 #[derive(Debug, Clone, Default)]

@@ -54,6 +54,39 @@ pub struct WarehouseTableSpec {
     pub table: String,
     /// The table's root (`{warehouse}/{layer}/{table}`).
     pub location: Location,
+    /// Which of the listed files are read.
+    #[serde(default)]
+    pub files: FileSelect,
+}
+
+/// Which of the files a manifest lists a scan reads: all of them, or
+/// split by the run that wrote them (file names start `part-{run_id}-`),
+/// for an incremental run that tells its own appended rows from those
+/// committed before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileSelect {
+    /// Every listed file.
+    #[default]
+    All,
+    /// Only the files run `0` wrote.
+    OfRun(String),
+    /// Every listed file but those run `0` wrote.
+    NotOfRun(String),
+}
+
+impl FileSelect {
+    fn keeps(&self, name: &str) -> bool {
+        let of = |run: &str| {
+            name.strip_prefix("part-")
+                .and_then(|n| n.strip_prefix(run))
+                .is_some_and(|n| n.starts_with('-'))
+        };
+        match self {
+            FileSelect::All => true,
+            FileSelect::OfRun(run) => of(run),
+            FileSelect::NotOfRun(run) => !of(run),
+        }
+    }
 }
 
 /// One partitioned warehouse table, read through its manifests.
@@ -61,6 +94,7 @@ pub struct WarehouseTableSpec {
 pub struct WarehouseTable {
     table: Table,
     location: Location,
+    files: FileSelect,
 }
 
 impl WarehouseTable {
@@ -69,7 +103,13 @@ impl WarehouseTable {
         WarehouseTable {
             table,
             location: table.location(warehouse),
+            files: FileSelect::All,
         }
+    }
+
+    /// The same table, reading only the files `files` selects.
+    pub fn with_files(self, files: FileSelect) -> WarehouseTable {
+        WarehouseTable { files, ..self }
     }
 
     /// The plan form of this table.
@@ -77,6 +117,7 @@ impl WarehouseTable {
         WarehouseTableSpec {
             table: self.table.path().to_string(),
             location: self.location.clone(),
+            files: self.files.clone(),
         }
     }
 
@@ -91,6 +132,7 @@ impl WarehouseTable {
         Ok(WarehouseTable {
             table,
             location: spec.location,
+            files: spec.files,
         })
     }
 }
@@ -282,6 +324,10 @@ impl TableProvider for WarehouseTable {
                 ScalarValue::Utf8(Some(c.partition.region.clone())),
             ];
             for (key, size) in c.files {
+                let name = key.rsplit('/').next().unwrap_or(&key);
+                if !self.files.keeps(name) {
+                    continue;
+                }
                 files.push(PartitionedFile::new(key, size).with_partition_values(values.clone()));
             }
         }
@@ -431,6 +477,18 @@ mod tests {
             dt: NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap(),
             region: region.into(),
         }
+    }
+
+    #[test]
+    fn a_file_selection_tells_one_runs_files_by_name() {
+        let run = "20260607T101010Z-abcd1234";
+        let mine = format!("part-{run}-0-000.zstd.parquet");
+        let other = "part-20260607T101010Z-abcd12345-0-000.zstd.parquet";
+        let of = FileSelect::OfRun(run.into());
+        let not = FileSelect::NotOfRun(run.into());
+        assert!(of.keeps(&mine) && !not.keeps(&mine));
+        assert!(!of.keeps(other) && not.keeps(other));
+        assert!(FileSelect::All.keeps(other));
     }
 
     #[test]

@@ -94,7 +94,7 @@ async fn write_dwd(
 
 /// Registers `dim_user_raw` from `{warehouse}/dim/dim_user/` (CSV or
 /// Parquet).
-async fn register_dim_user(
+pub(super) async fn register_dim_user(
     ctx: &SessionContext,
     engine: &Engine,
     warehouse: &Location,
@@ -201,10 +201,11 @@ fn udf(ctx: &SessionContext, name: &str, args: Vec<Expr>) -> Result<Expr> {
 }
 
 /// The DWD query's input: the read set's ODS rows (`ods_parts`, from the
-/// registered `ods_src`) with their time zone (`CASE region WHEN …`, from
-/// `targets`), event time and local date.
-async fn timed_ods(
+/// registered ODS table `table`) with their time zone (`CASE region WHEN
+/// …`, from `targets`), event time and local date.
+pub(super) async fn timed_ods(
     ctx: &SessionContext,
+    table: &str,
     ods_parts: &BTreeSet<PartitionRef>,
     targets: &[(PartitionRef, String)],
 ) -> Result<DataFrame> {
@@ -224,7 +225,7 @@ async fn timed_ods(
     )?;
     let local_dt = udf(ctx, "tauc_local_date", vec![col("event_ts"), col("tz")])?;
     Ok(ctx
-        .table("ods_src")
+        .table(table)
         .await?
         .filter(read_set)?
         .with_column("tz", zone.end()?)?
@@ -238,14 +239,14 @@ async fn timed_ods(
 ///
 /// A row whose event id occurs once in the read set (nearly all) is its
 /// own kept row, on its own local date, when that date is a target and its
-/// collection date lies in that date's window. Only rows whose id is in
-/// `copied` (the ids seen more than once, found by a job of their own
-/// before this one: [`register_copied_ids`]) go through the per-target-date
-/// dedupe of layers.md, whose window — and so whose winner — depends on
-/// the DWD date being built; the winner's columns come out of the dedupe
-/// aggregate itself, packed in one binary value whose smallest is the
-/// winner (`engine::plan::row_pack`: a struct per group held ~11 KB a copied
-/// event). Without copies there is no dedupe at all.
+/// collection date lies in that date's window ([`singles`]). Only rows
+/// whose id is in `copied` (the ids seen more than once, found by a job of
+/// their own before this one: [`register_copied_ids`]) go through the
+/// per-target-date dedupe of layers.md, whose window — and so whose
+/// winner — depends on the DWD date being built; the winner's columns come
+/// out of the dedupe aggregate itself, packed in one binary value whose
+/// smallest is the winner (`engine::plan::row_pack`: a struct per group
+/// held ~11 KB a copied event). Without copies there is no dedupe at all.
 ///
 /// `copied` is a file of known size, so its two joins (anti, semi) are
 /// broadcast hash joins: the ODS rows are read where they are and never
@@ -264,50 +265,84 @@ async fn kept_rows(
     lateness_days: i64,
     any_copied: bool,
 ) -> Result<DataFrame> {
-    let after = days(1 + lateness_days);
-    // the kept rows' columns unqualified (as the view names them)
-    let kept =
-        |table: &str| -> Vec<Expr> { KEPT.iter().map(|c| qcol(table, c).alias(*c)).collect() };
-    let copied = || async { Ok::<_, Error>(ctx.table("copied").await?.alias("c")?) };
     let ods = ods.alias("o")?;
-
-    let mut alone = ods.clone();
-    if any_copied {
-        alone = alone.join(
-            copied().await?,
-            JoinType::LeftAnti,
-            &["o.event_id"],
-            &["c.event_id"],
-            None,
-        )?;
+    if !any_copied {
+        return singles(ods, targets, lateness_days);
     }
+    let alone = ods.clone().join(
+        copied(ctx).await?,
+        JoinType::LeftAnti,
+        &["o.event_id"],
+        &["c.event_id"],
+        None,
+    )?;
+    let copies = ods.join(
+        copied(ctx).await?,
+        JoinType::LeftSemi,
+        &["o.event_id"],
+        &["c.event_id"],
+        None,
+    )?;
+    let aggs = vec![rows_read("o").alias("copies"), min(pack(ctx)?).alias("w")];
+    let winners = window_groups(ctx, copies, targets, lateness_days, aggs)?
+        // (renamed on the way: DataFusion 55's `push_down_leaf_projections`
+        // fails on `o.region AS region` below the `get_field`s)
+        .select(vec![
+            qcol("o", "region").alias("p_region"),
+            qcol("t", "target_dt").alias("p_target"),
+            col("copies"),
+            unpack(ctx, col("w"), row_type)?.alias("r"),
+        ])?;
+    Ok(singles(alone, targets, lateness_days)?.union(unpacked(winners)?)?)
+}
+
+/// The registered `copied` ids, aliased `c`.
+pub(super) async fn copied(ctx: &SessionContext) -> Result<DataFrame> {
+    Ok(ctx.table("copied").await?.alias("c")?)
+}
+
+/// The kept rows of `alone` (aliased `o`), rows whose event id occurs once
+/// in the read set: each on its own local date, when that date is a
+/// target and the row's collection date lies in its window; `copies` 1.
+pub(super) fn singles(
+    alone: DataFrame,
+    targets: &[(PartitionRef, String)],
+    lateness_days: i64,
+) -> Result<DataFrame> {
     let target_dates = per_region_dates(
         "local_dt",
         targets.iter().map(|(p, _)| (p.region.as_str(), p.dt)),
     );
     let in_own_window = col("dt")
         .gt_eq(col("local_dt") - days(1))
-        .and(col("dt").lt_eq(col("local_dt") + after.clone()));
-    let singles = alone.filter(target_dates.and(in_own_window))?.select(
+        .and(col("dt").lt_eq(col("local_dt") + days(1 + lateness_days)));
+    Ok(alone.filter(target_dates.and(in_own_window))?.select(
         [
             qcol("o", "region").alias("region"),
             qcol("o", "local_dt").alias("target_dt"),
             lit(1i64).alias("copies"),
         ]
         .into_iter()
-        .chain(kept("o"))
+        .chain(KEPT.iter().map(|c| qcol("o", c).alias(*c)))
         .collect::<Vec<_>>(),
-    )?;
-    if !any_copied {
-        return Ok(singles);
-    }
+    )?)
+}
 
-    // every DWD date whose window holds the row, for the copied ids only
-    let rows = targets
+/// `rows` (aliased `o`) grouped per event id and target DWD date whose
+/// window holds them (the group columns `o.region`, `t.target_dt`,
+/// `o.event_id`), aggregated with `aggs`.
+pub(super) fn window_groups(
+    ctx: &SessionContext,
+    rows: DataFrame,
+    targets: &[(PartitionRef, String)],
+    lateness_days: i64,
+    aggs: Vec<Expr>,
+) -> Result<DataFrame> {
+    let values = targets
         .iter()
         .map(|(p, _)| vec![lit(p.region.as_str()), lit(date_value(p.dt))])
         .collect();
-    let values = LogicalPlanBuilder::values(rows)?.build()?;
+    let values = LogicalPlanBuilder::values(values)?.build()?;
     let target_list = DataFrame::new(ctx.state(), values)
         .select(vec![
             col("column1").alias("t_region"),
@@ -316,14 +351,13 @@ async fn kept_rows(
         .alias("t")?;
     let window = qcol("o", "dt")
         .gt_eq(qcol("t", "target_dt") - days(1))
-        .and(qcol("o", "dt").lt_eq(qcol("t", "target_dt") + after));
-    let packed = packed_columns()
-        .into_iter()
-        .map(|c| qcol("o", c))
-        .collect::<Vec<_>>();
-    let pack = udf(ctx, "tauc_pack_row", packed)?;
-    let unpack = udf(ctx, "tauc_unpack_row", vec![col("w"), lit(row_type)])?;
-    let winners = ods
+        .and(qcol("o", "dt").lt_eq(qcol("t", "target_dt") + days(1 + lateness_days)));
+    let groups = vec![
+        qcol("o", "region"),
+        qcol("t", "target_dt"),
+        qcol("o", "event_id"),
+    ];
+    Ok(rows
         .join(
             target_list,
             JoinType::Inner,
@@ -331,30 +365,25 @@ async fn kept_rows(
             &["t.t_region"],
             Some(window),
         )?
-        .join(
-            copied().await?,
-            JoinType::LeftSemi,
-            &["o.event_id"],
-            &["c.event_id"],
-            None,
-        )?
-        .aggregate(
-            vec![
-                qcol("o", "region"),
-                qcol("t", "target_dt"),
-                qcol("o", "event_id"),
-            ],
-            vec![rows_read("o").alias("copies"), min(pack).alias("w")],
-        )?
-        // (renamed on the way: DataFusion 55's `push_down_leaf_projections`
-        // fails on `o.region AS region` below the `get_field`s)
-        .select(vec![
-            qcol("o", "region").alias("p_region"),
-            qcol("t", "target_dt").alias("p_target"),
-            col("copies"),
-            unpack.alias("r"),
-        ])?;
-    let unpacked = [
+        .aggregate(groups, aggs)?)
+}
+
+/// One binary value per row of `o` whose smallest is the dedupe's winner
+/// ([`packed_columns`]).
+pub(super) fn pack(ctx: &SessionContext) -> Result<Expr> {
+    let packed = packed_columns().into_iter().map(|c| qcol("o", c)).collect();
+    udf(ctx, "tauc_pack_row", packed)
+}
+
+/// The struct `packed` (a [`pack`] value) stands for.
+pub(super) fn unpack(ctx: &SessionContext, packed: Expr, row_type: &str) -> Result<Expr> {
+    udf(ctx, "tauc_unpack_row", vec![packed, lit(row_type)])
+}
+
+/// The struct column `r` of `winners` (with `p_region`, `p_target`,
+/// `copies`) as kept rows.
+pub(super) fn unpacked(winners: DataFrame) -> Result<DataFrame> {
+    let columns = [
         col("p_region").alias("region"),
         col("p_target").alias("target_dt"),
         col("copies"),
@@ -362,7 +391,13 @@ async fn kept_rows(
     .into_iter()
     .chain(KEPT.iter().map(|c| get_field(col("r"), *c).alias(*c)))
     .collect::<Vec<_>>();
-    Ok(singles.union(winners.select(unpacked)?)?)
+    Ok(winners.select(columns)?)
+}
+
+/// The type name `tauc_unpack_row` is told for rows of `ods`.
+pub(super) fn row_type(ods: &DataFrame) -> Result<String> {
+    let packed = ods.clone().select_columns(&packed_columns())?;
+    Ok(DataType::Struct(packed.schema().as_arrow().fields().clone()).to_string())
 }
 
 /// How many ODS rows a group of the dedupe stands for: its distinct
@@ -372,12 +407,17 @@ async fn kept_rows(
 /// same either way, but a plain count would double the copies, and so the
 /// `duplicates` of `dwd_fe_dedupe_stats_di`. (`line_no` first: its digits
 /// end at the `:`, so no key can make two places read alike.)
-fn rows_read(table: &str) -> Expr {
-    count_distinct(concat(vec![
+pub(super) fn rows_read(table: &str) -> Expr {
+    count_distinct(place(table))
+}
+
+/// Where a row of `table` was read from: `{line_no}:{src_file}`.
+pub(super) fn place(table: &str) -> Expr {
+    concat(vec![
         cast(qcol(table, "line_no"), DataType::Utf8),
         lit(":"),
         qcol(table, "src_file"),
-    ]))
+    ])
 }
 
 /// The DWD query: [`kept_rows`] registered as `dwd_kept`, derived by the
@@ -406,7 +446,7 @@ const SCRATCH: &str = "_tmp";
 /// `region` a constant, and DataFusion then runs a count per region and id
 /// as a partially ordered aggregate that drains its groups a batch at a
 /// time, renumbering the rest (quadratic: 42 s of CPU at SF 10).
-async fn register_copied_ids(
+pub(super) async fn register_copied_ids(
     ctx: &SessionContext,
     scratch: &Location,
     ods: &DataFrame,
@@ -519,23 +559,7 @@ pub(super) async fn build_dwd(
         .keys()
         .map(|p| (p.clone(), zones[&p.region].name().to_string()))
         .collect();
-    // Rows read per ODS partition, from its manifest (under this run's lease).
-    let ods_table = Table::OdsEvent.location(&args.warehouse);
-    let mut ods_rows: BTreeMap<PartitionRef, u64> = BTreeMap::new();
-    let read_set: BTreeSet<PartitionRef> = chosen
-        .keys()
-        .flat_map(|p| {
-            window(p.dt, args.lateness_days).map(|c| PartitionRef {
-                dt: c,
-                region: p.region.clone(),
-            })
-        })
-        .collect();
-    for p in read_set {
-        if let Some(m) = commit::read_manifest(store.as_ref(), &p.location(&ods_table)).await? {
-            ods_rows.insert(p, m.rows);
-        }
-    }
+    let ods_rows = ods_rows(store, args, chosen.keys()).await?;
     let present: BTreeSet<PartitionRef> = ods_rows
         .iter()
         .filter(|(_, rows)| **rows > 0)
@@ -548,13 +572,11 @@ pub(super) async fn build_dwd(
             "ods_src",
             Arc::new(WarehouseTable::new(Table::OdsEvent, &args.warehouse)),
         )?;
-        let ods = timed_ods(ctx, &present, &targets).await?;
-        let scratch = args.warehouse.join(&format!("{SCRATCH}/{run_id}"));
+        let ods = timed_ods(ctx, "ods_src", &present, &targets).await?;
+        let scratch = scratch(args, run_id);
         let result = async {
             let copied = register_copied_ids(ctx, &scratch, &ods).await?;
-            let packed = ods.clone().select_columns(&packed_columns())?;
-            let row_type =
-                DataType::Struct(packed.schema().as_arrow().fields().clone()).to_string();
+            let row_type = row_type(&ods)?;
             let kept = kept_rows(
                 ctx,
                 ods,
@@ -565,26 +587,16 @@ pub(super) async fn build_dwd(
             )
             .await?;
             ctx.register_table("dwd_kept", kept.into_view())?;
-            let hashed = with_hash_joins(ctx);
-            let df = dwd_query(&hashed).await?;
-            tracing::debug!(plan = %df.logical_plan().display_indent(), "dwd query");
-            let spec = WriteSpec {
-                warehouse: args.warehouse.clone(),
-                run_id: run_id.to_string(),
-                counters: vec!["copies".into()],
-                value_counts: vec![],
-                limits: args.file_limits,
-            };
-            write_dwd(&hashed, df, spec, &args.warehouse).await
+            write_kept(ctx, args, run_id).await
         }
         .await;
-        if let Err(e) = commit::delete_prefix(store.as_ref(), &scratch).await {
-            // left behind, unread: not a reason to lose the run
-            tracing::warn!(error = %e, scratch = %scratch, "could not remove the run's scratch files; they are not part of any table and may be deleted by hand");
-        }
-        for t in ["ods_src", "dim_user_raw", "copied", "dwd_kept"] {
-            ctx.deregister_table(t)?;
-        }
+        clean_up(
+            ctx,
+            store,
+            &scratch,
+            &["ods_src", "dim_user_raw", "copied", "dwd_kept"],
+        )
+        .await?;
         outcome = result?;
     }
     let mut summaries = BTreeMap::new();
@@ -593,15 +605,7 @@ pub(super) async fn build_dwd(
         let cors_rows = outcome.rows(Table::DwdCorsError, p) as i64;
         // every kept row stands for `copies` rows read
         let duplicates = outcome.count(p, "copies") - trk_rows - cors_rows;
-        let rows_read = window(p.dt, args.lateness_days)
-            .map(|c| {
-                let key = PartitionRef {
-                    dt: c,
-                    region: p.region.clone(),
-                };
-                ods_rows.get(&key).copied().unwrap_or(0) as i64
-            })
-            .sum();
+        let rows_read = rows_read_of(p, &ods_rows, args.lateness_days);
         progress.advance(0, (trk_rows + cors_rows) as u64);
         let s = DwdSummary {
             rows_read,
@@ -626,32 +630,129 @@ pub(super) async fn build_dwd(
             lineage(&chosen[p]),
         )
         .await?;
-        let stats = RecordBatch::try_new(
-            Table::DwdDedupeStats.schema(),
-            vec![
-                Arc::new(Int64Array::from(vec![s.rows_read])),
-                Arc::new(Int64Array::from(vec![s.duplicates])),
-                Arc::new(Int64Array::from(vec![s.trk_rows + s.cors_rows])),
-                Arc::new(StringArray::from(vec![run_id])),
-            ],
-        )?;
-        commit::commit_table_with(
-            store,
-            run_id,
-            JOB,
-            &args.warehouse,
-            Table::DwdDedupeStats,
-            p,
-            vec![stats],
-            lineage(&chosen[p]),
-        )
-        .await?;
+        commit_stats(store, args, run_id, p, s, lineage(&chosen[p])).await?;
     }
     Ok((summaries, outcome.received()))
 }
 
+/// Derives the registered `dwd_kept` rows by `dwd.sql` and writes them
+/// (the executors do).
+pub(super) async fn write_kept(
+    ctx: &SessionContext,
+    args: &LayeringArgs,
+    run_id: &str,
+) -> Result<WriteOutcome> {
+    let hashed = with_hash_joins(ctx);
+    let df = dwd_query(&hashed).await?;
+    tracing::debug!(plan = %df.logical_plan().display_indent(), "dwd query");
+    let spec = WriteSpec {
+        warehouse: args.warehouse.clone(),
+        run_id: run_id.to_string(),
+        counters: vec!["copies".into()],
+        value_counts: vec![],
+        limits: args.file_limits,
+    };
+    write_dwd(&hashed, df, spec, &args.warehouse).await
+}
+
+/// The run's scratch folder in the warehouse.
+pub(super) fn scratch(args: &LayeringArgs, run_id: &str) -> Location {
+    args.warehouse.join(&format!("{SCRATCH}/{run_id}"))
+}
+
+/// Removes the run's scratch files and deregisters `tables`.
+pub(super) async fn clean_up(
+    ctx: &SessionContext,
+    store: &Arc<dyn ObjectStore>,
+    scratch: &Location,
+    tables: &[&str],
+) -> Result<()> {
+    if let Err(e) = commit::delete_prefix(store.as_ref(), scratch).await {
+        // left behind, unread: not a reason to lose the run
+        tracing::warn!(error = %e, scratch = %scratch, "could not remove the run's scratch files; they are not part of any table and may be deleted by hand");
+    }
+    for t in tables {
+        ctx.deregister_table(*t)?;
+    }
+    Ok(())
+}
+
+/// Rows per ODS partition of the windows of `targets`, from the manifests
+/// (read under this run's lease).
+pub(super) async fn ods_rows(
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    targets: impl Iterator<Item = &PartitionRef>,
+) -> Result<BTreeMap<PartitionRef, u64>> {
+    let ods_table = Table::OdsEvent.location(&args.warehouse);
+    let read_set: BTreeSet<PartitionRef> = targets
+        .flat_map(|p| {
+            window(p.dt, args.lateness_days).map(|c| PartitionRef {
+                dt: c,
+                region: p.region.clone(),
+            })
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for p in read_set {
+        if let Some(m) = commit::read_manifest(store.as_ref(), &p.location(&ods_table)).await? {
+            out.insert(p, m.rows);
+        }
+    }
+    Ok(out)
+}
+
+/// `rows_read` of DWD partition `p`: the valid ODS rows of its window.
+pub(super) fn rows_read_of(
+    p: &PartitionRef,
+    ods_rows: &BTreeMap<PartitionRef, u64>,
+    lateness_days: i64,
+) -> i64 {
+    window(p.dt, lateness_days)
+        .map(|c| {
+            let key = PartitionRef {
+                dt: c,
+                region: p.region.clone(),
+            };
+            ods_rows.get(&key).copied().unwrap_or(0) as i64
+        })
+        .sum()
+}
+
+/// Commits partition `p` of `dwd_fe_dedupe_stats_di`.
+pub(super) async fn commit_stats(
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    run_id: &str,
+    p: &PartitionRef,
+    s: &DwdSummary,
+    lineage: Lineage,
+) -> Result<()> {
+    let stats = RecordBatch::try_new(
+        Table::DwdDedupeStats.schema(),
+        vec![
+            Arc::new(Int64Array::from(vec![s.rows_read])),
+            Arc::new(Int64Array::from(vec![s.duplicates])),
+            Arc::new(Int64Array::from(vec![s.trk_rows + s.cors_rows])),
+            Arc::new(StringArray::from(vec![run_id])),
+        ],
+    )?;
+    commit::commit_table_with(
+        store,
+        run_id,
+        JOB,
+        &args.warehouse,
+        Table::DwdDedupeStats,
+        p,
+        vec![stats],
+        lineage,
+    )
+    .await?;
+    Ok(())
+}
+
 /// A DWD version's lineage: the ODS versions of its window.
-fn lineage(inputs: &BTreeMap<String, String>) -> Lineage {
+pub(super) fn lineage(inputs: &BTreeMap<String, String>) -> Lineage {
     Lineage {
         inputs: inputs.clone(),
         ..Default::default()

@@ -25,7 +25,7 @@ use crate::ingest::listing::list_folder;
 use crate::ingest::raw_scan::{Folder, RawEventsTable, RawSource};
 use crate::jobs::progress::Progress;
 use crate::warehouse::commit::{
-    self, DataFile, Lineage, Manifest, PartitionRef, WriteOutcome, input_name,
+    self, Lineage, Manifest, PartitionRef, WriteOutcome, carried, input_name,
 };
 use crate::warehouse::loads::{self, Load, RawObject};
 use crate::warehouse::tables::Table;
@@ -45,6 +45,8 @@ struct FolderLoad {
     new: Vec<RawObject>,
     /// Other objects in the folder.
     ignored: i64,
+    /// No version of the partition was committed before.
+    fresh: bool,
 }
 
 /// The incremental ODS stage; returns the summaries of the loads it
@@ -71,6 +73,11 @@ pub(super) async fn load_ods_incremental(
     for f in &folders {
         let mut s = ods_summary(&outcome, &f.p)?;
         s.stats.files_ignored = f.ignored;
+        s.appended_to = match (&f.previous, f.fresh) {
+            (Some(m), _) => Some(Some(m.run_id.clone())),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
         progress.advance(s.stats.files as u64, s.valid_rows + s.quarantined_rows());
         summaries.insert(f.p.clone(), s);
     }
@@ -130,12 +137,14 @@ async fn plan_folder(
             date,
             location,
         };
+        let fresh = manifest.is_none();
         return Ok(Some(FolderLoad {
             p,
             folder,
             previous: None,
             new: listed,
             ignored,
+            fresh,
         }));
     };
     let mut new = Vec::new();
@@ -161,6 +170,7 @@ async fn plan_folder(
         previous: Some(previous),
         new,
         ignored,
+        fresh: false,
     }))
 }
 
@@ -260,19 +270,6 @@ fn lineage_files(load: &Load) -> Vec<String> {
     load.objects_file.iter().cloned().collect()
 }
 
-/// Files a new version lists again; their rows are the lineage's
-/// `carried_rows`.
-fn carried(names: &[String]) -> Vec<DataFile> {
-    names
-        .iter()
-        .map(|name| DataFile {
-            name: name.clone(),
-            rows: 0,
-            bytes: 0,
-        })
-        .collect()
-}
-
 /// [`write_settled`] for a partition this run did not load, when a killed
 /// run committed its event manifest but not the two tables that follow it.
 async fn settle_if_needed(
@@ -343,6 +340,7 @@ async fn write_settled(
         },
         valid_rows: total.valid_rows as u64,
         quarantined: BTreeMap::from([(String::new(), total.quarantined_rows as u64)]),
+        appended_to: None,
     };
     let finished_at = Utc::now().timestamp_millis();
     let stats = load_stats_batch(&summary, run_id, started_at, finished_at)?;

@@ -226,6 +226,13 @@ impl Display for LayeringReport {
                 p.dt, p.region, s.rows_read, s.duplicates, s.trk_rows, s.cors_rows
             )?;
         }
+        if let Some(p) = &self.dwd_patch {
+            writeln!(
+                out,
+                "dwd patched with the run's new rows ({} copied event ids, {} dates rewritten)",
+                p.copied_ids, p.rewritten
+            )?;
+        }
         writeln!(
             out,
             "run {} committed: ods {:.1} s, dwd {:.1} s; {} result rows received ({} files, {} counters, no data rows)",

@@ -28,6 +28,7 @@
 //!    whatever order the days were loaded in.
 
 mod dwd;
+mod dwd_patch;
 mod incremental;
 mod job;
 mod ods;
@@ -172,6 +173,10 @@ pub struct OdsSummary {
     pub valid_rows: u64,
     /// Quarantined rows by reason.
     pub quarantined: BTreeMap<String, u64>,
+    /// An incremental load that appended to the partition: the version it
+    /// appended to (`Some(None)`: the partition is new). `None` for a load
+    /// that replaced the partition (every full run).
+    pub appended_to: Option<Option<String>>,
 }
 
 impl OdsSummary {
@@ -200,6 +205,16 @@ pub struct DwdSummary {
     pub cors_rows: i64,
 }
 
+/// How an incremental run patched its DWD dates instead of rebuilding
+/// them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatchSummary {
+    /// Event ids of the new rows that occur more than once in the read set.
+    pub copied_ids: u64,
+    /// Dates rewritten because a new copy beat a kept row.
+    pub rewritten: usize,
+}
+
 /// What a layering run did.
 #[derive(Debug, Clone, Default)]
 pub struct LayeringReport {
@@ -209,6 +224,9 @@ pub struct LayeringReport {
     pub ods: BTreeMap<PartitionRef, OdsSummary>,
     /// DWD partitions rebuilt.
     pub dwd: BTreeMap<PartitionRef, DwdSummary>,
+    /// How the DWD stage patched its dates, when it did (an incremental
+    /// run that only appended rows).
+    pub dwd_patch: Option<PatchSummary>,
     /// Seconds the ODS stage took.
     pub ods_secs: f64,
     /// Seconds the DWD stage took.
@@ -336,8 +354,27 @@ async fn stages(
     let t = Instant::now();
     progress.stage("dwd: deduplicating, deriving and writing DWD files");
     let chosen = dwd_targets(store, args).await?;
-    let (dwd, received) =
-        build_dwd(ctx, engine, store, args, zones, &chosen, &run_id, progress).await?;
+    let appended: BTreeMap<PartitionRef, Option<String>> = report
+        .ods
+        .iter()
+        .filter_map(|(p, s)| Some((p.clone(), s.appended_to.clone()?)))
+        .collect();
+    let patch = dwd_patch::patchable(store, args, &chosen, &appended, &run_id).await?;
+    let (dwd, received) = match patch {
+        Some(priors) => {
+            tracing::info!(
+                dates = priors.len(),
+                "patching the DWD dates with this run's new rows"
+            );
+            let (dwd, received, patched) = dwd_patch::patch_dwd(
+                ctx, engine, store, args, zones, &chosen, &priors, &run_id, progress,
+            )
+            .await?;
+            report.dwd_patch = Some(patched);
+            (dwd, received)
+        }
+        None => build_dwd(ctx, engine, store, args, zones, &chosen, &run_id, progress).await?,
+    };
     report.dwd = dwd;
     report.rows_received += received.0;
     report.files_received += received.1;

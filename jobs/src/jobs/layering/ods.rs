@@ -151,6 +151,7 @@ pub(super) fn ods_summary(outcome: &WriteOutcome, p: &PartitionRef) -> Result<Od
         stats,
         valid_rows: outcome.rows(Table::OdsEvent, p),
         quarantined,
+        appended_to: None,
     };
     let lhs = s.stats.lines - s.stats.blank_lines;
     let rhs = (s.valid_rows + s.quarantined_rows()) as i64;
