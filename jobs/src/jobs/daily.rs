@@ -12,7 +12,7 @@ use crate::engine::session::Engine;
 use crate::error::Result;
 use crate::jobs::job::{Job, Ready, RunSpec};
 use crate::jobs::layering::{LayeringArgs, LayeringOutput, LayeringRun};
-use crate::jobs::reports::{ReportsArgs, ReportsReport, ReportsRun, any_stale};
+use crate::jobs::reports::{ReportsArgs, ReportsReport, ReportsRun, stale_dates};
 use crate::warehouse::commit::PartitionRef;
 use crate::warehouse::tables::Table;
 
@@ -77,15 +77,21 @@ impl Ready for DailyRun {
         reports.args.dates = layering.args.dwd_dates().into_iter().collect();
         let incremental = layering.args.incremental;
         let layering = layering.run(ctx, engine).await?;
-        // An incremental run that changed no DWD partition reports only if
-        // a killed run left an ADS partition behind its inputs. Otherwise
-        // every date is reported, as a full run would: a date's anomaly
-        // baseline is the days before it.
-        let store = engine.registry.for_location(&reports.args.warehouse)?;
-        let reports = if incremental
-            && layering.report.dwd.is_empty()
-            && !any_stale(store.as_ref(), &reports.args).await?
-        {
+        // A full run reports every date. An incremental run reports the
+        // dates whose ADS partitions are behind the DWD rows they are built
+        // from (their date's, and the CORS errors of the two days before:
+        // the anomaly baseline) — those the layering changed, and any a
+        // killed run left behind — as one range (the reports read a range);
+        // the others already equal a full run's.
+        if incremental {
+            let store = engine.registry.for_location(&reports.args.warehouse)?;
+            let stale = stale_dates(store.as_ref(), &reports.args).await?;
+            reports.args.dates.retain(|d| {
+                stale.first().is_some_and(|first| first <= d)
+                    && stale.last().is_some_and(|last| d <= last)
+            });
+        }
+        let reports = if reports.args.dates.is_empty() {
             None
         } else {
             Some(reports.run(ctx, engine).await?)

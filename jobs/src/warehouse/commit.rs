@@ -148,6 +148,14 @@ pub fn new_run_id() -> String {
     format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &id[..8])
 }
 
+impl Manifest {
+    /// The version whose rows this one holds: its own run id, or the one
+    /// its files were carried over from unchanged ([`Lineage::content`]).
+    pub fn content_version(&self) -> &str {
+        self.lineage.content.as_deref().unwrap_or(&self.run_id)
+    }
+}
+
 /// Reads a partition's manifest; `None` when the partition was never
 /// committed.
 pub async fn read_manifest(store: &dyn ObjectStore, dir: &Location) -> Result<Option<Manifest>> {
@@ -741,7 +749,7 @@ pub async fn input_versions(
     for (table, p) in inputs {
         let dir = p.location(&table.location(warehouse));
         if let Some(m) = read_manifest(store, &dir).await? {
-            out.insert(input_name(*table, p), m.run_id);
+            out.insert(input_name(*table, p), m.content_version().to_string());
         }
     }
     Ok(out)

@@ -20,6 +20,13 @@ pub struct Lineage {
     /// version read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
+    /// The run id of the version whose files this one lists unchanged, when
+    /// a run committed the partition again without changing its rows (an
+    /// incremental DWD patch that added nothing to a date): what the
+    /// partitions built from it compare, so they are not rebuilt for
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
     /// Rows of files carried over from the previous version (an appended
     /// partition lists them again without their counts).
     #[serde(skip)]

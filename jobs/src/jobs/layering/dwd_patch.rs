@@ -263,9 +263,13 @@ pub(super) async fn patch_dwd(
             } else {
                 (carried(&m.files), m.rows)
             };
-            files.extend(appended.files_of(t, p));
+            let added = appended.files_of(t, p);
+            // rows unchanged: the partitions built from it need no rebuild
+            let content = (!rewrite && added.is_empty()).then(|| m.content_version().to_string());
+            files.extend(added);
             let lineage = Lineage {
                 carried_rows,
+                content,
                 ..lineage(&chosen[p])
             };
             let dir = p.location(&t.location(&args.warehouse));

@@ -144,20 +144,22 @@ async fn ads_inputs(
     commit::input_versions(store, warehouse, &inputs).await
 }
 
-/// Is any ADS partition of `args`' dates and regions missing, or built
-/// from DWD versions that have moved on since?
-pub async fn any_stale(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<bool> {
-    for region in &args.regions {
-        for d in &args.dates {
+/// The dates of `args` with an ADS partition (of any region) missing, or
+/// built from DWD rows that have changed since.
+pub async fn stale_dates(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<Vec<NaiveDate>> {
+    let mut out = Vec::new();
+    for d in &args.dates {
+        for region in &args.regions {
             let p = PartitionRef {
                 dt: *d,
                 region: region.clone(),
             };
             let inputs = ads_inputs(store, &args.warehouse, &p).await?;
             if commit::stale(store, &args.warehouse, &Table::REPORTS, &p, &inputs).await? {
-                return Ok(true);
+                out.push(*d);
+                break;
             }
         }
     }
-    Ok(false)
+    Ok(out)
 }

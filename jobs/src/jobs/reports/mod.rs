@@ -22,7 +22,7 @@ mod plans;
 mod queries;
 pub mod settlement;
 
-pub use self::commit_ads::any_stale;
+pub use self::commit_ads::stale_dates;
 pub use self::inputs::{ReportsInputs, load_contracts, load_funnels};
 pub use self::job::{Reports, ReportsRun};
 
