@@ -104,6 +104,11 @@ pub struct SubmitArgs {
     #[arg(long)]
     #[serde(skip)]
     pub incremental: bool,
+    /// With --incremental: compact a partition's files under 32 MiB once
+    /// it holds this many (the small files micro-batches append).
+    #[arg(long, env = "TAUC_COMPACT_FILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..))]
+    #[serde(skip)]
+    pub compact_files: u16,
     /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
     #[serde(flatten)]
@@ -181,6 +186,7 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         metrics_file: s.metrics_file.clone(),
         on_cluster: scheduler.is_some(),
         incremental: s.incremental,
+        compact_files: s.compact_files as usize,
     };
     // the job's inputs are checked before the engine starts
     let ready = job.check(&r.engine, &spec).await?;

@@ -56,6 +56,9 @@ pub struct RunSpec {
     pub on_cluster: bool,
     /// `--incremental`: load only new raw objects (layering, daily).
     pub incremental: bool,
+    /// `--compact-files`: small files that make an appended partition
+    /// compacted.
+    pub compact_files: usize,
 }
 
 /// A job of the registry.

@@ -72,6 +72,8 @@ pub enum FileSelect {
     OfRun(String),
     /// Every listed file but those run `0` wrote.
     NotOfRun(String),
+    /// Only the files named (a compaction's inputs).
+    Named(std::collections::BTreeSet<String>),
 }
 
 impl FileSelect {
@@ -85,6 +87,7 @@ impl FileSelect {
             FileSelect::All => true,
             FileSelect::OfRun(run) => of(run),
             FileSelect::NotOfRun(run) => !of(run),
+            FileSelect::Named(names) => names.contains(name),
         }
     }
 }

@@ -74,7 +74,7 @@ pub(super) async fn load_ods_incremental(
         let mut s = ods_summary(&outcome, &f.p)?;
         s.stats.files_ignored = f.ignored;
         s.appended_to = match (&f.previous, f.fresh) {
-            (Some(m), _) => Some(Some(m.run_id.clone())),
+            (Some(m), _) => Some(Some(m.content_version().to_string())),
             (None, true) => Some(None),
             (None, false) => None,
         };
@@ -245,6 +245,9 @@ async fn commit_load(
         None => (Vec::new(), Lineage::default()),
     };
     lineage.carried_rows = f.previous.as_ref().map_or(0, |m| m.rows);
+    // new rows: this version is content of its own (a compacted previous
+    // version named another's)
+    lineage.content = None;
     lineage.loads.push(load.clone());
     files.extend(new_files);
     let dir = f.p.location(&Table::OdsEvent.location(&args.warehouse));
@@ -297,7 +300,8 @@ async fn settle_if_needed(
 
 /// What the quarantine and statistics of `p` follow: its event version.
 fn settled_inputs(p: &PartitionRef, event: &Manifest) -> BTreeMap<String, String> {
-    BTreeMap::from([(input_name(Table::OdsEvent, p), event.run_id.clone())])
+    let version = event.content_version().to_string();
+    BTreeMap::from([(input_name(Table::OdsEvent, p), version)])
 }
 
 /// Brings partition `p`'s quarantine and load statistics to what the

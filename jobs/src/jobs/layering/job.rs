@@ -65,6 +65,7 @@ impl LayeringArgs {
             file_limits: spec.file_limits,
             lease_wait: spec.lease_wait,
             incremental: spec.incremental,
+            compact_files: spec.compact_files,
         }
     }
 }
@@ -224,6 +225,13 @@ impl Display for LayeringReport {
                 out,
                 "dwd dt={} region={}: read={} duplicates={} events={} cors_errors={}",
                 p.dt, p.region, s.rows_read, s.duplicates, s.trk_rows, s.cors_rows
+            )?;
+        }
+        if self.compacted > 0 {
+            writeln!(
+                out,
+                "compacted the small files of {} partitions",
+                self.compacted
             )?;
         }
         if let Some(p) = &self.dwd_patch {

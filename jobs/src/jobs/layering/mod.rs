@@ -27,6 +27,7 @@
 //!    reads only its own window, the result equals a rebuild from scratch
 //!    whatever order the days were loaded in.
 
+pub mod compact;
 mod dwd;
 mod dwd_patch;
 mod incremental;
@@ -53,6 +54,7 @@ use crate::jobs::progress::Progress;
 use crate::store::Location;
 use crate::warehouse::commit::{PartitionRef, new_run_id};
 use crate::warehouse::lease;
+use crate::warehouse::tables::Table;
 use crate::warehouse::writer::FileLimits;
 
 use self::dwd::{build_dwd, dwd_targets};
@@ -91,6 +93,8 @@ pub struct LayeringArgs {
     /// the DWD dates whose ODS window moved (layers.md, "Incremental
     /// loads").
     pub incremental: bool,
+    /// How many small files make an appended partition compacted.
+    pub compact_files: usize,
 }
 
 impl LayeringArgs {
@@ -108,6 +112,7 @@ impl LayeringArgs {
             file_limits: FileLimits::default(),
             lease_wait: Duration::from_secs(600),
             incremental: false,
+            compact_files: compact::SMALL_FILES,
         }
     }
 
@@ -227,6 +232,8 @@ pub struct LayeringReport {
     /// How the DWD stage patched its dates, when it did (an incremental
     /// run that only appended rows).
     pub dwd_patch: Option<PatchSummary>,
+    /// Partitions whose small files an incremental run compacted.
+    pub compacted: usize,
     /// Seconds the ODS stage took.
     pub ods_secs: f64,
     /// Seconds the DWD stage took.
@@ -379,5 +386,19 @@ async fn stages(
     report.rows_received += received.0;
     report.files_received += received.1;
     report.dwd_secs = t.elapsed().as_secs_f64();
+    if args.incremental {
+        progress.stage("compacting small files");
+        let mut grown: BTreeSet<(Table, PartitionRef)> = appended
+            .keys()
+            .map(|p| (Table::OdsEvent, p.clone()))
+            .collect();
+        if report.dwd_patch.is_some() {
+            for p in report.dwd.keys() {
+                grown.insert((Table::DwdTrkEvent, p.clone()));
+                grown.insert((Table::DwdCorsError, p.clone()));
+            }
+        }
+        report.compacted = compact::compact(ctx, store, args, &grown).await?;
+    }
     Ok(())
 }
