@@ -56,6 +56,11 @@ pub struct RunSpec {
     pub on_cluster: bool,
     /// `--incremental`: load only new raw objects (layering, daily).
     pub incremental: bool,
+    /// Where an incremental run's listings start (`--listing-guard`,
+    /// `--listing-skew`, `--full-listing-every`).
+    pub listing: crate::ingest::offsets::ListingRules,
+    /// `--compact-loads-above`.
+    pub compact_above: usize,
 }
 
 /// A job of the registry.
