@@ -125,6 +125,12 @@ pub struct FileConfig {
     pub strict_dims: Option<bool>,
     /// Seconds a replaced data file stays for running queries.
     pub keep_replaced_secs: Option<u64>,
+    /// How often an incremental run lists each raw folder whole, e.g. `1h`.
+    pub full_listing_every: Option<String>,
+    /// `G` of the offset listings, e.g. `15m`.
+    pub listing_guard: Option<String>,
+    /// `S` of the offset listings, e.g. `2m`.
+    pub listing_skew: Option<String>,
     /// S3 client options.
     #[serde(default)]
     pub s3: S3Options,

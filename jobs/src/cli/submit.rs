@@ -148,7 +148,9 @@ pub struct SubmitArgs {
 fn parse_compact_above(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("'{s}' is not a whole number of loads of at least 1")),
+        _ => Err(format!(
+            "'{s}' is not a whole number of loads of at least 1"
+        )),
     }
 }
 

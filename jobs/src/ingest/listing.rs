@@ -151,7 +151,9 @@ pub async fn list_folder(
             let pager: Arc<dyn PaginatedListStore> = pager.clone();
             list_after(pager, &folder.prefix, offset.clone(), None, skipped.clone())
         }
-        (None, Some(o)) => store.list_with_offset(Some(&folder.path()), &path::Path::from(o.as_str())),
+        (None, Some(o)) => {
+            store.list_with_offset(Some(&folder.path()), &path::Path::from(o.as_str()))
+        }
         (None, None) => store.list(Some(&folder.path())),
     };
     let metas: Vec<ObjectMeta> = listing.try_collect().await?;

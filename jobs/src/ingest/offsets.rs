@@ -81,7 +81,7 @@ pub fn uploader_key(name: &str, date: NaiveDate) -> Option<(i64, u32)> {
 /// The name (under the folder) a partial listing starts after, from the
 /// newest `first_ts` loaded per partition; `None` (list it whole) when no
 /// uploader-named batch is loaded yet.
-pub fn start_after(newest: &BTreeMap<u32, i64>, rules: &ListingRules) -> Option<String> {
+pub fn start_after(newest: &BTreeMap<String, i64>, rules: &ListingRules) -> Option<String> {
     let top = *newest.values().max()?;
     let guard = millis(rules.guard);
     let oldest_active = newest
@@ -126,7 +126,7 @@ pub fn next_listing<'a>(
 ) -> Listing {
     let mut newest = previous.map(|l| l.newest.clone()).unwrap_or_default();
     for (ts, partition) in batches.into_iter().filter_map(|n| uploader_key(n, date)) {
-        let t = newest.entry(partition).or_insert(ts);
+        let t = newest.entry(partition.to_string()).or_insert(ts);
         *t = (*t).max(ts);
     }
     let kept = match (previous, start) {
@@ -159,6 +159,10 @@ mod tests {
 
     fn day() -> NaiveDate {
         DAY.parse().unwrap()
+    }
+
+    fn newest(pairs: &[(u32, i64)]) -> BTreeMap<String, i64> {
+        pairs.iter().map(|(p, t)| (p.to_string(), *t)).collect()
     }
 
     fn rules() -> ListingRules {
@@ -194,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_start_is_the_oldest_active_partition_less_the_skew() {
-        let newest = BTreeMap::from([(0, NOON), (1, NOON - 30_000), (2, NOON - 5_000)]);
+        let newest = newest(&[(0, NOON), (1, NOON - 30_000), (2, NOON - 5_000)]);
         let start = start_after(&newest, &rules()).unwrap();
         assert_eq!(start, format!("messages-{}", NOON - 30_000 - 60_000));
         // every key of partition 1 from its newest on sorts above it
@@ -209,27 +213,31 @@ mod tests {
     #[test]
     fn a_partition_idle_beyond_the_guard_stops_holding_the_start() {
         let lagging = NOON - 600_000; // exactly G behind: still active
-        let newest = BTreeMap::from([(0, NOON), (1, lagging)]);
+        let newest = newest(&[(0, NOON), (1, lagging)]);
         let start = start_after(&newest, &rules()).unwrap();
         assert_eq!(start, format!("messages-{}", lagging - 60_000));
-        let stopped = BTreeMap::from([(0, NOON), (1, lagging - 1)]);
+        let stopped = newest(&[(0, NOON), (1, lagging - 1)]);
         let start = start_after(&stopped, &rules()).unwrap();
         assert_eq!(start, format!("messages-{}", NOON - 60_000));
     }
 
     #[test]
     fn the_start_never_goes_below_zero_and_names_sorting_low_stay_below_it() {
-        let newest = BTreeMap::from([(0, 10)]);
+        let newest = newest(&[(0, 10)]);
         assert_eq!(
             start_after(&newest, &rules()).unwrap(),
             "messages-0000000000000"
         );
-        let start = start_after(&BTreeMap::from([(0, NOON)]), &rules()).unwrap();
+        let start = start_after(&newest(&[(0, NOON)]), &rules()).unwrap();
         for low in ["messages-0000000000000-x.txt", "messages-1.txt", "a.json"] {
             assert!(low < start.as_str(), "{low}");
         }
         // these sort above every uploader key: a partial listing sees them
-        for high in ["messages-x.txt", "messages-9171871200000-3-42.txt", "zz.json"] {
+        for high in [
+            "messages-x.txt",
+            "messages-9171871200000-3-42.txt",
+            "zz.json",
+        ] {
             assert!(high > start.as_str(), "{high}");
         }
         assert_eq!(start_after(&BTreeMap::new(), &rules()), None);
@@ -238,7 +246,7 @@ mod tests {
     #[test]
     fn a_full_listing_is_due_without_state_or_after_the_period() {
         let state = Listing {
-            newest: BTreeMap::from([(0, NOON)]),
+            newest: newest(&[(0, NOON)]),
             ignored: Vec::new(),
         };
         let r = rules();
@@ -258,7 +266,7 @@ mod tests {
     #[test]
     fn ignored_names_below_the_start_are_kept_the_rest_replaced() {
         let previous = Listing {
-            newest: BTreeMap::from([(0, NOON - 1)]),
+            newest: newest(&[(0, NOON - 1)]),
             ignored: vec!["a.json".into(), "messages-x.txt".into(), "z".into()],
         };
         let start = format!("messages-{}", NOON - 60_000);
@@ -272,7 +280,7 @@ mod tests {
             &seen,
         );
         assert_eq!(next.ignored, vec!["a.json".to_string(), "y".into()]);
-        assert_eq!(next.newest, BTreeMap::from([(0, NOON)]));
+        assert_eq!(next.newest, newest(&[(0, NOON)]));
         // a full listing resets the set
         let full = next_listing(Some(&previous), None, day(), [], &seen);
         assert_eq!(full.ignored, seen);

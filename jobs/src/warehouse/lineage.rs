@@ -96,9 +96,11 @@ fn is_zero(n: &u64) -> bool {
 pub struct Listing {
     /// Per Kafka partition of the uploader-named keys loaded
     /// (`messages-{first_ts}-{partition}-{offset}.txt`, `first_ts` in the
-    /// folder's day): the newest `first_ts` loaded, epoch ms.
+    /// folder's day): the newest `first_ts` loaded, epoch ms. (The
+    /// partition as decimal text: the manifest's flattened lineage reads
+    /// map keys as strings only.)
     #[serde(default)]
-    pub newest: BTreeMap<u32, i64>,
+    pub newest: BTreeMap<String, i64>,
     /// The objects of the folder that are not batches (their names under
     /// the folder), as the listings so far saw them: `files_ignored` is
     /// their number.

@@ -24,12 +24,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Typ
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use datafusion::parquet::basic::Compression;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use datafusion::parquet::file::properties::WriterProperties;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -60,7 +60,14 @@ pub async fn write_objects(
     run_id: &str,
     objects: &[RawObject],
 ) -> Result<String> {
-    write_list(store, warehouse, p, &format!("objects-{run_id}.parquet"), objects).await
+    write_list(
+        store,
+        warehouse,
+        p,
+        &format!("objects-{run_id}.parquet"),
+        objects,
+    )
+    .await
 }
 
 /// Rows per row group of an object list: a partial listing reads only
@@ -179,7 +186,11 @@ async fn read_list(
         })
         .map(|(i, _)| i)
         .collect();
-    let batches: Vec<RecordBatch> = builder.with_row_groups(groups).build()?.try_collect().await?;
+    let batches: Vec<RecordBatch> = builder
+        .with_row_groups(groups)
+        .build()?
+        .try_collect()
+        .await?;
     for batch in &batches {
         read_batch(batch, after, out)?;
     }

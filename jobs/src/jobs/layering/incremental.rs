@@ -404,7 +404,10 @@ async fn commit_load(
 }
 
 fn lineage_files(loads: &[Load]) -> Vec<String> {
-    loads.iter().filter_map(|l| l.objects_file.clone()).collect()
+    loads
+        .iter()
+        .filter_map(|l| l.objects_file.clone())
+        .collect()
 }
 
 /// Files a new version lists again; their rows are the lineage's
