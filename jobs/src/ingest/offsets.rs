@@ -161,7 +161,7 @@ mod tests {
         DAY.parse().unwrap()
     }
 
-    fn newest(pairs: &[(u32, i64)]) -> BTreeMap<String, i64> {
+    fn by_partition(pairs: &[(u32, i64)]) -> BTreeMap<String, i64> {
         pairs.iter().map(|(p, t)| (p.to_string(), *t)).collect()
     }
 
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_start_is_the_oldest_active_partition_less_the_skew() {
-        let newest = newest(&[(0, NOON), (1, NOON - 30_000), (2, NOON - 5_000)]);
+        let newest = by_partition(&[(0, NOON), (1, NOON - 30_000), (2, NOON - 5_000)]);
         let start = start_after(&newest, &rules()).unwrap();
         assert_eq!(start, format!("messages-{}", NOON - 30_000 - 60_000));
         // every key of partition 1 from its newest on sorts above it
@@ -213,22 +213,22 @@ mod tests {
     #[test]
     fn a_partition_idle_beyond_the_guard_stops_holding_the_start() {
         let lagging = NOON - 600_000; // exactly G behind: still active
-        let newest = newest(&[(0, NOON), (1, lagging)]);
+        let newest = by_partition(&[(0, NOON), (1, lagging)]);
         let start = start_after(&newest, &rules()).unwrap();
         assert_eq!(start, format!("messages-{}", lagging - 60_000));
-        let stopped = newest(&[(0, NOON), (1, lagging - 1)]);
+        let stopped = by_partition(&[(0, NOON), (1, lagging - 1)]);
         let start = start_after(&stopped, &rules()).unwrap();
         assert_eq!(start, format!("messages-{}", NOON - 60_000));
     }
 
     #[test]
     fn the_start_never_goes_below_zero_and_names_sorting_low_stay_below_it() {
-        let newest = newest(&[(0, 10)]);
+        let newest = by_partition(&[(0, 10)]);
         assert_eq!(
             start_after(&newest, &rules()).unwrap(),
             "messages-0000000000000"
         );
-        let start = start_after(&newest(&[(0, NOON)]), &rules()).unwrap();
+        let start = start_after(&by_partition(&[(0, NOON)]), &rules()).unwrap();
         for low in ["messages-0000000000000-x.txt", "messages-1.txt", "a.json"] {
             assert!(low < start.as_str(), "{low}");
         }
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn a_full_listing_is_due_without_state_or_after_the_period() {
         let state = Listing {
-            newest: newest(&[(0, NOON)]),
+            newest: by_partition(&[(0, NOON)]),
             ignored: Vec::new(),
         };
         let r = rules();
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn ignored_names_below_the_start_are_kept_the_rest_replaced() {
         let previous = Listing {
-            newest: newest(&[(0, NOON - 1)]),
+            newest: by_partition(&[(0, NOON - 1)]),
             ignored: vec!["a.json".into(), "messages-x.txt".into(), "z".into()],
         };
         let start = format!("messages-{}", NOON - 60_000);
@@ -280,7 +280,7 @@ mod tests {
             &seen,
         );
         assert_eq!(next.ignored, vec!["a.json".to_string(), "y".into()]);
-        assert_eq!(next.newest, newest(&[(0, NOON)]));
+        assert_eq!(next.newest, by_partition(&[(0, NOON)]));
         // a full listing resets the set
         let full = next_listing(Some(&previous), None, day(), [], &seen);
         assert_eq!(full.ignored, seen);

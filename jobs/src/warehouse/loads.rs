@@ -11,8 +11,10 @@
 //!
 //! The object lists live outside the tables, under
 //! `{warehouse}/_loads/dt=…/region=…/objects-{run_id}.parquet`, one small
-//! file per load: an incremental run reads them to know what is new, and
-//! no reader of the tables ever sees them.
+//! file per load in key order (`folded-{run_id}.parquet` for loads folded
+//! into one, [`fold`]): an incremental run reads those that can hold keys
+//! above its listing's start to know what is new, and no reader of the
+//! tables ever sees them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
