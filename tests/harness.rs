@@ -268,6 +268,11 @@ impl World {
             .expect("body")
     }
 
+    /// Deletes an object (a key within the bucket).
+    pub async fn delete(&self, key: &str) {
+        self.store().delete(&key.into()).await.expect("delete");
+    }
+
     /// Lists every key under a prefix.
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         use futures::TryStreamExt;

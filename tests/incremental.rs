@@ -23,10 +23,15 @@ const SKIP: [&str; 5] = [
 
 /// A three-day, two-region sample (every dirty case) written under
 /// `staging/`, with its DIM tables in the world's warehouse; returns the
-/// raw objects as `(key under raw/, body)`, in delivery order: shuffled
-/// (not the keys' order), plus a re-delivery of a 2024-06-19 object into
+/// raw objects as `(key under raw/, body)`, in delivery order (see
+/// [`uploader_order`]), plus a re-delivery of a 2024-06-19 object into
 /// the 2024-06-18 folder, delivered last.
 async fn staged(w: &World) -> Vec<(String, bytes::Bytes)> {
+    staged_with(w, "300", "50").await
+}
+
+/// [`staged`] with `events` a day and `lines` per object.
+async fn staged_with(w: &World, events: &str, lines: &str) -> Vec<(String, bytes::Bytes)> {
     let staging = format!("s3://{}/staging", w.bucket);
     let args = [
         "sample",
@@ -37,7 +42,9 @@ async fn staged(w: &World) -> Vec<(String, bytes::Bytes)> {
         "--regions",
         "aps1,use1",
         "--events-per-day",
-        "300",
+        events,
+        "--lines-per-file",
+        lines,
     ];
     let mut cmd = Command::new(bin("tauc-job"));
     cmd.args(args).args(flags(w, Some(&staging), None));
@@ -48,19 +55,14 @@ async fn staged(w: &World) -> Vec<(String, bytes::Bytes)> {
             .strip_prefix("staging/")
             .expect("staged key")
             .to_string();
-        objects.push((rel, w.get(&key).await));
+        objects.push((uploader_name(&rel), w.get(&key).await));
     }
     assert!(
         objects.len() > 20,
         "the sample wrote {} objects",
         objects.len()
     );
-    // a fixed shuffle: by a hash of the key
-    objects.sort_by_key(|(k, _)| {
-        k.bytes().fold(1469598103934665603u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(1099511628211)
-        })
-    });
+    let mut objects = uploader_order(objects);
     let (key, body) = objects
         .iter()
         .find(|(k, _)| k.contains("/aps1/2024/06/19/messages-"))
@@ -73,6 +75,82 @@ async fn staged(w: &World) -> Vec<(String, bytes::Bytes)> {
     );
     objects.push((again, body));
     objects
+}
+
+/// The uploader's name for a sample object: the sample writes
+/// `messages-{first_ts}-{n}.txt`; the uploader
+/// `messages-{first_ts}-{partition}-{offset}.txt`, here over three Kafka
+/// partitions.
+fn uploader_name(key: &str) -> String {
+    let (dir, name) = key.rsplit_once('/').expect("a folder");
+    let Some((ts, n)) = name
+        .strip_prefix("messages-")
+        .and_then(|r| r.strip_suffix(".txt"))
+        .and_then(|r| r.split_once('-'))
+    else {
+        return key.to_string();
+    };
+    let n: u32 = n.parse().expect("the sample's object number");
+    format!("{dir}/messages-{ts}-{}-{n}.txt", n % 3)
+}
+
+/// The objects in a fixed shuffle (by a hash of the key) across folders
+/// and Kafka partitions, but as the uploader delivers them: each
+/// partition's objects in key order (it writes a partition strictly in
+/// order), every partition's first batch of the day first and in key
+/// order (its uploader was running when the day began), and the folders'
+/// other objects before them. (A batch of a partition not seen yet whose key sorts below the
+/// start, or an ignored object appearing there, is seen by the next full
+/// listing only — the other tests check that.)
+fn uploader_order(mut objects: Vec<(String, bytes::Bytes)>) -> Vec<(String, bytes::Bytes)> {
+    objects.sort_by_key(|(k, _)| {
+        k.bytes().fold(1469598103934665603u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(1099511628211)
+        })
+    });
+    let group = |k: &str| {
+        let (dir, name) = k.rsplit_once('/').unwrap();
+        match name.strip_suffix(".txt").map(|n| n.rsplit('-').nth(1)) {
+            Some(Some(partition)) => Some(format!("{dir} {partition}")),
+            _ => None,
+        }
+    };
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (k, _)) in objects.iter().enumerate() {
+        if let Some(g) = group(k) {
+            groups.entry(g).or_default().push(i);
+        }
+    }
+    let mut ordered = objects.clone();
+    for slots in groups.values() {
+        let mut members: Vec<_> = slots.iter().map(|&i| objects[i].clone()).collect();
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        for (&slot, m) in slots.iter().zip(members) {
+            ordered[slot] = m;
+        }
+    }
+    let firsts: Vec<usize> = groups
+        .values()
+        .map(|slots| *slots.iter().min_by_key(|&&i| &ordered[i].0).unwrap())
+        .collect();
+    let rank = |i: usize, k: &str| match group(k) {
+        None => 0,
+        Some(_) if firsts.contains(&i) => 1,
+        Some(_) => 2,
+    };
+    let mut ranked: Vec<_> = ordered.into_iter().enumerate().collect();
+    // stable: the shuffle stays within the other objects and the rest;
+    // the first batches arrive as the day began, in key order
+    ranked.sort_by(|(i, (a, _)), (j, (b, _))| {
+        let (ra, rb) = (rank(*i, a), rank(*j, b));
+        let by_key = if ra == 1 && rb == 1 {
+            a.cmp(b)
+        } else {
+            std::cmp::Ordering::Equal
+        };
+        ra.cmp(&rb).then(by_key)
+    });
+    ranked.into_iter().map(|(_, o)| o).collect()
 }
 
 async fn deliver(w: &World, objects: &[(String, bytes::Bytes)]) {
@@ -99,10 +177,32 @@ fn daily(w: &World, warehouse: Option<&str>, incremental: bool) -> Command {
         .args(["--region", "aps1", "--region", "use1"])
         .args(flags(w, None, warehouse));
     if incremental {
+        // the test delivers a day in minutes: every partition is hours
+        // behind another at some point, and must still hold the start;
         // compacting whenever two small files meet: every run compacts
-        cmd.args(["--incremental", "--compact-files", "2"]);
+        cmd.args([
+            "--incremental",
+            "--listing-guard",
+            "1d",
+            "--compact-files",
+            "2",
+        ]);
     }
     cmd
+}
+
+/// The totals of an incremental run's `listing:` report line, by name.
+fn listing_line(stdout: &str) -> BTreeMap<String, u64> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("listing: "))
+        .unwrap_or_else(|| panic!("no listing line in:\n{stdout}"));
+    line.split(' ')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("name=value");
+            (k.to_string(), v.parse().expect("a count"))
+        })
+        .collect()
 }
 
 /// Every committed partition under `prefix` (a warehouse in the bucket),
@@ -178,9 +278,12 @@ async fn incremental_runs_equal_a_full_run_at_every_cut() {
     let slice = objects.len().div_ceil(4);
     let mut patched = Vec::new();
     let mut compacted = false;
+    let mut partial = 0;
     for (i, part) in objects.chunks(slice).enumerate() {
         deliver(&w, part).await;
         let out = run(daily(&w, None, true), w.dir.path());
+        let l = listing_line(out.ok());
+        partial += l["folders"] - l["full"];
         let line = out.ok().lines().find(|l| l.starts_with("dwd patched"));
         compacted |= out.stdout.contains("compacted the small files of");
         // the first run builds every DWD date; the later ones only append
@@ -203,6 +306,8 @@ async fn incremental_runs_equal_a_full_run_at_every_cut() {
         "no run rewrote a date: {patched:?}"
     );
     assert!(compacted, "no run compacted a partition");
+    // the first listing of each folder is whole, the later ones not
+    assert!(partial >= 6, "{partial} partial listings");
     assert_equals_full_run(&w, "last").await;
     // nothing new: nothing loaded, nothing rebuilt
     let out = run(daily(&w, None, true), w.dir.path());
@@ -287,6 +392,17 @@ async fn a_killed_incremental_run_is_made_whole_by_the_next() {
     assert_equals_full_run(&w, "after-kills").await;
 }
 
+/// `key` with a line added.
+async fn change(w: &World, objects: &[(String, bytes::Bytes)], key: &str) {
+    let (_, body) = objects
+        .iter()
+        .find(|(k, _)| k == key)
+        .expect("a delivered key");
+    let mut changed = body.to_vec();
+    changed.extend_from_slice(b"\n");
+    w.put(&format!("raw/{key}"), changed).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_raw_object_changed_after_its_load_fails_the_run() {
     let w = World::new("incremental-changed");
@@ -294,16 +410,227 @@ async fn a_raw_object_changed_after_its_load_fails_the_run() {
     deliver(&w, &objects).await;
     run(daily(&w, None, true), w.dir.path()).ok();
     let before = versions(&w, "wh").await;
-    let (key, body) = &objects[0];
-    let mut changed = body.to_vec();
-    changed.extend_from_slice(b"\n");
-    w.put(&format!("raw/{key}"), changed).await;
+    let mut batches: Vec<&String> = objects
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("uat/use1/2024/06/18/messages-"))
+        .collect();
+    batches.sort();
+    // the newest batch: above the start, the partial listing sees it
+    let newest = batches.last().unwrap().as_str();
+    change(&w, &objects, newest).await;
     let out = run(daily(&w, None, true), w.dir.path());
     assert_eq!(out.code, Some(1), "{out}");
     assert!(
-        out.stderr.contains(key.as_str()),
+        out.stderr.contains(newest),
         "the error names the object: {out}"
     );
     assert!(out.stderr.contains("changed"), "{out}");
     assert_eq!(versions(&w, "wh").await, before, "something was committed");
+    // the oldest, put back as it was: below the start, the next full
+    // listing sees it
+    let body = &objects.iter().find(|(k, _)| k == newest).unwrap().1;
+    w.put(&format!("raw/{newest}"), body.clone()).await;
+    let oldest = batches[0].as_str();
+    change(&w, &objects, oldest).await;
+    let out = run(daily(&w, None, true), w.dir.path());
+    out.ok();
+    let mut full = daily(&w, None, true);
+    full.args(["--full-listing-every", "0s"]);
+    let out = run(full, w.dir.path());
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr.contains(oldest),
+        "the error names the object: {out}"
+    );
+    assert_eq!(versions(&w, "wh").await, before, "something was committed");
+}
+
+const DAY: &str = "2024-06-18";
+const FOLDER: &str = "uat/aps1/2024/06/18";
+
+/// An incremental layering of `DAY` in `aps1`, with `extra` flags.
+fn layering(w: &World, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["submit", "layering", "--date", DAY, "--region", "aps1"])
+        .args(["--incremental", "--listing-guard", "1d"])
+        .args(extra)
+        .args(flags(w, None, None));
+    cmd
+}
+
+/// [`assert_equals_full_run`] for [`layering`]: a full layering of the
+/// same date and region into a warehouse of its own.
+async fn assert_equals_full_layering(w: &World, name: &str) {
+    let full = format!("full-{name}");
+    for key in w
+        .keys("wh/dim")
+        .await
+        .into_iter()
+        .chain(w.keys("wh/conf").await)
+    {
+        let to = format!("{full}/{}", key.strip_prefix("wh/").unwrap());
+        w.put(&to, w.get(&key).await).await;
+    }
+    let url = format!("s3://{}/{full}", w.bucket);
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.args(["submit", "layering", "--date", DAY, "--region", "aps1"])
+        .args(flags(w, None, Some(&url)));
+    run(cmd, w.dir.path()).ok();
+    let (inc, full) = (tables(w, "wh").await, tables(w, &full).await);
+    let names: Vec<_> = full.keys().collect();
+    assert_eq!(inc.keys().collect::<Vec<_>>(), names, "{name}: partitions");
+    for (part, rows) in &full {
+        assert_eq!(&inc[part], rows, "{name}: {part}");
+    }
+}
+
+/// The objects of [`FOLDER`] among `objects`, the batches in key order
+/// after the folder's other objects.
+fn of_folder(objects: &[(String, bytes::Bytes)]) -> Vec<(String, bytes::Bytes)> {
+    let mut out: Vec<_> = objects
+        .iter()
+        .filter(|(k, _)| k.rsplit_once('/').is_some_and(|(d, _)| d == FOLDER))
+        .cloned()
+        .collect();
+    out.sort_by_key(|(k, _)| (k.contains("/messages-"), k.clone()));
+    out
+}
+
+/// The ODS event manifest of `DAY`/`aps1`.
+async fn event_manifest(w: &World) -> Manifest {
+    let key = format!("wh/ods/ods_fe_event_di/dt={DAY}/region=aps1/_SUCCESS");
+    serde_json::from_slice(&w.get(&key).await).expect("manifest")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_sorting_below_the_start_waits_for_the_full_listing() {
+    let w = World::new("incremental-below");
+    let objects = of_folder(&staged(&w).await);
+    deliver(&w, &objects).await;
+    let first = run(layering(&w, &[]), w.dir.path());
+    assert_eq!(listing_line(first.ok())["full"], 1, "{first}");
+    // below every uploader key: another name, and a batch of a Kafka
+    // partition whose uploader was down since midnight
+    let body = objects.last().unwrap().1.clone();
+    let late = [
+        (
+            format!("{FOLDER}/messages-0000000000000-x.txt"),
+            body.clone(),
+        ),
+        (format!("{FOLDER}/messages-1718668800001-7-0.txt"), body),
+    ];
+    deliver(&w, &late).await;
+    let out = run(layering(&w, &[]), w.dir.path());
+    let l = listing_line(out.ok());
+    assert_eq!((l["full"], l["new_objects"]), (0, 0), "{out}");
+    assert!(!out.stdout.contains("ods dt="), "{out}");
+    // an ignored object above the start is counted at once, and its
+    // removal too (the sample's folder holds one ignored object already)
+    let notes = format!("raw/{FOLDER}/zz-notes.json");
+    w.put(&notes, "{}").await;
+    let out = run(layering(&w, &[]), w.dir.path());
+    assert_eq!(listing_line(out.ok())["full"], 0, "{out}");
+    assert!(out.stdout.contains("files=0 ignored=2 "), "{out}");
+    w.delete(&notes).await;
+    let out = run(layering(&w, &[]), w.dir.path());
+    assert_eq!(listing_line(out.ok())["full"], 0, "{out}");
+    assert!(out.stdout.contains("files=0 ignored=1 "), "{out}");
+    // the first run after the full-listing period loads them
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = run(layering(&w, &["--full-listing-every", "2s"]), w.dir.path());
+    let l = listing_line(out.ok());
+    assert_eq!((l["full"], l["new_objects"]), (1, 2), "{out}");
+    assert_equals_full_layering(&w, "late").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_small_loads_are_folded_and_a_run_reads_only_recent_lists() {
+    let w = World::new("incremental-many");
+    let objects = of_folder(&staged_with(&w, "300", "25").await);
+    assert!(objects.len() >= 12, "{} objects", objects.len());
+    let (head, tail) = objects.split_at(objects.len() - 2);
+    // the folder's other object with the first batch, then one batch a run
+    deliver(&w, &head[..2]).await;
+    run(layering(&w, &[]), w.dir.path()).ok();
+    let mut last = BTreeMap::new();
+    for object in &head[2..] {
+        deliver(&w, std::slice::from_ref(object)).await;
+        let out = run(
+            layering(&w, &["--compact-loads-above", "1000"]),
+            w.dir.path(),
+        );
+        last = listing_line(out.ok());
+        assert_eq!(last["new_objects"], 1, "{out}");
+    }
+    let loads = event_manifest(&w).await.lineage.loads.len();
+    assert_eq!(loads, head.len() - 1);
+    // the lists of the loads that can hold keys above the start: those
+    // of the newest batch of each of the three Kafka partitions
+    assert!(
+        last["object_lists_read"] <= 3,
+        "read {} object lists of {loads} loads",
+        last["object_lists_read"]
+    );
+    for (i, object) in tail.iter().enumerate() {
+        deliver(&w, std::slice::from_ref(object)).await;
+        let out = run(layering(&w, &["--compact-loads-above", "4"]), w.dir.path());
+        out.ok();
+        let m = event_manifest(&w).await;
+        assert!(m.lineage.loads.len() <= 4, "{:?}", m.lineage.loads);
+        let folded: u64 = m.lineage.loads.iter().map(|l| l.folded).sum();
+        assert_eq!(folded as usize, loads + 1 + i, "every load is folded once");
+    }
+    let lists = w.keys(&format!("wh/_loads/dt={DAY}/region=aps1")).await;
+    assert!(lists.len() <= 3, "object lists left behind: {lists:?}");
+    assert_equals_full_layering(&w, "folded").await;
+}
+
+/// The LIST requests of a full and of a partial listing of a folder of
+/// 20 000 objects, after 100 more arrived (numbers for the report; run
+/// with `--run-ignored only`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, ~minutes"]
+async fn listing_cost_of_a_large_folder() {
+    use futures::StreamExt;
+    let w = World::new("incremental-cost");
+    staged(&w).await; // the DIM tables
+    let midnight: i64 = 1_718_668_800_000;
+    let key = |i: i64| {
+        let ts = midnight + i * 4_000;
+        format!("raw/{FOLDER}/messages-{ts}-{}-{i}.txt", i % 8)
+    };
+    let put = |range: std::ops::Range<i64>| {
+        futures::stream::iter(range)
+            .map(|i| {
+                let w = &w;
+                let k = key(i);
+                async move { w.put(&k, "\n").await }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+    };
+    put(0..20_000).await;
+    let t = Instant::now();
+    let out = run(layering(&w, &[]), w.dir.path());
+    eprintln!(
+        "first (full) run, {:?}: {}",
+        t.elapsed(),
+        out.ok()
+            .lines()
+            .find(|l| l.starts_with("listing:"))
+            .unwrap()
+    );
+    put(20_000..20_100).await;
+    let t = Instant::now();
+    let out = run(layering(&w, &[]), w.dir.path());
+    let partial = listing_line(out.ok());
+    eprintln!("partial run, {:?}: {partial:?}", t.elapsed());
+    put(20_100..20_200).await;
+    let t = Instant::now();
+    let out = run(layering(&w, &["--full-listing-every", "0s"]), w.dir.path());
+    let full = listing_line(out.ok());
+    eprintln!("full run, {:?}: {full:?}", t.elapsed());
+    assert_eq!((partial["full"], full["full"]), (0, 1));
+    assert!(partial["list_requests"] < full["list_requests"]);
 }

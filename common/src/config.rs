@@ -62,6 +62,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_KEEP_REPLACED_SECS",
     "TAUC_COMMIT_DELAY_MS",
     "TAUC_STRICT_DIMS",
+    "TAUC_FULL_LISTING_EVERY",
+    "TAUC_LISTING_GUARD",
+    "TAUC_LISTING_SKEW",
     "TAUC_STALL_SECS",
     "TAUC_METRICS_FILE",
     "TAUC_EVENT_LOG",
@@ -123,6 +126,12 @@ pub struct FileConfig {
     pub strict_dims: Option<bool>,
     /// Seconds a replaced data file stays for running queries.
     pub keep_replaced_secs: Option<u64>,
+    /// How often an incremental run lists each raw folder whole, e.g. `1h`.
+    pub full_listing_every: Option<String>,
+    /// `G` of the offset listings, e.g. `15m`.
+    pub listing_guard: Option<String>,
+    /// `S` of the offset listings, e.g. `2m`.
+    pub listing_skew: Option<String>,
     /// S3 client options.
     #[serde(default)]
     pub s3: S3Options,

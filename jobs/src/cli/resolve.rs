@@ -3,6 +3,8 @@
 //! (flags > env > file > defaults), and the connection to a scheduler or
 //! the in-process one.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Globals;
@@ -11,6 +13,7 @@ use crate::engine::client::remote::SchedulerClient;
 use crate::engine::runtime::scratch::Resources;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
+use crate::ingest::offsets;
 use crate::store::Location;
 use crate::warehouse::commit;
 
@@ -40,6 +43,15 @@ pub(super) struct JobSettings {
     pub(super) strict_dims: bool,
     /// Seconds a replaced data file stays for running queries.
     pub(super) keep_replaced_secs: u64,
+    /// How often an incremental run lists each raw folder whole.
+    #[serde(with = "human::duration")]
+    pub(super) full_listing_every: Duration,
+    /// `G` of the offset listings.
+    #[serde(with = "human::duration")]
+    pub(super) listing_guard: Duration,
+    /// `S` of the offset listings.
+    #[serde(with = "human::duration")]
+    pub(super) listing_skew: Duration,
 }
 
 impl Default for JobSettings {
@@ -54,6 +66,9 @@ impl Default for JobSettings {
             funnels: None,
             strict_dims: false,
             keep_replaced_secs: commit::keep_replaced::DEFAULT_SECS,
+            full_listing_every: offsets::DEFAULT_FULL_EVERY,
+            listing_guard: offsets::DEFAULT_GUARD,
+            listing_skew: offsets::DEFAULT_SKEW,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{Days, NaiveDate};
 use clap::Args;
@@ -14,12 +15,13 @@ use super::flags::EngineArgs;
 use super::parse_date;
 use super::resolve::{connect, resolve};
 use crate::cli::Globals;
-use crate::config::Section;
+use crate::config::{Section, human, parse_duration};
 use crate::derive::regions::Regions;
 use crate::engine::client::submitted;
 use crate::engine::runtime::spill::{self, Spilled};
 use crate::error::{Error, Result};
 use crate::jobs::job::{RunSpec, preflight};
+use crate::jobs::layering::ListingRules;
 use crate::jobs::registry::{self, JOBS};
 use crate::warehouse::commit;
 use crate::warehouse::tables::Table;
@@ -109,10 +111,52 @@ pub struct SubmitArgs {
     #[arg(long, env = "TAUC_COMPACT_FILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..))]
     #[serde(skip)]
     pub compact_files: u16,
+    /// With --incremental: list each raw folder whole at least this
+    /// often, e.g. 1h (objects whose keys sort below where the partial
+    /// listings start are found then) [default: 1h].
+    #[arg(long, env = "TAUC_FULL_LISTING_EVERY", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
+    pub full_listing_every: Option<Duration>,
+    /// With --incremental: an uploader partition whose newest batch is
+    /// older than the folder's newest by more than this stops holding the
+    /// partial listings' start back, e.g. 15m [default: 15m].
+    #[arg(long, env = "TAUC_LISTING_GUARD", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
+    pub listing_guard: Option<Duration>,
+    /// With --incremental: how far before a partition's newest batch its
+    /// next batch may start (record timestamps out of order), e.g. 2m
+    /// [default: 2m].
+    #[arg(long, env = "TAUC_LISTING_SKEW", value_parser = parse_duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "human::duration::serialize_some"
+    )]
+    pub listing_skew: Option<Duration>,
+    /// With --incremental: a partition with more loads than this in its
+    /// manifest has them folded into one.
+    #[arg(long, default_value_t = crate::jobs::layering::DEFAULT_COMPACT_ABOVE, value_parser = parse_compact_above)]
+    #[serde(skip)]
+    pub compact_loads_above: usize,
     /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
     #[serde(flatten)]
     pub engine: EngineArgs,
+}
+
+/// `--compact-loads-above`: at least 1.
+fn parse_compact_above(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a whole number of loads of at least 1"
+        )),
+    }
 }
 
 /// The names of the registered jobs, each with its line, for clap.
@@ -187,6 +231,12 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
         on_cluster: scheduler.is_some(),
         incremental: s.incremental,
         compact_files: s.compact_files as usize,
+        listing: ListingRules {
+            guard: settings.listing_guard,
+            skew: settings.listing_skew,
+            full_every: settings.full_listing_every,
+        },
+        compact_above: s.compact_loads_above,
     };
     // the job's inputs are checked before the engine starts
     let ready = job.check(&r.engine, &spec).await?;

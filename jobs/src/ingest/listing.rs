@@ -10,6 +10,7 @@
 //! fetched again in halves until the bad key is the only one, and the next
 //! page starts after it (S3's `start-after` takes any string).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, BoxStream, StreamExt};
@@ -114,39 +115,97 @@ impl Cursor {
     }
 }
 
-/// A day folder as an incremental run lists it from `tauc-job`: its
-/// `messages-*.txt` batches in key order, and how many other objects it
-/// holds (counted as the scan counts them: other names, links on a local
-/// root, and keys the store cannot name).
+/// A day folder as an incremental run lists it from `tauc-job`.
+#[derive(Debug, Default)]
+pub struct FolderListing {
+    /// Its `messages-*.txt` batches, in key order.
+    pub objects: Vec<crate::warehouse::loads::RawObject>,
+    /// The names (under the folder) of its other objects, counted as the
+    /// scan counts them: other names, links on a local root, and keys the
+    /// store cannot name.
+    pub ignored: Vec<String>,
+    /// LIST requests made (S3 pages; one walk of a local folder).
+    pub pages: u64,
+    /// Keys listed.
+    pub keys: u64,
+}
+
+/// Lists the folder, whole or (`after`, a name under it) from the first
+/// key after `after`.
 pub async fn list_folder(
     store: &Arc<dyn object_store::ObjectStore>,
     folder: &crate::store::Location,
-) -> crate::error::Result<(Vec<crate::warehouse::loads::RawObject>, i64)> {
+    after: Option<&str>,
+) -> crate::error::Result<FolderListing> {
     use futures::TryStreamExt;
     let skipped = Arc::new(Mutex::new(Vec::new()));
-    let listing = match crate::store::s3_pager(&folder.store_url) {
-        Some(pager) => list_after(pager, &folder.prefix, None, None, skipped.clone()),
-        None => store.list(Some(&folder.path())),
+    let offset = after.map(|a| format!("{}/{a}", folder.prefix));
+    let counting = crate::store::s3_pager(&folder.store_url).map(|inner| {
+        Arc::new(Counting {
+            inner,
+            pages: AtomicU64::new(0),
+        })
+    });
+    let listing = match (&counting, &offset) {
+        (Some(pager), _) => {
+            let pager: Arc<dyn PaginatedListStore> = pager.clone();
+            list_after(pager, &folder.prefix, offset.clone(), None, skipped.clone())
+        }
+        (None, Some(o)) => {
+            store.list_with_offset(Some(&folder.path()), &path::Path::from(o.as_str()))
+        }
+        (None, None) => store.list(Some(&folder.path())),
     };
     let metas: Vec<ObjectMeta> = listing.try_collect().await?;
     let local = folder.store_url.starts_with("file");
-    let mut objects = Vec::new();
-    let mut ignored = skipped.lock().expect("skipped lock").len() as i64;
+    let name = |key: &str| {
+        key.strip_prefix(folder.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(key)
+            .to_string()
+    };
+    let skipped = std::mem::take(&mut *skipped.lock().expect("skipped lock"));
+    let mut out = FolderListing {
+        keys: (metas.len() + skipped.len()) as u64,
+        pages: counting.map_or(1, |c| c.pages.load(Ordering::Relaxed)),
+        ignored: skipped.iter().map(|k| name(k)).collect(),
+        objects: Vec::new(),
+    };
     for m in metas {
         let key = m.location.as_ref();
         let batch = is_message_file(&folder.prefix, key) && (!local || !is_symlink(key));
         if !batch {
-            ignored += 1;
+            out.ignored.push(name(key));
             continue;
         }
-        objects.push(crate::warehouse::loads::RawObject {
+        out.objects.push(crate::warehouse::loads::RawObject {
             key: key.to_string(),
             size: m.size,
             e_tag: m.e_tag,
         });
     }
-    objects.sort();
-    Ok((objects, ignored))
+    out.objects.sort();
+    out.ignored.sort();
+    out.ignored.dedup();
+    Ok(out)
+}
+
+/// A pager that counts its LIST requests.
+struct Counting {
+    inner: Arc<dyn PaginatedListStore>,
+    pages: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl PaginatedListStore for Counting {
+    async fn list_paginated(
+        &self,
+        prefix: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> object_store::Result<object_store::list::PaginatedListResult> {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_paginated(prefix, opts).await
+    }
 }
 
 /// Is `key` a raw batch directly in the folder: `{folder}/messages-*.txt`?

@@ -4,4 +4,5 @@
 pub mod event;
 pub mod event_time;
 pub mod listing;
+pub mod offsets;
 pub mod raw_scan;

@@ -59,6 +59,11 @@ pub struct RunSpec {
     /// `--compact-files`: small files that make an appended partition
     /// compacted.
     pub compact_files: usize,
+    /// Where an incremental run's listings start (`--listing-guard`,
+    /// `--listing-skew`, `--full-listing-every`).
+    pub listing: crate::ingest::offsets::ListingRules,
+    /// `--compact-loads-above`.
+    pub compact_above: usize,
 }
 
 /// A job of the registry.

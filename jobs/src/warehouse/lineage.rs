@@ -27,6 +27,11 @@ pub struct Lineage {
     /// nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// `ods_fe_event_di` only: what the incremental listings of the
+    /// partition's raw folder know, for the next one to start after the
+    /// keys already loaded (design.md, "Offset listings").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
     /// Rows of files carried over from the previous version (an appended
     /// partition lists them again without their counts).
     #[serde(skip)]
@@ -72,4 +77,40 @@ pub struct Load {
     pub valid_rows: i64,
     /// Other objects in the folder when this load listed it.
     pub files_ignored: i64,
+    /// The smallest key it read (`None` when it read none, or was
+    /// recorded before key ranges were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_key: Option<String>,
+    /// The largest key it read: a listing that starts after this key
+    /// cannot meet its objects, so it need not read their list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<String>,
+    /// Loads folded into this one by a compaction (1 for a plain load;
+    /// 0 when recorded before compactions existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What the incremental listings of a raw folder know (design.md,
+/// "Offset listings"): enough to start the next listing after the keys
+/// already loaded, and to count the ignored objects a partial listing
+/// does not see.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Per Kafka partition of the uploader-named keys loaded
+    /// (`messages-{first_ts}-{partition}-{offset}.txt`, `first_ts` in the
+    /// folder's day): the newest `first_ts` loaded, epoch ms. (The
+    /// partition as decimal text: the manifest's flattened lineage reads
+    /// map keys as strings only.)
+    #[serde(default)]
+    pub newest: BTreeMap<String, i64>,
+    /// The objects of the folder that are not batches (their names under
+    /// the folder), as the listings so far saw them: `files_ignored` is
+    /// their number.
+    #[serde(default)]
+    pub ignored: Vec<String>,
 }

@@ -2,10 +2,12 @@
 //! only the objects of each folder that no committed load of its partition
 //! has read are scanned, and their rows are appended as one more load.
 //!
-//! `tauc-job` lists each folder (one LIST per 1 000 keys) and compares it
-//! with the partition's loaded objects ([`crate::warehouse::loads`]); the
-//! new ones travel to the executors as work items, each read only if it
-//! still has the listed entity tag and size. An object already loaded
+//! `tauc-job` lists each folder (one LIST per 1 000 keys) — from after
+//! the keys already loaded ([`crate::ingest::offsets`]), or whole once per
+//! `--full-listing-every` — and compares it with the objects the
+//! partition's loads read there ([`crate::warehouse::loads`]); the new
+//! ones travel to the executors as work items, each read only if it still
+//! has the listed entity tag and size. An object already loaded
 //! whose size or tag changed fails the run, naming it, before anything is
 //! committed. A partition last written by a full run (its objects are not
 //! recorded) is loaded again whole, replacing that version: the result is
@@ -21,18 +23,20 @@ use object_store::ObjectStore;
 
 use crate::engine::client::submitted;
 use crate::error::{Error, Result};
-use crate::ingest::listing::list_folder;
+use crate::ingest::listing::{FolderListing, list_folder};
+use crate::ingest::offsets::{listing_start, next_listing};
 use crate::ingest::raw_scan::{Folder, RawEventsTable, RawSource};
 use crate::jobs::progress::Progress;
 use crate::warehouse::commit::{
     self, Lineage, Manifest, PartitionRef, WriteOutcome, carried, input_name,
 };
+use crate::warehouse::lineage::Listing;
 use crate::warehouse::loads::{self, Load, RawObject};
 use crate::warehouse::tables::Table;
 
 use super::ods::{load_stats_batch, ods_summary, scan_into_ods};
 use super::written::only_into;
-use super::{JOB, LayeringArgs, OdsSummary};
+use super::{JOB, LayeringArgs, ListingCounts, OdsSummary};
 
 /// One folder of an incremental run: what is committed, what is new.
 struct FolderLoad {
@@ -43,26 +47,39 @@ struct FolderLoad {
     previous: Option<Manifest>,
     /// Objects to read.
     new: Vec<RawObject>,
-    /// Other objects in the folder.
-    ignored: i64,
+    /// The listing state committed with the load (its `ignored` are the
+    /// other objects in the folder).
+    listing: Listing,
+    /// When this run's listing began, if it listed the folder whole.
+    full_at: Option<i64>,
     /// No version of the partition was committed before.
     fresh: bool,
 }
 
-/// The incremental ODS stage; returns the summaries of the loads it
-/// committed (what each added) and the result rows received.
+/// What the incremental ODS stage did: the summaries of the loads it
+/// committed (what each added), the result rows received, and what its
+/// listings cost.
+pub(super) struct IncrementalOds {
+    pub(super) summaries: BTreeMap<PartitionRef, OdsSummary>,
+    pub(super) received: (u64, u64),
+    pub(super) listing: ListingCounts,
+}
+
+/// The incremental ODS stage.
 pub(super) async fn load_ods_incremental(
     ctx: &SessionContext,
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
     run_id: &str,
     progress: &mut Progress,
-) -> Result<(BTreeMap<PartitionRef, OdsSummary>, (u64, u64))> {
+) -> Result<IncrementalOds> {
     let started_at = Utc::now().timestamp_millis();
     let mut folders = Vec::new();
+    let mut counts = ListingCounts::default();
     for region in &args.regions {
         for date in &args.dates {
-            let f = plan_folder(ctx, store, args, region, *date).await?;
+            let (f, c) = plan_folder(ctx, store, args, region, *date).await?;
+            counts.add(&c);
             if let Some(f) = f {
                 folders.push(f);
             }
@@ -72,7 +89,7 @@ pub(super) async fn load_ods_incremental(
     let mut summaries = BTreeMap::new();
     for f in &folders {
         let mut s = ods_summary(&outcome, &f.p)?;
-        s.stats.files_ignored = f.ignored;
+        s.stats.files_ignored = f.listing.ignored.len() as i64;
         s.appended_to = match (&f.previous, f.fresh) {
             (Some(m), _) => Some(Some(m.content_version().to_string())),
             (None, true) => Some(None),
@@ -87,6 +104,9 @@ pub(super) async fn load_ods_incremental(
     for f in &folders {
         let event = commit_load(store, args, run_id, &outcome, f, &summaries[&f.p]).await?;
         write_settled(store, args, run_id, &f.p, &event, started_at).await?;
+        if let Some(at) = f.full_at {
+            loads::record_full_listing(store, &args.warehouse, &f.p, at).await?;
+        }
     }
     // partitions a killed run left half-settled
     for region in &args.regions {
@@ -100,18 +120,23 @@ pub(super) async fn load_ods_incremental(
             }
         }
     }
-    Ok((summaries, outcome.received()))
+    Ok(IncrementalOds {
+        summaries,
+        received: outcome.received(),
+        listing: counts,
+    })
 }
 
 /// Lists one folder and sorts its objects into loaded and new; `None`
-/// when nothing changed there since the last load.
+/// when nothing changed there since the last load. Also returns what the
+/// listing cost (logged, one line per folder).
 async fn plan_folder(
     ctx: &SessionContext,
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
     region: &str,
     date: chrono::NaiveDate,
-) -> Result<Option<FolderLoad>> {
+) -> Result<(Option<FolderLoad>, ListingCounts)> {
     let p = PartitionRef {
         dt: date,
         region: region.to_string(),
@@ -121,57 +146,175 @@ async fn plan_folder(
     let raw = ctx
         .runtime_env()
         .object_store(ObjectStoreUrl::parse(&location.store_url)?)?;
-    let (listed, ignored) = list_folder(&raw, &location).await?;
     let dir = p.location(&Table::OdsEvent.location(&args.warehouse));
     let manifest = commit::read_manifest(store.as_ref(), &dir).await?;
+    let (start, began_at) = start_of(store, args, &p, manifest.as_ref()).await?;
+    let listing = list_folder(&raw, &location, start.as_deref()).await?;
+    let after = start.as_ref().map(|s| format!("{}/{s}", location.prefix));
     let loaded = match &manifest {
         Some(m) if !m.lineage.loads.is_empty() => {
-            loads::loaded_objects(store, &args.warehouse, &p, &m.lineage.loads).await?
+            let l = &m.lineage.loads;
+            loads::loaded_objects(store, &args.warehouse, &p, l, after.as_deref()).await?
         }
         _ => None,
     };
-    let Some(loaded) = loaded else {
-        // never loaded, or by a full run: (re)load it whole
-        let folder = Folder {
-            region: region.to_string(),
-            date,
-            location,
-        };
-        let fresh = manifest.is_none();
-        return Ok(Some(FolderLoad {
-            p,
-            folder,
-            previous: None,
-            new: listed,
-            ignored,
-            fresh,
-        }));
+    let mut counts = ListingCounts {
+        folders: 1,
+        full_listings: u64::from(start.is_none()),
+        list_requests: listing.pages,
+        keys_listed: listing.keys,
+        object_lists_read: loaded.as_ref().map_or(0, |l| l.lists_read),
+        new_objects: 0,
     };
-    let mut new = Vec::new();
-    for object in listed {
-        match loaded.get(&object.key) {
-            None => new.push(object),
-            Some(before) => unchanged(before, &object)?,
-        }
-    }
-    let previous = manifest.expect("loads come from a manifest");
-    let last_ignored = loads::total(&previous.lineage.loads).files_ignored;
-    if new.is_empty() && ignored == last_ignored {
-        return Ok(None);
-    }
     let folder = Folder {
         region: region.to_string(),
         date,
         location,
     };
+    let full_at = start.is_none().then_some(began_at);
+    let planned = match (loaded, manifest) {
+        (Some(loaded), Some(previous)) => {
+            let state = Planned {
+                start: start.as_deref(),
+                full_at,
+                previous,
+            };
+            sort_new(p.clone(), folder, listing, &loaded.objects, state)?
+        }
+        // never loaded, or by a full run: (re)load it whole
+        (_, manifest) => {
+            let fresh = manifest.is_none();
+            Some(whole(p.clone(), folder, listing, began_at, fresh))
+        }
+    };
+    counts.new_objects = planned.as_ref().map_or(0, |f| f.new.len() as u64);
+    log_listing(&counts, date, region, start.as_deref());
+    if planned.is_none()
+        && let Some(at) = full_at
+    {
+        // everything the whole listing saw is loaded already
+        loads::record_full_listing(store, &args.warehouse, &p, at).await?;
+    }
+    Ok((planned, counts))
+}
+
+/// Where this run lists a partition's folder from (`None`: whole), and
+/// when the listing begins (epoch ms).
+async fn start_of(
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    p: &PartitionRef,
+    manifest: Option<&Manifest>,
+) -> Result<(Option<String>, i64)> {
+    let state = manifest
+        // a full run's load (objects not recorded) is replaced whole
+        .filter(|m| m.lineage.loads.iter().all(|l| l.objects_file.is_some()))
+        .and_then(|m| m.lineage.listing.as_ref());
+    let last_full = match state {
+        Some(_) => loads::last_full_listing(store, &args.warehouse, p).await?,
+        None => None,
+    };
+    let now = Utc::now().timestamp_millis();
+    Ok((listing_start(state, last_full, now, &args.listing), now))
+}
+
+/// A partition whose loads are recorded, with what this run's listing
+/// started from.
+struct Planned<'a> {
+    start: Option<&'a str>,
+    full_at: Option<i64>,
+    previous: Manifest,
+}
+
+/// The listed objects no load has read; an object loaded before must be
+/// unchanged. `None` when neither new objects nor the listing state moved.
+fn sort_new(
+    p: PartitionRef,
+    folder: Folder,
+    listing: FolderListing,
+    loaded: &BTreeMap<String, RawObject>,
+    planned: Planned<'_>,
+) -> Result<Option<FolderLoad>> {
+    let mut new = Vec::new();
+    for object in &listing.objects {
+        match loaded.get(&object.key) {
+            None => new.push(object.clone()),
+            Some(before) => unchanged(before, object)?,
+        }
+    }
+    let previous = planned.previous;
+    let state = previous.lineage.listing.as_ref();
+    let names = names(&folder, &listing.objects);
+    let next = next_listing(
+        state,
+        planned.start,
+        folder.date,
+        names.iter().map(String::as_str),
+        &listing.ignored,
+    );
+    if new.is_empty() && state == Some(&next) {
+        return Ok(None);
+    }
     Ok(Some(FolderLoad {
         p,
         folder,
         previous: Some(previous),
         new,
-        ignored,
+        listing: next,
+        full_at: planned.full_at,
         fresh: false,
     }))
+}
+
+/// A folder loaded whole (by a full listing).
+fn whole(
+    p: PartitionRef,
+    folder: Folder,
+    listing: FolderListing,
+    began_at: i64,
+    fresh: bool,
+) -> FolderLoad {
+    let names = names(&folder, &listing.objects);
+    let state = next_listing(
+        None,
+        None,
+        folder.date,
+        names.iter().map(String::as_str),
+        &listing.ignored,
+    );
+    FolderLoad {
+        p,
+        folder,
+        previous: None,
+        new: listing.objects,
+        listing: state,
+        full_at: Some(began_at),
+        fresh,
+    }
+}
+
+/// The objects' names under the folder.
+fn names(folder: &Folder, objects: &[RawObject]) -> Vec<String> {
+    let prefix = format!("{}/", folder.location.prefix);
+    objects
+        .iter()
+        .map(|o| o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string())
+        .collect()
+}
+
+/// One line per folder: what its listing cost (the benchmark reads these).
+fn log_listing(c: &ListingCounts, date: chrono::NaiveDate, region: &str, start: Option<&str>) {
+    tracing::info!(
+        dt = %date,
+        region,
+        listing = if start.is_some() { "partial" } else { "full" },
+        start_after = start.unwrap_or(""),
+        list_requests = c.list_requests,
+        keys_listed = c.keys_listed,
+        object_lists_read = c.object_lists_read,
+        new_objects = c.new_objects,
+        "raw folder listed"
+    );
 }
 
 /// Fails when an object loaded before has another size or entity tag now.
@@ -237,7 +380,10 @@ async fn commit_load(
         lines: s.stats.lines,
         blank_lines: s.stats.blank_lines,
         valid_rows: s.valid_rows as i64,
-        files_ignored: f.ignored,
+        files_ignored: f.listing.ignored.len() as i64,
+        first_key: f.new.first().map(|o| o.key.clone()),
+        last_key: f.new.last().map(|o| o.key.clone()),
+        folded: 1,
     };
     let new_files = outcome.files_of(Table::OdsEvent, &f.p);
     let (mut files, mut lineage) = match &f.previous {
@@ -248,7 +394,16 @@ async fn commit_load(
     // new rows: this version is content of its own (a compacted previous
     // version named another's)
     lineage.content = None;
-    lineage.loads.push(load.clone());
+    lineage.loads.push(load);
+    lineage.listing = Some(f.listing.clone());
+    let folded = lineage.loads.len() > args.compact_above.max(1);
+    if folded {
+        // one summary load in place of many: a manifest of bounded size,
+        // one object list in place of many
+        let all = std::mem::take(&mut lineage.loads);
+        lineage.loads = vec![loads::fold(store, &args.warehouse, &f.p, run_id, &all).await?];
+    }
+    let keep = lineage_files(&lineage.loads);
     files.extend(new_files);
     let dir = f.p.location(&Table::OdsEvent.location(&args.warehouse));
     let event = commit::commit_files_with(
@@ -262,15 +417,18 @@ async fn commit_load(
         lineage,
     )
     .await?;
-    if f.previous.is_none() {
-        // the loads of a version this one replaced are nobody's now
-        loads::remove_unlisted(store, &args.warehouse, &f.p, &lineage_files(&load)).await?;
+    if f.previous.is_none() || folded {
+        // the lists of loads this version replaced or folded are nobody's now
+        loads::remove_unlisted(store, &args.warehouse, &f.p, &keep).await?;
     }
     Ok(event)
 }
 
-fn lineage_files(load: &Load) -> Vec<String> {
-    load.objects_file.iter().cloned().collect()
+fn lineage_files(loads: &[Load]) -> Vec<String> {
+    loads
+        .iter()
+        .filter_map(|l| l.objects_file.clone())
+        .collect()
 }
 
 /// [`write_settled`] for a partition this run did not load, when a killed

@@ -66,6 +66,8 @@ impl LayeringArgs {
             lease_wait: spec.lease_wait,
             incremental: spec.incremental,
             compact_files: spec.compact_files,
+            listing: spec.listing,
+            compact_above: spec.compact_above,
         }
     }
 }
@@ -218,6 +220,19 @@ impl Display for LayeringReport {
                 } else {
                     format!(" ({reasons})")
                 }
+            )?;
+        }
+        let l = &self.listing;
+        if l.folders > 0 {
+            writeln!(
+                out,
+                "listing: folders={} full={} list_requests={} keys_listed={} object_lists_read={} new_objects={}",
+                l.folders,
+                l.full_listings,
+                l.list_requests,
+                l.keys_listed,
+                l.object_lists_read,
+                l.new_objects
             )?;
         }
         for (p, s) in &self.dwd {

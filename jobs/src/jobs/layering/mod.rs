@@ -49,6 +49,7 @@ use tracing::Instrument;
 use crate::derive::regions::Regions;
 use crate::engine::session::Engine;
 use crate::error::{Error, Result};
+pub use crate::ingest::offsets::ListingRules;
 use crate::ingest::raw_scan::RangeStats;
 use crate::jobs::progress::Progress;
 use crate::store::Location;
@@ -95,7 +96,45 @@ pub struct LayeringArgs {
     pub incremental: bool,
     /// How many small files make an appended partition compacted.
     pub compact_files: usize,
+    /// Where an incremental run's listings start (design.md, "Offset
+    /// listings").
+    pub listing: ListingRules,
+    /// An incremental load that would leave more loads than this in a
+    /// partition's manifest folds them all into one.
+    pub compact_above: usize,
 }
+
+/// What the listings of an incremental run cost (logged per folder; the
+/// totals in the report and the metrics file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListingCounts {
+    /// Folders listed.
+    pub folders: u64,
+    /// Of them, listed whole.
+    pub full_listings: u64,
+    /// LIST requests.
+    pub list_requests: u64,
+    /// Keys the listings returned.
+    pub keys_listed: u64,
+    /// Object lists of earlier loads read.
+    pub object_lists_read: u64,
+    /// Objects new to their partition.
+    pub new_objects: u64,
+}
+
+impl ListingCounts {
+    fn add(&mut self, o: &ListingCounts) {
+        self.folders += o.folders;
+        self.full_listings += o.full_listings;
+        self.list_requests += o.list_requests;
+        self.keys_listed += o.keys_listed;
+        self.object_lists_read += o.object_lists_read;
+        self.new_objects += o.new_objects;
+    }
+}
+
+/// Default [`LayeringArgs::compact_above`].
+pub const DEFAULT_COMPACT_ABOVE: usize = 32;
 
 impl LayeringArgs {
     /// One date of every default region, with the local default roots.
@@ -113,6 +152,8 @@ impl LayeringArgs {
             lease_wait: Duration::from_secs(600),
             incremental: false,
             compact_files: compact::SMALL_FILES,
+            listing: ListingRules::default(),
+            compact_above: DEFAULT_COMPACT_ABOVE,
         }
     }
 
@@ -243,6 +284,8 @@ pub struct LayeringReport {
     pub rows_received: u64,
     /// How many of those rows describe a data file.
     pub files_received: u64,
+    /// What an incremental run's listings cost (zero for a full run).
+    pub listing: ListingCounts,
 }
 
 impl LayeringReport {
@@ -349,7 +392,9 @@ async fn stages(
     let t = Instant::now();
     progress.stage("ods: scanning raw folders and writing ODS files");
     let (ods, received) = if args.incremental {
-        load_ods_incremental(ctx, store, args, &run_id, progress).await?
+        let inc = load_ods_incremental(ctx, store, args, &run_id, progress).await?;
+        report.listing = inc.listing;
+        (inc.summaries, inc.received)
     } else {
         load_ods(ctx, store, args, &run_id, progress).await?
     };

@@ -72,6 +72,31 @@ pub fn render(r: &LayeringReport, spilled: Option<Spilled>, finished_at: i64) ->
         "Rows written to ods_fe_event_di",
         ods().map(|s| s.valid_rows as i64).sum(),
     );
+    let l = &r.listing;
+    for (name, help, v) in [
+        (
+            "list_requests",
+            "LIST requests of the incremental listings",
+            l.list_requests,
+        ),
+        (
+            "keys_listed",
+            "Keys the incremental listings returned",
+            l.keys_listed,
+        ),
+        (
+            "full_listings",
+            "Raw folders listed whole by an incremental run",
+            l.full_listings,
+        ),
+        (
+            "object_lists_read",
+            "Object lists of earlier loads read",
+            l.object_lists_read,
+        ),
+    ] {
+        put(name, help, v as i64);
+    }
     put(
         "ods_milliseconds",
         "Time of the ODS stage",
