@@ -82,6 +82,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_MAX_QUERIES",
     "TAUC_MAX_QUERIES_PER_USER",
     "TAUC_QUERY_SCRATCH",
+    // tauc-job follow (and TAUC_METRICS_BIND)
+    "TAUC_FOLLOW_EVERY",
     // the collection chain (tauc-collector, tauc-uploader)
     "TAUC_REGION",
     "TAUC_SPOOL_DIR",
@@ -134,9 +136,23 @@ pub struct FileConfig {
     /// `tauc-job serve` settings (`[serve]`).
     #[serde(default)]
     pub serve: ServeFile,
+    /// `tauc-job follow` settings (`[follow]`).
+    #[serde(default)]
+    pub follow: FollowFile,
     /// TLS to the cluster (`[cluster]`).
     #[serde(default)]
     pub cluster: ClusterFile,
+}
+
+/// The `[follow]` section: what `tauc-job follow` reads when a flag and
+/// its variable are unset (besides the top-level job settings).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FollowFile {
+    /// Time between the starts of two micro-batches, e.g. `60s`.
+    pub every: Option<String>,
+    /// Address of `/metrics`, e.g. `127.0.0.1:9465`.
+    pub metrics_bind: Option<String>,
 }
 
 /// The `[cluster]` section: the TLS files `tauc-job` uses towards the
@@ -302,6 +318,8 @@ pub enum Section {
     Collector,
     /// `tauc-uploader`: `[uploader]`.
     Uploader,
+    /// `tauc-job follow`: `[follow]`.
+    Follow,
 }
 
 impl Section {
@@ -311,6 +329,7 @@ impl Section {
             Section::Serve => Some("serve"),
             Section::Collector => Some("collector"),
             Section::Uploader => Some("uploader"),
+            Section::Follow => Some("follow"),
         }
     }
 }
@@ -327,6 +346,7 @@ fn setting_key(table: &str, key: &str) -> String {
         ("s3" | "cluster", k) => format!("{table}-{k}"),
         ("serve", "bind") => "serve-bind".into(),
         ("serve", "users") => "users-file".into(),
+        ("follow", "every") => "follow-every".into(),
         (_, k) => k.into(),
     }
 }
