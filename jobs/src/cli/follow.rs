@@ -35,7 +35,7 @@ const DEFAULT_METRICS_BIND: &str = "127.0.0.1:9465";
 pub struct FollowCmd {
     /// Time between the starts of two micro-batches (30s, 5m); a batch
     /// that runs longer is followed at once [default: 60s].
-    #[arg(long, env = "TAUC_FOLLOW_EVERY", value_parser = parse_every)]
+    #[arg(long, value_name = "DURATION", env = "TAUC_FOLLOW_EVERY", value_parser = parse_every)]
     #[serde(
         rename = "follow-every",
         skip_serializing_if = "Option::is_none",
@@ -44,13 +44,13 @@ pub struct FollowCmd {
     pub every: Option<Duration>,
     /// Address of /metrics and /healthz (Prometheus text format; no data
     /// rows, no settings) [default: 127.0.0.1:9465].
-    #[arg(long, env = "TAUC_METRICS_BIND")]
+    #[arg(long, value_name = "ADDR", env = "TAUC_METRICS_BIND")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_bind: Option<String>,
     /// Testing aid, not for production: the service's clock starts at this
     /// instant (RFC 3339, e.g. 2024-06-18T23:59:00Z) and runs at the real
     /// rate from there; the batches' dates and the lag follow it.
-    #[arg(long, value_parser = parse_instant)]
+    #[arg(long, value_name = "RFC3339", value_parser = parse_instant)]
     #[serde(skip)]
     pub clock_start: Option<DateTime<Utc>>,
     /// What each batch loads and how.
@@ -104,6 +104,8 @@ fn parse_instant(s: &str) -> std::result::Result<DateTime<Utc>, String> {
 /// `tauc-job follow`: checks what a bad setting would break (exit 2), then
 /// runs batches until SIGTERM or SIGINT (exit 0).
 pub async fn follow(g: &Globals, f: FollowCmd) -> Result<String> {
+    // first, so that an injected clock reads what the caller gave it
+    let clock = f.clock_start.map_or_else(Clock::system, Clock::starting_at);
     let r = resolve(g, Section::Follow, &f, &f.engine.resources())?;
     let settings: FollowSettings = r.layers.extract(&f)?;
     // the flag's parser refuses 0; the variable and the file are read here
@@ -135,7 +137,6 @@ pub async fn follow(g: &Globals, f: FollowCmd) -> Result<String> {
         f.engine.parallelism,
     )
     .await?;
-    let clock = f.clock_start.map_or_else(Clock::system, Clock::starting_at);
     let metrics = Arc::new(FollowMetrics::default());
     let app = router(metrics.clone(), clock);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

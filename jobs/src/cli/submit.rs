@@ -102,7 +102,8 @@ pub struct RunArgs {
     #[serde(skip)]
     pub file_max_mb: u64,
     /// Seconds to wait for another run that holds the same partitions
-    /// before giving up (exit 1).
+    /// before giving up (submit: exit 1; follow: the next tick tries
+    /// again).
     #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
     #[serde(skip)]
     pub lease_wait: u64,

@@ -1,11 +1,16 @@
 //! How far behind the browser the warehouse is: per region, the newest
-//! `collector_ts` committed in `dwd_trk_event_di`.
+//! `collector_ts` committed.
 //!
-//! After each batch the manifests of the DWD dates the batch can change
-//! are read (one GET each), and for a partition whose version moved — by
-//! this batch or by any other run — the Parquet footers of its files (the
-//! column statistics hold each row group's maximum), not its rows: one
-//! ranged GET per file.
+//! DWD rows carry no `collector_ts` (only `event_ts` and `lateness_ms`),
+//! so it is read from the `ods_fe_event_di` partitions of the batch's
+//! collection dates: a batch commits DWD after them, so once it has ended
+//! ok its rows are in DWD too (a duplicate keeps its first copy's time
+//! there, so this is the newest time up to which every collected event is
+//! in). Read from Parquet footers, not rows: after each batch the
+//! partitions' manifests are read (one GET each), and the footers (the
+//! column statistics hold each row group's maximum; two ranged GETs) of
+//! the files not read before — data files never change, and an appended
+//! partition lists its old files again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,21 +26,20 @@ use crate::store::Location;
 use crate::warehouse::commit::{self, PartitionRef};
 use crate::warehouse::tables::Table;
 
-/// A footer is a few KiB: one suffix GET of this size reads it whole.
-const FOOTER_HINT: u64 = 64 * 1024;
-
-/// What was read of each DWD partition: the version (run id) and its
-/// newest `collector_ts` (ms since the epoch; `None` when empty), per
-/// region and date.
+/// What was read of each ODS event partition, per region and date: the
+/// newest `collector_ts` (ms since the epoch; `None` when empty) of each
+/// of its files.
 #[derive(Debug, Default, Clone)]
 pub struct Freshness {
-    read: BTreeMap<String, BTreeMap<NaiveDate, (String, Option<i64>)>>,
+    read: BTreeMap<String, BTreeMap<NaiveDate, Files>>,
 }
 
+/// A partition's files, each with its newest `collector_ts`.
+type Files = BTreeMap<String, Option<i64>>;
+
 impl Freshness {
-    /// Reads the manifests of the committed `dwd_trk_event_di` partitions
-    /// `parts`, and the footers of those whose version changed since the
-    /// last read (by a batch or by any other run).
+    /// Reads the manifests of the committed `ods_fe_event_di` partitions
+    /// `parts`, and the footers of their files not read before.
     pub async fn refresh(
         &mut self,
         store: &Arc<dyn ObjectStore>,
@@ -43,20 +47,22 @@ impl Freshness {
         parts: impl IntoIterator<Item = PartitionRef>,
     ) -> Result<()> {
         for p in parts {
-            let dir = p.location(&Table::DwdTrkEvent.location(warehouse));
+            let dir = p.location(&Table::OdsEvent.location(warehouse));
             let dates = self.read.entry(p.region.clone()).or_default();
             let Some(manifest) = commit::read_manifest(store.as_ref(), &dir).await? else {
                 dates.remove(&p.dt);
                 continue;
             };
-            if dates
-                .get(&p.dt)
-                .is_some_and(|(run, _)| *run == manifest.run_id)
-            {
-                continue;
+            let known = dates.remove(&p.dt).unwrap_or_default();
+            let mut now = Files::new();
+            for f in manifest.files {
+                let newest = match known.get(&f) {
+                    Some(ms) => *ms,
+                    None => newest_in(store.as_ref(), &dir, &f).await?,
+                };
+                now.insert(f, newest);
             }
-            let newest = newest_in(store, &dir, &manifest.files).await?;
-            dates.insert(p.dt, (manifest.run_id, newest));
+            dates.insert(p.dt, now);
         }
         Ok(())
     }
@@ -66,50 +72,40 @@ impl Freshness {
         self.read
             .iter()
             .filter_map(|(r, dates)| {
-                let newest = dates.values().filter_map(|(_, ms)| *ms).max()?;
-                Some((r.clone(), newest))
+                let all = dates.values().flat_map(|files| files.values());
+                Some((r.clone(), all.filter_map(|ms| *ms).max()?))
             })
             .collect()
     }
 }
 
-/// The newest `collector_ts` of the files of a partition directory.
-async fn newest_in(
-    store: &Arc<dyn ObjectStore>,
-    dir: &Location,
-    files: &[String],
-) -> Result<Option<i64>> {
-    let mut newest = None;
-    for f in files {
-        let path = Path::from(format!("{}/{f}", dir.prefix));
-        let meta = footer(store.as_ref(), &path).await?;
-        newest = newest.max(max_collector_ts(&meta));
-    }
-    Ok(newest)
+/// The newest `collector_ts` of one data file of a partition directory.
+async fn newest_in(store: &dyn ObjectStore, dir: &Location, file: &str) -> Result<Option<i64>> {
+    let path = Path::from(format!("{}/{file}", dir.prefix));
+    let meta = footer(store, &path).await?;
+    Ok(max_collector_ts(&meta))
 }
 
-/// A Parquet file's metadata: its last [`FOOTER_HINT`] bytes in one GET
-/// (a second one only when the metadata is longer).
+/// A Parquet file's metadata: its last 8 bytes (the metadata's length;
+/// the answer also gives the file's size), then the metadata — two ranged
+/// GETs. (A longer suffix would save one, but an S3-compatible server may
+/// refuse a suffix longer than the object.)
 async fn footer(store: &dyn ObjectStore, path: &Path) -> Result<ParquetMetaData> {
     let opts = GetOptions {
-        range: Some(GetRange::Suffix(FOOTER_HINT)),
+        range: Some(GetRange::Suffix(8)),
         ..GetOptions::default()
     };
     let got = store.get_opts(path, opts).await?;
     let size = got.meta.size;
     let tail = got.bytes().await?;
-    let n = tail.len();
     let short = || Error::Invariant(format!("{path}: too short for a Parquet footer"));
-    let len_at = n.checked_sub(8).ok_or_else(short)?;
-    let len = u32::from_le_bytes(tail[len_at..len_at + 4].try_into().expect("4 bytes")) as u64;
-    let meta = match (len_at as u64).checked_sub(len) {
-        Some(start) => tail.slice(start as usize..len_at),
-        None => {
-            let end = size - 8;
-            let start = end.checked_sub(len).ok_or_else(short)?;
-            store.get_range(path, start..end).await?
-        }
-    };
+    if tail.len() != 8 {
+        return Err(short());
+    }
+    let len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+    let end = size.checked_sub(8).ok_or_else(short)?;
+    let start = end.checked_sub(len).ok_or_else(short)?;
+    let meta = store.get_range(path, start..end).await?;
     Ok(ParquetMetaDataReader::decode_metadata(&meta)?)
 }
 

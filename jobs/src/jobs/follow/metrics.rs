@@ -199,12 +199,12 @@ impl Default for FollowMetrics {
         );
         r.register(
             "freshness_lag_seconds",
-            "Now minus the newest collector_ts committed in dwd_trk_event_di, per region",
+            "Now minus the newest collector_ts committed (and through an ok batch in DWD), per region",
             m.lag.clone(),
         );
         r.register(
             "newest_collector_ts_seconds",
-            "The newest collector_ts committed in dwd_trk_event_di, per region",
+            "The newest collector_ts committed, per region",
             m.newest_seconds.clone(),
         );
         FollowMetrics { registry: r, ..m }

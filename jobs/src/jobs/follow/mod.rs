@@ -38,7 +38,6 @@ use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::jobs::daily::{self, DailyReport};
 use crate::jobs::job::RunSpec;
-use crate::jobs::layering::LayeringArgs;
 use crate::store::{self, Requests};
 use crate::warehouse::commit::PartitionRef;
 
@@ -199,23 +198,22 @@ impl Service<'_> {
         }
     }
 
-    /// Reads the newest `collector_ts` of the DWD dates `spec` can change
-    /// (a failure only leaves the lag as it was).
+    /// Reads the newest `collector_ts` of the batch's ODS partitions (a
+    /// failure only leaves the lag as it was).
     async fn read_freshness(&mut self, spec: &RunSpec) {
-        let args = LayeringArgs::of(spec);
-        let parts: Vec<PartitionRef> = args
-            .lease_set()
-            .into_iter()
-            .filter(|(layer, _)| *layer == "dwd")
-            .map(|(_, p)| p)
-            .collect();
+        let parts = spec.regions.iter().flat_map(|region| {
+            spec.dates.iter().map(|dt| PartitionRef {
+                dt: *dt,
+                region: region.clone(),
+            })
+        });
         let store = match self.engine.registry.for_location(&spec.warehouse) {
             Ok(s) => s,
             Err(e) => return tracing::warn!(error = %e, "cannot read the freshness"),
         };
         match self.freshness.refresh(&store, &spec.warehouse, parts).await {
             Ok(()) => self.metrics.set_newest(self.freshness.newest()),
-            Err(e) => tracing::warn!(error = %e, "cannot read the freshness of the DWD partitions"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the newest collector_ts"),
         }
     }
 }
