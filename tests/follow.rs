@@ -336,4 +336,12 @@ fn a_bad_interval_is_a_usage_error_naming_the_flag() {
             "{out}"
         );
     }
+    // the same from the config file's [follow] section
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tauc.toml"), "[follow]\nevery = \"0s\"\n").unwrap();
+    let mut cmd = Command::new(bin("tauc-job"));
+    cmd.arg("follow");
+    let out = run(cmd, dir.path());
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stderr.contains("[follow] every"), "{out}");
 }

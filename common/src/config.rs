@@ -817,6 +817,16 @@ mod tests {
     }
 
     #[test]
+    fn the_follow_section_flattens_onto_its_variables_keys() {
+        let file: FileConfig =
+            toml::from_str("[follow]\nevery = \"30s\"\nmetrics-bind = \"127.0.0.1:1\"\n").unwrap();
+        let d = file.flatten(Section::Follow).unwrap();
+        let keys: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["follow-every", "metrics-bind"]);
+        assert!(file.flatten(Section::Jobs).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_service_reads_its_own_section_only() {
         #[derive(Default, Serialize, Deserialize)]
         #[serde(default)]

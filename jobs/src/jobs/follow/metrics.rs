@@ -107,12 +107,9 @@ impl Default for FollowMetrics {
             rows: Counter::default(),
             quarantined: Counter::default(),
             requests: Family::default(),
-            duration: Histogram::new(
-                [
-                    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-                ]
-                .into_iter(),
-            ),
+            duration: Histogram::new([
+                0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
             last_objects: Gauge::default(),
             last_bytes: Gauge::default(),
             last_rows: Gauge::default(),
