@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use super::flags::EngineArgs;
-use super::resolve::{connect, resolve};
+use super::resolve::{Resolved, connect, resolve};
 use super::submit::RunArgs;
 use crate::cli::Globals;
 use crate::config::{Section, human, parse_duration};
@@ -101,26 +101,32 @@ fn parse_instant(s: &str) -> std::result::Result<DateTime<Utc>, String> {
         })
 }
 
+/// `--every` and `--metrics-bind` from flags > `TAUC_*` > `[follow]` >
+/// defaults, checked.
+fn own_settings(r: &Resolved, f: &FollowCmd) -> Result<(Duration, SocketAddr)> {
+    let settings: FollowSettings = r.layers.extract(f)?;
+    // the flag's parser refuses 0; the variable and the file are read here
+    if settings.follow_every.is_zero() {
+        return Err(Error::config(
+            "invalid TAUC_FOLLOW_EVERY / [follow] every: 0 is no interval (expected more than 0, e.g. 60s)",
+        ));
+    }
+    let bind = settings.metrics_bind.parse().map_err(|e| {
+        Error::config(format!(
+            "invalid --metrics-bind '{}': {e} (expected host:port, e.g. {DEFAULT_METRICS_BIND})",
+            settings.metrics_bind
+        ))
+    })?;
+    Ok((settings.follow_every, bind))
+}
+
 /// `tauc-job follow`: checks what a bad setting would break (exit 2), then
 /// runs batches until SIGTERM or SIGINT (exit 0).
 pub async fn follow(g: &Globals, f: FollowCmd) -> Result<String> {
     // first, so that an injected clock reads what the caller gave it
     let clock = f.clock_start.map_or_else(Clock::system, Clock::starting_at);
     let r = resolve(g, Section::Follow, &f, &f.engine.resources())?;
-    let settings: FollowSettings = r.layers.extract(&f)?;
-    // the flag's parser refuses 0; the variable and the file are read here
-    let every = settings.follow_every;
-    if every.is_zero() {
-        return Err(Error::config(
-            "invalid TAUC_FOLLOW_EVERY / [follow] every: 0 is no interval (expected more than 0, e.g. 60s)",
-        ));
-    }
-    let bind: SocketAddr = settings.metrics_bind.parse().map_err(|e| {
-        Error::config(format!(
-            "invalid --metrics-bind '{}': {e} (expected host:port, e.g. {DEFAULT_METRICS_BIND})",
-            settings.metrics_bind
-        ))
-    })?;
+    let (every, bind) = own_settings(&r, &f)?;
     // Ctrl-C / SIGTERM abandon the batch in flight; the loop then returns
     submitted::install();
     commit::keep_replaced::set(r.settings.keep_replaced_secs);
