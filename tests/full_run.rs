@@ -13,8 +13,10 @@ use tauc_jobs::warehouse::commit::Manifest;
 
 use crate::harness::*;
 
+/// The sample's first and last collection dates.
 pub const FIRST: &str = "2024-06-17";
 pub const LAST: &str = "2024-06-19";
+/// Columns that differ between two runs by construction.
 pub const SKIP: [&str; 5] = [
     "run_id",
     "detected_at",
