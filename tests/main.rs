@@ -9,6 +9,8 @@ mod cli;
 mod cluster;
 mod collection;
 mod commit;
+mod follow;
+mod full_run;
 mod harness;
 mod incremental;
 mod layering;

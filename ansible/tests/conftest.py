@@ -186,6 +186,7 @@ class Deploy:
             "tauc_executor_memory_limit": "1G",
             "tauc_executor_memory_max": "3G",
             "tauc_scheduler_job_memory_limit": "1G",
+            "tauc_follow_every": "20s",
             "superset_pip_extra_args": f"--no-index --find-links http://{hosts['jump'].address}:8000/",
             "superset_tauc_sql_user": "superset",
         }

@@ -17,7 +17,7 @@ from conftest import BUCKET, GROUPS, VERSION2, recap, tauc_job
 DATE = "2024-06-18"
 # what each host runs (tauc-daily@ is the daily job's template unit)
 DAEMONS = {
-    "master": ["tauc-scheduler", "tauc-sql"],
+    "master": ["tauc-scheduler", "tauc-sql", "tauc-follow"],
     "exec1": ["tauc-executor"],
     "exec2": ["tauc-executor"],
     "collector": ["tauc-collector", "tauc-uploader"],
@@ -84,6 +84,22 @@ def test_services_run_as_the_units_say(net, converged):
 def test_the_daily_unit_verifies(net, converged):
     v = net.sh("master", "systemd-analyze verify tauc-daily@2024-06-18.service tauc-daily.timer 2>&1", check=False)
     assert v.returncode == 0 and "tauc-daily" not in v.stdout, v.stdout
+
+
+def test_the_follow_service_serves_its_metrics_on_the_loopback(net, converged):
+    # the micro-batches run on the cluster; their counters and the S3
+    # requests they cost are on the master's loopback only
+    deadline = time.monotonic() + 120
+    while True:
+        m = net.sh("master", "curl -fsS http://127.0.0.1:9465/metrics", check=False).stdout
+        if re.search(r"^tauc_follow_batches_total\{outcome=", m, re.M) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert re.search(r"^tauc_follow_batches_total\{outcome=", m, re.M), m
+    assert "# TYPE tauc_follow_batch_duration_seconds histogram" in m, m
+    addr = net.hosts["master"].address
+    outside = net.sh("master", f"curl -fsS --max-time 3 http://{addr}:9465/metrics", check=False)
+    assert outside.returncode != 0, "the follow metrics answer on the private address"
 
 
 def test_events_reach_s3_through_the_broker_and_the_uploader(net, converged, workdir):

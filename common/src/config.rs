@@ -86,6 +86,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_MAX_QUERIES",
     "TAUC_MAX_QUERIES_PER_USER",
     "TAUC_QUERY_SCRATCH",
+    // tauc-job follow (and TAUC_METRICS_BIND)
+    "TAUC_FOLLOW_EVERY",
     // the collection chain (tauc-collector, tauc-uploader)
     "TAUC_REGION",
     "TAUC_SPOOL_DIR",
@@ -144,9 +146,23 @@ pub struct FileConfig {
     /// `tauc-job serve` settings (`[serve]`).
     #[serde(default)]
     pub serve: ServeFile,
+    /// `tauc-job follow` settings (`[follow]`).
+    #[serde(default)]
+    pub follow: FollowFile,
     /// TLS to the cluster (`[cluster]`).
     #[serde(default)]
     pub cluster: ClusterFile,
+}
+
+/// The `[follow]` section: what `tauc-job follow` reads when a flag and
+/// its variable are unset (besides the top-level job settings).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FollowFile {
+    /// Time between the starts of two micro-batches, e.g. `60s`.
+    pub every: Option<String>,
+    /// Address of `/metrics`, e.g. `127.0.0.1:9465`.
+    pub metrics_bind: Option<String>,
 }
 
 /// The `[cluster]` section: the TLS files `tauc-job` uses towards the
@@ -312,6 +328,8 @@ pub enum Section {
     Collector,
     /// `tauc-uploader`: `[uploader]`.
     Uploader,
+    /// `tauc-job follow`: `[follow]`.
+    Follow,
 }
 
 impl Section {
@@ -321,6 +339,7 @@ impl Section {
             Section::Serve => Some("serve"),
             Section::Collector => Some("collector"),
             Section::Uploader => Some("uploader"),
+            Section::Follow => Some("follow"),
         }
     }
 }
@@ -337,6 +356,7 @@ fn setting_key(table: &str, key: &str) -> String {
         ("s3" | "cluster", k) => format!("{table}-{k}"),
         ("serve", "bind") => "serve-bind".into(),
         ("serve", "users") => "users-file".into(),
+        ("follow", "every") => "follow-every".into(),
         (_, k) => k.into(),
     }
 }
@@ -804,6 +824,16 @@ mod tests {
             .unwrap();
         assert_eq!(s3.s3_endpoint.as_deref(), Some("http://f"));
         assert_eq!(s3.s3_allow_http, Some(false));
+    }
+
+    #[test]
+    fn the_follow_section_flattens_onto_its_variables_keys() {
+        let file: FileConfig =
+            toml::from_str("[follow]\nevery = \"30s\"\nmetrics-bind = \"127.0.0.1:1\"\n").unwrap();
+        let d = file.flatten(Section::Follow).unwrap();
+        let keys: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["follow-every", "metrics-bind"]);
+        assert!(file.flatten(Section::Jobs).unwrap().is_empty());
     }
 
     #[test]

@@ -10,10 +10,15 @@
 //! plan, so they never travel to the scheduler or show in its API.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
+    ReqwestConnector,
+};
 use object_store::list::PaginatedListStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -83,7 +88,9 @@ impl S3Options {
     }
 
     fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_http_connector(CountingConnector);
         if let Some(endpoint) = &self.endpoint {
             Url::parse(endpoint).map_err(|e| {
                 Error::config(format!(
@@ -125,6 +132,108 @@ impl S3Options {
             .expect("pager lock")
             .insert(bucket.to_string(), s3.clone());
         Ok(s3)
+    }
+}
+
+/// The S3 requests this process has sent, by kind — every client the
+/// registry builds counts at its HTTP connector, so retries, listing
+/// pages and multipart parts are each one request, as S3 bills them.
+/// `tauc-job follow` shows them per micro-batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `ListObjectsV2` (and multipart-upload listings).
+    pub list: u64,
+    /// `GetObject`, whole or ranged.
+    pub get: u64,
+    /// `HeadObject`.
+    pub head: u64,
+    /// `PutObject`, copies and the multipart calls (`POST`s included).
+    pub put: u64,
+    /// `DeleteObject(s)`.
+    pub delete: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+impl Requests {
+    /// The kinds' names, as metrics label them, with their counts.
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+        [
+            ("list", self.list),
+            ("get", self.get),
+            ("head", self.head),
+            ("put", self.put),
+            ("delete", self.delete),
+            ("other", self.other),
+        ]
+    }
+
+    /// The requests made since `before` (an earlier [`requests`]).
+    pub fn since(&self, before: &Requests) -> Requests {
+        Requests {
+            list: self.list - before.list,
+            get: self.get - before.get,
+            head: self.head - before.head,
+            put: self.put - before.put,
+            delete: self.delete - before.delete,
+            other: self.other - before.other,
+        }
+    }
+}
+
+/// The counters behind [`requests`], in [`Requests::by_kind`] order.
+static REQUESTS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+/// The S3 requests this process has sent so far.
+pub fn requests() -> Requests {
+    let n = |i: usize| REQUESTS[i].load(Ordering::Relaxed);
+    Requests {
+        list: n(0),
+        get: n(1),
+        head: n(2),
+        put: n(3),
+        delete: n(4),
+        other: n(5),
+    }
+}
+
+/// The [`Requests`] slot of a request: by method, and for `GET`/`POST` by
+/// the S3 sub-resource in the query.
+fn request_kind(method: &str, query: Option<&str>) -> usize {
+    let has =
+        |key: &str| query.is_some_and(|q| q.split('&').any(|kv| kv.split('=').next() == Some(key)));
+    match method {
+        "GET" if has("list-type") || has("uploads") => 0,
+        "GET" => 1,
+        "HEAD" => 2,
+        "POST" if has("delete") => 4,
+        "PUT" | "POST" => 3,
+        "DELETE" => 4,
+        _ => 5,
+    }
+}
+
+/// The HTTP client of every S3 client, counting what it sends.
+#[derive(Debug)]
+struct Counting(HttpClient);
+
+#[async_trait::async_trait]
+impl HttpService for Counting {
+    async fn call(&self, req: HttpRequest) -> std::result::Result<HttpResponse, HttpError> {
+        let kind = request_kind(req.method().as_str(), req.uri().query());
+        REQUESTS[kind].fetch_add(1, Ordering::Relaxed);
+        self.0.execute(req).await
+    }
+}
+
+/// object_store's own reqwest client, wrapped in [`Counting`].
+#[derive(Debug)]
+struct CountingConnector;
+
+impl HttpConnector for CountingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(Counting(inner)))
     }
 }
 
@@ -332,6 +441,19 @@ impl StoreRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_sorted_by_what_s3_bills() {
+        let kind = |m, q| Requests::default().by_kind()[request_kind(m, q)].0;
+        assert_eq!(kind("GET", Some("list-type=2&prefix=a%2F")), "list");
+        assert_eq!(kind("GET", None), "get");
+        assert_eq!(kind("HEAD", None), "head");
+        assert_eq!(kind("PUT", Some("partNumber=1&uploadId=x")), "put");
+        assert_eq!(kind("POST", Some("uploads")), "put");
+        assert_eq!(kind("POST", Some("delete")), "delete");
+        assert_eq!(kind("DELETE", None), "delete");
+        assert_eq!(kind("OPTIONS", None), "other");
+    }
 
     #[test]
     fn locations() {

@@ -8,7 +8,7 @@ use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::ObjectStore;
 use url::Url;
 
-pub use tauc_common::store::{Location, S3Options, StoreRegistry, s3_pager};
+pub use tauc_common::store::{Location, Requests, S3Options, StoreRegistry, requests, s3_pager};
 
 /// `registry` as DataFusion's object-store registry: every session of the
 /// process then shares its one cached client per bucket.

@@ -18,6 +18,7 @@ use crate::jobs::job::preflight;
 pub mod cluster_jobs;
 pub mod data;
 pub mod flags;
+pub mod follow;
 pub mod report;
 mod resolve;
 pub mod serve;
@@ -125,6 +126,9 @@ impl Globals {
 pub enum Command {
     /// Run a job for a date (or a range of dates).
     Submit(SubmitArgs),
+    /// Keep the warehouse minutes behind the browser: an incremental daily
+    /// run of yesterday and today (UTC) every --every, until SIGTERM.
+    Follow(follow::FollowCmd),
     /// Write realistic sample raw data (with every dirty case) and DIM files.
     Sample(SampleCmd),
     /// List the registered jobs.
@@ -171,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<String> {
         Command::Jobs => Ok(list_jobs()),
         Command::Sample(s) => data::sample(g, s).await,
         Command::Submit(s) => submit::submit(g, s).await,
+        Command::Follow(f) => follow::follow(g, f).await,
         Command::Sql(q) => sql::command(g, q).await,
         Command::Report(rp) => report::run(g, rp).await,
         Command::Serve(sv) => serve_warehouse(g, sv).await,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::flags::EngineArgs;
 use super::parse_date;
-use super::resolve::{connect, resolve};
+use super::resolve::{Resolved, connect, resolve};
 use crate::cli::Globals;
 use crate::config::{Section, human, parse_duration};
 use crate::derive::regions::Regions;
@@ -45,6 +45,35 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = parse_date)]
     #[serde(skip)]
     pub to: Option<NaiveDate>,
+    /// What a run loads and how (shared with `follow`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunArgs,
+    /// Write the layering run's counters (files, lines, bytes, rows by
+    /// outcome, quarantined rows by reason, stage times, spilled bytes) to
+    /// this file in the Prometheus text format, replacing it (for
+    /// node_exporter's textfile collector).
+    #[arg(long, env = "TAUC_METRICS_FILE")]
+    #[serde(skip)]
+    pub metrics_file: Option<PathBuf>,
+    /// Load only the raw objects no committed load of their ODS
+    /// partition has read, and rebuild only the DWD (and, for daily, ADS)
+    /// partitions those can change; layering and daily only. The result
+    /// equals a full run over every object loaded so far.
+    #[arg(long)]
+    #[serde(skip)]
+    pub incremental: bool,
+    /// Scheduler, parallelism, memory, scratch space, stores.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// The flags of a layering or daily run that `submit` and `follow` share.
+/// Serialized like [`SubmitArgs`].
+#[derive(Debug, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RunArgs {
     /// Region to run for; repeat for several [default: every configured region].
     #[arg(long = "region", env = "TAUC_REGIONS", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -75,7 +104,8 @@ pub struct SubmitArgs {
     #[serde(skip)]
     pub file_max_mb: u64,
     /// Seconds to wait for another run that holds the same partitions
-    /// before giving up (exit 1).
+    /// before giving up (submit: exit 1; follow: the next tick tries
+    /// again).
     #[arg(long, env = "TAUC_LEASE_WAIT_SECS", default_value_t = 600)]
     #[serde(skip)]
     pub lease_wait: u64,
@@ -92,20 +122,6 @@ pub struct SubmitArgs {
     #[arg(long, env = "TAUC_STRICT_DIMS")]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub strict_dims: bool,
-    /// Write the layering run's counters (files, lines, bytes, rows by
-    /// outcome, quarantined rows by reason, stage times, spilled bytes) to
-    /// this file in the Prometheus text format, replacing it (for
-    /// node_exporter's textfile collector).
-    #[arg(long, env = "TAUC_METRICS_FILE")]
-    #[serde(skip)]
-    pub metrics_file: Option<PathBuf>,
-    /// Load only the raw objects no committed load of their ODS
-    /// partition has read, and rebuild only the DWD (and, for daily, ADS)
-    /// partitions those can change; layering and daily only. The result
-    /// equals a full run over every object loaded so far.
-    #[arg(long)]
-    #[serde(skip)]
-    pub incremental: bool,
     /// With --incremental: compact a partition's files under 32 MiB once
     /// it holds this many (the small files micro-batches append).
     #[arg(long, env = "TAUC_COMPACT_FILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..))]
@@ -143,10 +159,47 @@ pub struct SubmitArgs {
     #[arg(long, default_value_t = crate::jobs::layering::DEFAULT_COMPACT_ABOVE, value_parser = parse_compact_above)]
     #[serde(skip)]
     pub compact_loads_above: usize,
-    /// Scheduler, parallelism, memory, scratch space, stores.
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub engine: EngineArgs,
+}
+
+impl RunArgs {
+    /// The [`RunSpec`] of these flags and the resolved settings, for
+    /// `dates`.
+    pub(super) fn spec(&self, r: &Resolved, dates: Vec<NaiveDate>) -> RunSpec {
+        let settings = &r.settings;
+        let regions = if settings.regions.is_empty() {
+            Regions::default().names()
+        } else {
+            settings.regions.clone()
+        };
+        RunSpec {
+            dates,
+            regions,
+            env: r.env.clone(),
+            raw_root: r.raw_root.clone(),
+            warehouse: r.warehouse.clone(),
+            lateness_days: settings.lateness_days,
+            ranges_per_folder: self.ranges as usize,
+            fetch_concurrency: self.fetch_concurrency as usize,
+            file_limits: FileLimits {
+                max_rows: self.file_max_rows,
+                max_bytes: self.file_max_mb * 1024 * 1024,
+                ..FileLimits::default()
+            },
+            lease_wait: std::time::Duration::from_secs(self.lease_wait),
+            funnels: settings.funnels.clone(),
+            strict_dims: settings.strict_dims,
+            metrics_file: None,
+            on_cluster: settings.scheduler.is_some(),
+            incremental: false,
+            compact_files: self.compact_files as usize,
+            listing: ListingRules {
+                guard: settings.listing_guard,
+                skew: settings.listing_skew,
+                full_every: settings.full_listing_every,
+            },
+            compact_above: self.compact_loads_above,
+        }
+    }
 }
 
 /// `--compact-loads-above`: at least 1.
@@ -201,42 +254,13 @@ pub async fn submit(g: &Globals, s: SubmitArgs) -> Result<String> {
     // Ctrl-C / SIGTERM cancel the running Ballista job; nothing more commits
     submitted::install();
     let dates = dates(s.date, s.to)?;
-    let settings = &r.settings;
-    let regions = if settings.regions.is_empty() {
-        Regions::default().names()
-    } else {
-        settings.regions.clone()
-    };
-    let scheduler = settings.scheduler.clone();
-    commit::keep_replaced::set(settings.keep_replaced_secs);
+    let scheduler = r.settings.scheduler.clone();
+    commit::keep_replaced::set(r.settings.keep_replaced_secs);
     preflight(&r.engine, &r.warehouse, "warehouse").await?;
     let spec = RunSpec {
-        dates,
-        regions,
-        env: r.env.clone(),
-        raw_root: r.raw_root.clone(),
-        warehouse: r.warehouse.clone(),
-        lateness_days: settings.lateness_days,
-        ranges_per_folder: s.ranges as usize,
-        fetch_concurrency: s.fetch_concurrency as usize,
-        file_limits: FileLimits {
-            max_rows: s.file_max_rows,
-            max_bytes: s.file_max_mb * 1024 * 1024,
-            ..FileLimits::default()
-        },
-        lease_wait: std::time::Duration::from_secs(s.lease_wait),
-        funnels: settings.funnels.clone(),
-        strict_dims: settings.strict_dims,
         metrics_file: s.metrics_file.clone(),
-        on_cluster: scheduler.is_some(),
         incremental: s.incremental,
-        compact_files: s.compact_files as usize,
-        listing: ListingRules {
-            guard: settings.listing_guard,
-            skew: settings.listing_skew,
-            full_every: settings.full_listing_every,
-        },
-        compact_above: s.compact_loads_above,
+        ..s.run.spec(&r, dates)
     };
     // the job's inputs are checked before the engine starts
     let ready = job.check(&r.engine, &spec).await?;

@@ -50,9 +50,7 @@ impl Job for Daily {
     /// The layering's checks, then the reports' inputs (the funnels and
     /// `dim_contract`; the DWD partitions are the layering's to commit).
     async fn check(&self, engine: &Engine, spec: &RunSpec) -> Result<Box<dyn Ready>> {
-        let layering = LayeringRun::check(engine, spec).await?;
-        let reports = ReportsRun::check(engine, spec, Vec::new(), layering.zones.clone()).await?;
-        Ok(Box::new(DailyRun { layering, reports }))
+        Ok(Box::new(DailyRun::check(engine, spec).await?))
     }
 }
 
@@ -62,6 +60,16 @@ struct DailyRun {
     reports: ReportsRun,
 }
 
+/// A daily run of `spec`: its checks, then its run on `ctx`; returns its
+/// report whole (`tauc-job follow` counts what each micro-batch did from
+/// it).
+pub async fn run(engine: &Engine, ctx: &SessionContext, spec: &RunSpec) -> Result<DailyReport> {
+    DailyRun::check(engine, spec)
+        .await?
+        .run_report(ctx, engine)
+        .await
+}
+
 #[async_trait(?Send)]
 impl Ready for DailyRun {
     async fn run(
@@ -69,10 +77,24 @@ impl Ready for DailyRun {
         ctx: &SessionContext,
         engine: &Engine,
     ) -> Result<Box<dyn Display>> {
+        Ok(Box::new(self.run_report(ctx, engine).await?))
+    }
+}
+
+impl DailyRun {
+    /// The layering's checks, then the reports' inputs (the funnels and
+    /// `dim_contract`; the DWD partitions are the layering's to commit).
+    async fn check(engine: &Engine, spec: &RunSpec) -> Result<DailyRun> {
+        let layering = LayeringRun::check(engine, spec).await?;
+        let reports = ReportsRun::check(engine, spec, Vec::new(), layering.zones.clone()).await?;
+        Ok(DailyRun { layering, reports })
+    }
+
+    async fn run_report(self, ctx: &SessionContext, engine: &Engine) -> Result<DailyReport> {
         let DailyRun {
             layering,
             mut reports,
-        } = *self;
+        } = self;
         // the reports' dates are the DWD dates the layering can change
         reports.args.dates = layering.args.dwd_dates().into_iter().collect();
         let incremental = layering.args.incremental;
@@ -96,7 +118,7 @@ impl Ready for DailyRun {
         } else {
             Some(reports.run(ctx, engine).await?)
         };
-        Ok(Box::new(DailyReport { layering, reports }))
+        Ok(DailyReport { layering, reports })
     }
 }
 

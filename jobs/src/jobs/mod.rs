@@ -4,6 +4,7 @@
 //! lists them for the command line.
 
 pub mod daily;
+pub mod follow;
 pub mod job;
 pub mod layering;
 pub mod progress;

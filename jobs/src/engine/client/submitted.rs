@@ -101,6 +101,12 @@ pub fn check() -> Result<()> {
     }
 }
 
+/// Resolves once a stop signal has come (at once if one already has):
+/// a long-running command (`tauc-job follow`) waits on it between runs.
+pub async fn stop_asked() -> Signal {
+    stopped().await
+}
+
 async fn stopped() -> Signal {
     let mut rx = STOP.subscribe();
     match rx.wait_for(Option::is_some).await {
