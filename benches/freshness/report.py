@@ -171,6 +171,11 @@ def main():
     res["batches"] = rows
     inc = [r for r in rows if r["phase"] == "inc" and r["rc"] == 0]
     full = [r for r in rows if r["phase"] == "full" and r["rc"] == 0]
+    if feed and inc:
+        # every acknowledged event is loaded exactly once (collection.md)
+        canaries = len(lags)
+        print(f"rows: {feed['accepted']} events + {canaries} canaries acknowledged; loaded by the incremental batches "
+              f"{sum(r['ods_rows'] for r in inc)}" + (f", by the last full re-run {full[-1]['ods_rows']}" if full else ""))
     failed = [f"{r['phase']}-{r['batch']}" for r in rows if r["rc"] != 0]
     if failed:
         print(f"failed batches: {', '.join(failed)}")
