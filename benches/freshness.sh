@@ -264,6 +264,11 @@ for ((n = 1; n <= full; n++)); do
   while [ "$(date +%s)" -lt $((t + every)) ] && [ "$n" -lt "$full" ]; do sleep 0.5; done
 done
 counts >"$out/counts.json"
+# CPU seconds of each long-running component over the whole run
+for i in "${!pids[@]}"; do
+  t=$(ps -o times= -p "${pids[$i]}" 2>/dev/null | tr -d ' ')
+  [ -z "$t" ] || echo "${names[$i]} $t"
+done >"$out/cpu.txt"
 cat >"$out/run.json" <<JSON
 {"run_id": "$run_id", "minutes": $minutes, "rate": $rate, "profile": "$profile", "follower": "$follower",
  "every": $every, "poll_every": $poll_every, "feed_start": $feed_start, "feed_end": $feed_end, "cores": $(nproc)}

@@ -11,7 +11,7 @@ sending time. Runs until SIGTERM or SIGINT, then writes its summary.
 Writes, under OUT:
   canaries.csv  canary,event_id,sent_unix,acked_unix (acked = the 204 came back)
   feed.json     events sent and accepted, requests refused, achieved rate,
-                POST latency p50/p99
+                POST latency p50/p99, this process's CPU seconds
 
     python3 feed.py --port 8080 --rate 1160 --out DIR --run-id RUN
 """
@@ -206,6 +206,7 @@ def main():
         post_p50_ms=round(1000 * pct(lat, 50), 2) if lat else None,
         post_p99_ms=round(1000 * pct(lat, 99), 2) if lat else None,
         target_rate=a.rate,
+        cpu_s=round(os.times().user + os.times().system, 1),
     )
     with open(os.path.join(a.out, "feed.json"), "w") as f:
         json.dump(stats, f, indent=1)

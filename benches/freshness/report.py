@@ -136,7 +136,14 @@ def main():
     if feed:
         print(f"feed: {feed['accepted']} events accepted in {feed['seconds']} s = {feed['events_per_s']} events/s "
               f"(target {feed['target_rate']}), {feed['refused']} requests refused, "
-              f"POST p50 {feed['post_p50_ms']} ms p99 {feed['post_p99_ms']} ms")
+              f"POST p50 {feed['post_p50_ms']} ms p99 {feed['post_p99_ms']} ms, feed CPU {feed.get('cpu_s')} s")
+
+    try:
+        cpu = [line.split() for line in open(os.path.join(run_dir, "cpu.txt")) if line.strip()]
+        res["component_cpu_s"] = {n: int(t) for n, t in cpu}
+        print("CPU seconds over the run: " + ", ".join(f"{n} {t}" for n, t in cpu))
+    except FileNotFoundError:
+        pass
 
     # --- canaries
     seen = {}
