@@ -193,24 +193,42 @@ follower_loop() {
   done
 }
 
-# `tauc-job follow` (issue 28) in place of the loop: its /metrics is
-# scraped, with the proxy's counters, every 2 s into $out/follow/ for the
-# lead to read; the per-batch table of report.py comes from the loop only.
+# `tauc-job follow` (issue 28) in place of the loop. Its /metrics is read
+# every second; when a batch ends (tauc_follow_batches_total moves) the same
+# files as the loop's are written: wall time and rows from its last_batch
+# gauges, CPU from /proc (the service's CPU since the previous batch ended),
+# the proxy's counters at the previous batch's end and at this one's.
 follower_follow() {
-  local mport
+  local mport fpid n=0 seen=0 tick cpu prev_cpu=0 m total ok ok_seen=0 f end wall
   mport=$(free_port)
-  mkdir -p "$out/follow"
+  tick=$(getconf CLK_TCK)
   # shellcheck disable=SC2046
   "$bins/tauc-job" follow --every "${every}s" --region aps1 --metrics-bind "127.0.0.1:$mport" \
     $(store follower wh) >"$work/follow.log" 2>&1 &
-  local fpid=$!
-  while kill -0 $fpid 2>/dev/null; do
-    local t
-    t=$(date +%s.%N)
-    curl -sf "http://127.0.0.1:$mport/metrics" >"$out/follow/$t.prom" || true
-    counts >"$out/follow/$t.counts.json" || true
-    sleep 2
+  fpid=$!
+  counts >"$out/batches/inc-1.before.json"
+  metric() { awk -v m="$1" 'index($1, m) == 1 { s += $2 } END { print s + 0 }' <<<"$m"; }
+  while kill -0 "$fpid" 2>/dev/null; do
+    sleep 1
+    m=$(curl -sf "http://127.0.0.1:$mport/metrics") || continue
+    total=$(metric tauc_follow_batches_total)
+    [ "${total%.*}" -gt "$seen" ] || continue
+    seen=${total%.*} n=$((n + 1)) f=$out/batches/inc-$n end=$(date +%s.%N)
+    counts >"$f.after.json"
+    cp "$f.after.json" "$out/batches/inc-$((n + 1)).before.json"
+    echo "$m" >"$f.metrics"
+    cpu=$(awk '{ print $14 + $15 }' "/proc/$fpid/stat")
+    wall=$(metric tauc_follow_last_batch_seconds)
+    echo "$wall $(echo "($cpu - $prev_cpu) / $tick" | bc -l) 0 $(awk '/VmHWM/ { print $2 }' "/proc/$fpid/status")" >"$f.time"
+    prev_cpu=$cpu
+    echo "tauc_layering_last_run_valid_rows $(metric tauc_follow_last_batch_rows)" >"$f.prom"
+    ok=$(metric 'tauc_follow_batches_total{outcome="ok"}')
+    echo "inc $n $(echo "$end - $wall" | bc -l) $end $([ "${ok%.*}" -gt "$ok_seen" ] && echo 0 || echo 1)" >>"$out/batches.txt"
+    ok_seen=${ok%.*}
   done
+  echo "tauc-job follow exited; the tail of its log:" >&2
+  tail -n 20 "$work/follow.log" >&2
+  exit 1
 }
 
 # in a process group of its own (set -m), so that one kill ends the loop
