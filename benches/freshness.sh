@@ -255,7 +255,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   check_alive
   sleep 5
   if [ $((($(date +%s) - ${feed_start%.*}) % 60)) -lt 5 ]; then
-    echo "  $(date -u +%T) batches $(grep -c '^inc' "$out/batches.txt" 2>/dev/null || echo 0), canaries seen $(($(wc -l <"$out/seen.csv") - 1))/$(($(wc -l <"$out/canaries.csv") - 1))" >&2
+    echo "  $(date -u +%T) batches $(cat "$out/batches.txt" 2>/dev/null | grep -c '^inc'), canaries seen $(($(wc -l <"$out/seen.csv") - 1))/$(($(wc -l <"$out/canaries.csv") - 1))" >&2
   fi
 done
 check_alive
@@ -284,7 +284,7 @@ done
 counts >"$out/counts.json"
 # CPU seconds of each long-running component over the whole run
 for i in "${!pids[@]}"; do
-  t=$(ps -o times= -p "${pids[$i]}" 2>/dev/null | tr -d ' ')
+  t=$(ps -o times= -p "${pids[$i]}" 2>/dev/null | tr -d ' ') || true # gone: the feed, the reader
   [ -z "$t" ] || echo "${names[$i]} $t"
 done >"$out/cpu.txt"
 cat >"$out/run.json" <<JSON
