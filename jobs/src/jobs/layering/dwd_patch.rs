@@ -243,7 +243,7 @@ pub(super) async fn patch_dwd(
         };
         progress.advance(
             0,
-            (appended.rows(Table::DwdTrkEvent, p) + appended.rows(Table::DwdCorsError, p)) as u64,
+            appended.rows(Table::DwdTrkEvent, p) + appended.rows(Table::DwdCorsError, p),
         );
         summaries.insert(p.clone(), s);
     }
@@ -503,7 +503,7 @@ fn read_changes(b: &RecordBatch, out: &mut BTreeMap<PartitionRef, Change>) -> Re
             dt: date_of(dt.value(i)),
             region: region.value(i).to_string(),
         };
-        let c = out.entry(p).or_insert_with(Change::default);
+        let c = out.entry(p).or_default();
         c.duplicates += delta.value(i);
         c.dropped += dropped.value(i);
     }
