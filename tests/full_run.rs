@@ -240,10 +240,9 @@ pub async fn tables(w: &World, prefix: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// A full daily over the raw objects present now, into a warehouse of its
-/// own (with the same DIM tables), compared partition by partition with
-/// the incremental warehouse.
-pub async fn assert_equals_full_run(w: &World, name: &str) {
+/// A warehouse `full-{name}` in the world's bucket holding the DIM tables
+/// and funnels of `wh/` only; returns its prefix and URL.
+pub async fn fresh_warehouse(w: &World, name: &str) -> (String, String) {
     let full = format!("full-{name}");
     for key in w
         .keys("wh/dim")
@@ -255,6 +254,14 @@ pub async fn assert_equals_full_run(w: &World, name: &str) {
         w.put(&to, w.get(&key).await).await;
     }
     let url = format!("s3://{}/{full}", w.bucket);
+    (full, url)
+}
+
+/// A full daily over the raw objects present now, into a warehouse of its
+/// own (with the same DIM tables), compared partition by partition with
+/// the incremental warehouse.
+pub async fn assert_equals_full_run(w: &World, name: &str) {
+    let (full, url) = fresh_warehouse(w, name).await;
     run(daily(w, Some(&url), false), w.dir.path()).ok();
     let (inc, full) = (tables(w, "wh").await, tables(w, &full).await);
     assert!(

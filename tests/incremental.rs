@@ -164,17 +164,7 @@ fn layering(w: &World, extra: &[&str]) -> Command {
 /// [`assert_equals_full_run`] for [`layering`]: a full layering of the
 /// same date and region into a warehouse of its own.
 async fn assert_equals_full_layering(w: &World, name: &str) {
-    let full = format!("full-{name}");
-    for key in w
-        .keys("wh/dim")
-        .await
-        .into_iter()
-        .chain(w.keys("wh/conf").await)
-    {
-        let to = format!("{full}/{}", key.strip_prefix("wh/").unwrap());
-        w.put(&to, w.get(&key).await).await;
-    }
-    let url = format!("s3://{}/{full}", w.bucket);
+    let (full, url) = fresh_warehouse(w, name).await;
     let mut cmd = Command::new(bin("tauc-job"));
     cmd.args(["submit", "layering", "--date", DAY, "--region", "aps1"])
         .args(flags(w, None, Some(&url)));

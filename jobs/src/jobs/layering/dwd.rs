@@ -555,16 +555,11 @@ pub(super) async fn build_dwd(
     run_id: &str,
     progress: &mut Progress,
 ) -> Result<(BTreeMap<PartitionRef, DwdSummary>, (u64, u64))> {
-    let targets: Vec<(PartitionRef, String)> = chosen
-        .keys()
-        .map(|p| (p.clone(), zones[&p.region].name().to_string()))
-        .collect();
-    let ods_rows = ods_rows(store, args, chosen.keys()).await?;
-    let present: BTreeSet<PartitionRef> = ods_rows
-        .iter()
-        .filter(|(_, rows)| **rows > 0)
-        .map(|(p, _)| p.clone())
-        .collect();
+    let Window {
+        targets,
+        ods_rows,
+        present,
+    } = window_of(store, args, zones, chosen).await?;
     let mut outcome = WriteOutcome::default();
     if !present.is_empty() {
         register_dim_user(ctx, engine, &args.warehouse).await?;
@@ -677,9 +672,43 @@ pub(super) async fn clean_up(
     Ok(())
 }
 
+/// What the DWD dates of a run read.
+pub(super) struct Window {
+    /// Each date with its region's time zone.
+    pub targets: Vec<(PartitionRef, String)>,
+    /// Rows per ODS partition of their windows ([`ods_rows`]).
+    pub ods_rows: BTreeMap<PartitionRef, u64>,
+    /// The ODS partitions of their windows that hold rows.
+    pub present: BTreeSet<PartitionRef>,
+}
+
+/// The [`Window`] of the DWD dates `chosen`.
+pub(super) async fn window_of(
+    store: &Arc<dyn ObjectStore>,
+    args: &LayeringArgs,
+    zones: &BTreeMap<String, chrono_tz::Tz>,
+    chosen: &BTreeMap<PartitionRef, BTreeMap<String, String>>,
+) -> Result<Window> {
+    let targets = chosen
+        .keys()
+        .map(|p| (p.clone(), zones[&p.region].name().to_string()))
+        .collect();
+    let ods_rows = ods_rows(store, args, chosen.keys()).await?;
+    let present = ods_rows
+        .iter()
+        .filter(|(_, rows)| **rows > 0)
+        .map(|(p, _)| p.clone())
+        .collect();
+    Ok(Window {
+        targets,
+        ods_rows,
+        present,
+    })
+}
+
 /// Rows per ODS partition of the windows of `targets`, from the manifests
 /// (read under this run's lease).
-pub(super) async fn ods_rows(
+async fn ods_rows(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
     targets: impl Iterator<Item = &PartitionRef>,

@@ -48,9 +48,9 @@ use crate::warehouse::tables::{Table, date_of, date_value};
 use crate::warehouse::writer::{TABLE_COLUMN, WriteSpec};
 
 use super::dwd::{
-    clean_up, commit_stats, copied, lineage, ods_rows, pack, place, register_copied_ids,
+    Window, clean_up, commit_stats, copied, lineage, pack, place, register_copied_ids,
     register_dim_user, row_type, rows_read, rows_read_of, scratch, singles, timed_ods, unpack,
-    unpacked, window_groups, write_kept,
+    unpacked, window_groups, window_of, write_kept,
 };
 use super::written::{only_into, write};
 use super::{DwdSummary, JOB, LayeringArgs, PatchSummary, window};
@@ -205,16 +205,11 @@ pub(super) async fn patch_dwd(
     run_id: &str,
     progress: &mut Progress,
 ) -> Result<(BTreeMap<PartitionRef, DwdSummary>, (u64, u64), PatchSummary)> {
-    let targets: Vec<(PartitionRef, String)> = chosen
-        .keys()
-        .map(|p| (p.clone(), zones[&p.region].name().to_string()))
-        .collect();
-    let ods_rows = ods_rows(store, args, chosen.keys()).await?;
-    let present: BTreeSet<PartitionRef> = ods_rows
-        .iter()
-        .filter(|(_, rows)| **rows > 0)
-        .map(|(p, _)| p.clone())
-        .collect();
+    let Window {
+        targets,
+        ods_rows,
+        present,
+    } = window_of(store, args, zones, chosen).await?;
     let (mut appended, mut rewritten, mut changes, mut copied_ids) = Default::default();
     if !present.is_empty() {
         register_dim_user(ctx, engine, &args.warehouse).await?;
