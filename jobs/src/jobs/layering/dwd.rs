@@ -269,20 +269,8 @@ async fn kept_rows(
     if !any_copied {
         return singles(ods, targets, lateness_days);
     }
-    let alone = ods.clone().join(
-        copied(ctx).await?,
-        JoinType::LeftAnti,
-        &["o.event_id"],
-        &["c.event_id"],
-        None,
-    )?;
-    let copies = ods.join(
-        copied(ctx).await?,
-        JoinType::LeftSemi,
-        &["o.event_id"],
-        &["c.event_id"],
-        None,
-    )?;
+    let alone = on_copied(ctx, ods.clone(), JoinType::LeftAnti).await?;
+    let copies = on_copied(ctx, ods, JoinType::LeftSemi).await?;
     let aggs = vec![rows_read("o").alias("copies"), min(pack(ctx)?).alias("w")];
     let winners = window_groups(ctx, copies, targets, lateness_days, aggs)?
         // (renamed on the way: DataFusion 55's `push_down_leaf_projections`
@@ -296,9 +284,15 @@ async fn kept_rows(
     Ok(singles(alone, targets, lateness_days)?.union(unpacked(winners)?)?)
 }
 
-/// The registered `copied` ids, aliased `c`.
-pub(super) async fn copied(ctx: &SessionContext) -> Result<DataFrame> {
-    Ok(ctx.table("copied").await?.alias("c")?)
+/// The rows of `rows` (aliased `o`) whose event id is (`LeftSemi`) or is
+/// not (`LeftAnti`) among the registered `copied` ids.
+pub(super) async fn on_copied(
+    ctx: &SessionContext,
+    rows: DataFrame,
+    join: JoinType,
+) -> Result<DataFrame> {
+    let copied = ctx.table("copied").await?.alias("c")?;
+    Ok(rows.join(copied, join, &["o.event_id"], &["c.event_id"], None)?)
 }
 
 /// The kept rows of `alone` (aliased `o`), rows whose event id occurs once

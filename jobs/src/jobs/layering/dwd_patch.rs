@@ -48,7 +48,7 @@ use crate::warehouse::tables::{Table, date_of, date_value};
 use crate::warehouse::writer::{TABLE_COLUMN, WriteSpec};
 
 use super::dwd::{
-    Window, clean_up, commit_stats, copied, lineage, pack, place, register_copied_ids,
+    Window, clean_up, commit_stats, lineage, on_copied, pack, place, register_copied_ids,
     register_dim_user, row_type, rows_read, rows_read_of, scratch, singles, timed_ods, unpack,
     unpacked, window_groups, window_of, write_kept,
 };
@@ -328,13 +328,7 @@ async fn patch_rows(
         let appended = write_kept(ctx, args, run_id).await?;
         return Ok((appended, WriteOutcome::default(), BTreeMap::new(), 0));
     }
-    let alone = new.join(
-        copied(ctx).await?,
-        JoinType::LeftAnti,
-        &["o.event_id"],
-        &["c.event_id"],
-        None,
-    )?;
+    let alone = on_copied(ctx, new, JoinType::LeftAnti).await?;
     register_groups(
         ctx,
         scratch,
@@ -390,14 +384,8 @@ async fn register_groups(
     let rows = flagged("ods_old", false)
         .await?
         .union(flagged("ods_new", true).await?)?
-        .alias("o")?
-        .join(
-            copied(ctx).await?,
-            JoinType::LeftSemi,
-            &["o.event_id"],
-            &["c.event_id"],
-            None,
-        )?;
+        .alias("o")?;
+    let rows = on_copied(ctx, rows, JoinType::LeftSemi).await?;
     let old = !col("is_new");
     let aggs = vec![
         rows_read("o").alias("copies"),
