@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from conftest import BUCKET, GROUPS, VERSION2, recap, tauc_job
@@ -125,10 +126,20 @@ def test_events_reach_s3_through_the_broker_and_the_uploader(net, converged, wor
     assert all(n == 1 for n in found.values()), f"each event once in S3: {found}"
 
 
+def followed(row: dict) -> bool:
+    """A row of the dates the follow service keeps loading on the cluster
+    (yesterday's and today's collection dates, whose DWD dates reach one
+    day further back): the events of the collector test land there, and
+    the in-process warehouse has no collector."""
+    since = (datetime.now(timezone.utc).date() - timedelta(days=3)).isoformat()
+    return str(row.get("dt", "")) >= since
+
+
 def rows(net, deploy, warehouse: str, table: str) -> list[str]:
     out = tauc_job(net, deploy, ["sql", "--format", "json", f"SELECT * FROM {table}"], warehouse)
-    kept = [json.dumps({k: v for k, v in json.loads(line).items() if k not in RUN_COLUMNS}, sort_keys=True)
-            for line in out.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kept = [json.dumps({k: v for k, v in row.items() if k not in RUN_COLUMNS}, sort_keys=True)
+            for row in parsed if not followed(row)]
     return sorted(kept)
 
 
