@@ -46,7 +46,7 @@ run() { # label sync batch broker(up|down)
   port=$(free_port)
   rm -rf "$work/spool"
   taskset -c 0 "$bin" --bind "127.0.0.1:$port" --region aps1 --spool-dir "$work/spool" \
-    --kafka-brokers "127.0.0.1:$kport" --kafka-option batch.num.messages=1 --spool-sync "$sync" >"$work/collector.log" 2>&1 &
+    --kafka-brokers "127.0.0.1:$kport" --spool-sync "$sync" >"$work/collector.log" 2>&1 &
   collector=$!
   wait_port "$port"
   [ "$state" = down ] && kill -STOP $broker

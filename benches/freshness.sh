@@ -134,10 +134,8 @@ kport=$(free_port)
 started tansu "$work/tansu.log"
 wait_up "$kport" tansu
 cport=$(free_port)
-# tansu 0.6.0 answers a fetch from inside a multi-record batch with nothing
-# (tests/chain.rs): one record per batch, as the tests run it
 "$bins/tauc-collector" --bind "127.0.0.1:$cport" --env uat --region aps1 --spool-dir "$work/spool" \
-  --kafka-brokers "127.0.0.1:$kport" --kafka-option batch.num.messages=1 >"$work/collector.log" 2>&1 &
+  --kafka-brokers "127.0.0.1:$kport" >"$work/collector.log" 2>&1 &
 started collector "$work/collector.log"
 wait_up "$cport" collector
 uport=$(free_port)

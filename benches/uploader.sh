@@ -47,7 +47,7 @@ for parts in 1 8; do
   env=p$parts
   cport=$(free_port)
   "$bins/tauc-collector" --bind "127.0.0.1:$cport" --env "$env" --region aps1 --spool-dir "$work/spool-$env" \
-    --kafka-brokers "127.0.0.1:$kport" --kafka-option batch.num.messages=1 --topic-partitions "$parts" >"$work/collector-$env.log" 2>&1 &
+    --kafka-brokers "127.0.0.1:$kport" --topic-partitions "$parts" >"$work/collector-$env.log" 2>&1 &
   cpid=$!; pids+=($cpid)
   wait_port "$cport"
   wrk -t1 -c2 -d"${fill}s" -s "$work/post.lua" "http://127.0.0.1:$cport/v1/events" >/dev/null

@@ -174,8 +174,6 @@ class Deploy:
             "tauc_version": VERSION,
             "tauc_common_artifact": str(self.artifacts) + "/tauc-{{ tauc_common_version }}-x86_64-linux.tar.gz",
             "tauc_cidrs": cidrs(),
-            # tansu 0.6.0 answers a fetch from inside a multi-record batch with nothing
-            "tauc_collector_kafka_options": ["batch.num.messages=1"],
             "tauc_collector_allowed_origins": ["http://portal.test"],
             "tauc_uploader_max_wait": "2s",
             "tauc_executor_vcores": 2,

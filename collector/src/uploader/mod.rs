@@ -14,16 +14,16 @@
 pub mod batch;
 mod fault;
 pub mod orphans;
+mod rewind;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tauc_common::store::Location;
 use tokio::sync::watch;
@@ -64,6 +64,9 @@ pub struct UploaderConfig {
 #[derive(Default)]
 struct Changes {
     revoked: Vec<i32>,
+    /// Assigned partitions and the committed offsets they resume at,
+    /// [`rewind::REWIND`] records earlier.
+    resumed: Vec<(i32, i64)>,
 }
 
 struct Context {
@@ -73,21 +76,44 @@ struct Context {
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut c = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-            for e in tpl.elements() {
-                c.revoked.push(e.partition());
+    /// Applies the group's decision as rdkafka's default does (the eager
+    /// protocol), but starts each assigned partition before its committed
+    /// offset ([`rewind`]).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let applied = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let resumed = rewind::assignment(consumer, tpl);
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?parts, resumed = ?resumed, "partitions assigned");
+                self.changes().resumed.extend(resumed);
+                consumer.assign(tpl)
             }
-            tracing::info!(partitions = ?c.revoked, "partitions revoked");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut c = self.changes();
+                c.revoked
+                    .extend(tpl.elements().iter().map(|e| e.partition()));
+                tracing::info!(partitions = ?c.revoked, "partitions revoked");
+                consumer.unassign()
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = applied {
+            tracing::error!(error = %e, "cannot apply the rebalance");
         }
     }
+}
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(partitions = ?parts, "partitions assigned");
-        }
+impl Context {
+    fn changes(&self) -> std::sync::MutexGuard<'_, Changes> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -99,9 +125,24 @@ struct Partition {
     expected: Option<i64>,
     /// After a seek, records are skipped until the expected one arrives.
     seeking: bool,
+    /// How many records before the expected one the last seek started.
+    rewind: i64,
     batch: Option<Batch>,
     /// The previous batch's PUT and commit, still running.
     inflight: Option<Inflight>,
+}
+
+impl Partition {
+    /// Reading from a seek `rewind` records before `offset`: the records
+    /// before it are skipped.
+    fn resuming_at(offset: i64, rewind: i64) -> Partition {
+        Partition {
+            expected: Some(offset),
+            seeking: true,
+            rewind,
+            ..Partition::default()
+        }
+    }
 }
 
 /// A batch being written out: its first offset, its lines, and the task
@@ -296,17 +337,58 @@ impl Uploader {
     }
 
     fn apply_changes(&mut self) {
-        let revoked = std::mem::take(
-            &mut self
-                .changes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .revoked,
-        );
+        let (revoked, resumed) = {
+            let mut c = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                std::mem::take(&mut c.revoked),
+                std::mem::take(&mut c.resumed),
+            )
+        };
         for p in revoked {
             // Not committed: the next owner reads these records again. A
             // write-out still running finishes on its own (create-only).
             self.parts.remove(&p);
+        }
+        for (p, committed) in resumed {
+            self.parts
+                .insert(p, Partition::resuming_at(committed, rewind::REWIND));
+        }
+    }
+
+    /// The first record after a seek came past the expected one `wanted`:
+    /// the rewind fell inside a batch longer than it ([`rewind`]).
+    async fn overshot(&mut self, partition: i32, wanted: i64, got: i64) {
+        let rewind = self
+            .parts
+            .get(&partition)
+            .map_or(rewind::REWIND, |s| s.rewind);
+        let low = self.writer.log_start(partition).await;
+        match rewind::overshot(wanted, rewind, low) {
+            rewind::Overshot::Further { from, rewind } => {
+                tracing::warn!(
+                    partition,
+                    wanted,
+                    got,
+                    from,
+                    "resumed past the committed offset; rewinding further"
+                );
+                self.parts
+                    .insert(partition, Partition::resuming_at(wanted, rewind));
+                self.writer.seek(partition, from).await;
+            }
+            rewind::Overshot::Gone { low } => {
+                tracing::error!(
+                    partition,
+                    from = wanted,
+                    to = low,
+                    "records deleted by the topic's retention before they were uploaded; going on from the oldest one"
+                );
+                self.parts
+                    .insert(partition, Partition::resuming_at(low, rewind::REWIND));
+                if got != low {
+                    self.writer.seek(partition, low).await;
+                }
+            }
         }
     }
 
@@ -316,7 +398,13 @@ impl Uploader {
             let state = self.parts.entry(partition).or_default();
             match state.expected {
                 Some(exp) if offset < exp => return,
-                Some(exp) if state.seeking && offset != exp => return,
+                Some(exp) if state.seeking && offset != exp => {
+                    self.overshot(partition, exp, offset).await;
+                    if self.parts.get(&partition).and_then(|s| s.expected) == Some(offset) {
+                        continue; // the records from here on were deleted
+                    }
+                    return;
+                }
                 _ => {}
             }
             let cut_before = state
@@ -397,11 +485,11 @@ impl Uploader {
             return;
         }
         let next = inflight.first_offset + held as i64;
-        let state = self.parts.entry(partition).or_default();
-        state.batch = None;
-        state.expected = Some(next);
-        state.seeking = true;
-        self.writer.seek(partition, next).await;
+        self.parts
+            .insert(partition, Partition::resuming_at(next, rewind::REWIND));
+        self.writer
+            .seek(partition, rewind::start(next, rewind::REWIND))
+            .await;
     }
 }
 
@@ -435,6 +523,19 @@ impl Writer {
             }
         }
         lines
+    }
+
+    /// The partition's log start (0 when the broker cannot say).
+    async fn log_start(self: &Arc<Self>, partition: i32) -> i64 {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            me.consumer
+                .fetch_watermarks(&me.config.topic, partition, Duration::from_secs(10))
+        })
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .map_or(0, |(low, _)| low)
     }
 
     async fn seek(&self, partition: i32, offset: i64) {
