@@ -33,7 +33,7 @@ use datafusion::arrow::datatypes::{Date32Type, Int64Type};
 use datafusion::parquet::arrow::{ArrowWriter, AsyncArrowWriter};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -51,6 +51,28 @@ pub const MANIFEST: &str = "_SUCCESS";
 /// Rows per data file a client-side commit writes; larger partitions get
 /// several files.
 pub const ROWS_PER_FILE: usize = 1_000_000;
+
+/// How many partitions commit side by side. A partition's commit is a
+/// handful of small requests that must follow each other (data files,
+/// manifest, strays); partitions are independent (each manifest is its own
+/// commit point), so a run with many pays the round trips once, not once
+/// per partition.
+pub const PARTITIONS_AT_ONCE: usize = 8;
+
+/// Runs `commit` for each of `items` (one partition each), up to
+/// [`PARTITIONS_AT_ONCE`] at a time; the first error ends it (partitions
+/// already committed stay, as after a kill).
+pub async fn each_partition<T, F, Fut>(items: impl IntoIterator<Item = T>, commit: F) -> Result<()>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    futures::stream::iter(items.into_iter().map(commit))
+        .buffer_unordered(PARTITIONS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
 
 /// The manifest of one committed partition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -538,21 +560,30 @@ pub async fn remove_strays(store: &dyn ObjectStore, dir: &Location, m: &Manifest
             || listed_by(m, name)
             || current.as_ref().is_some_and(|c| listed_by(c, name))
     };
-    let mut removed = 0;
-    for meta in listed {
-        let key = meta.location.as_ref();
-        let name = key.rsplit('/').next().unwrap_or(key);
-        let direct = key
-            .strip_prefix(&dir.prefix)
-            .map(|r| r.trim_start_matches('/'))
-            == Some(name);
-        if direct && !keep(name) {
-            match store.delete(&meta.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
-                Err(e) => return Err(e.into()),
+    let strays: Vec<Path> = listed
+        .into_iter()
+        .filter(|meta| {
+            let key = meta.location.as_ref();
+            let name = key.rsplit('/').next().unwrap_or(key);
+            let direct = key
+                .strip_prefix(&dir.prefix)
+                .map(|r| r.trim_start_matches('/'))
+                == Some(name);
+            direct && !keep(name)
+        })
+        .map(|meta| meta.location)
+        .collect();
+    let removed = strays.len();
+    futures::stream::iter(strays)
+        .map(|path| async move {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(Error::from(e)),
             }
-        }
-    }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(removed)
 }
 
@@ -745,14 +776,16 @@ pub async fn input_versions(
     warehouse: &Location,
     inputs: &[(Table, PartitionRef)],
 ) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for (table, p) in inputs {
+    let read = inputs.iter().map(|(table, p)| async move {
         let dir = p.location(&table.location(warehouse));
-        if let Some(m) = read_manifest(store, &dir).await? {
-            out.insert(input_name(*table, p), m.content_version().to_string());
-        }
-    }
-    Ok(out)
+        let m = read_manifest(store, &dir).await?;
+        Ok::<_, Error>(m.map(|m| (input_name(*table, p), m.content_version().to_string())))
+    });
+    let versions: Vec<_> = futures::stream::iter(read)
+        .buffered(16)
+        .try_collect()
+        .await?;
+    Ok(versions.into_iter().flatten().collect())
 }
 
 /// Is partition `p` of any of `tables` missing, or built from other

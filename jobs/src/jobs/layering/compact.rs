@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::prelude::{SessionContext, col, lit};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
 use crate::error::{Error, Result};
@@ -50,17 +50,24 @@ pub(super) async fn compact(
     args: &LayeringArgs,
     appended: &BTreeSet<(Table, PartitionRef)>,
 ) -> Result<usize> {
-    let mut done = 0;
-    for (table, p) in appended {
+    // a manifest read and a LIST per partition: side by side
+    let looks = appended.iter().map(|(table, p)| async move {
         let dir = p.location(&table.location(&args.warehouse));
         let Some(m) = commit::read_manifest(store.as_ref(), &dir).await? else {
-            continue;
+            return Ok(None);
         };
         let small = small_files(store, &dir, &m).await?;
-        if small.len() >= args.compact_files {
-            compact_partition(ctx, store, args, *table, p, &m, small).await?;
-            done += 1;
-        }
+        let due = small.len() >= args.compact_files;
+        Ok::<_, crate::error::Error>(due.then_some((*table, p, m, small)))
+    });
+    let due: Vec<_> = futures::stream::iter(looks)
+        .buffered(commit::PARTITIONS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let mut done = 0;
+    for (table, p, m, small) in due.into_iter().flatten() {
+        compact_partition(ctx, store, args, table, p, &m, small).await?;
+        done += 1;
     }
     Ok(done)
 }

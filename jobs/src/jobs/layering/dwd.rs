@@ -21,6 +21,7 @@ use datafusion::functions::string::expr_fn::concat;
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, min};
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, case, when};
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
 use crate::engine::client::submitted;
@@ -503,36 +504,38 @@ pub(super) async fn dwd_targets(
     store: &Arc<dyn ObjectStore>,
     args: &LayeringArgs,
 ) -> Result<BTreeMap<PartitionRef, BTreeMap<String, String>>> {
-    let mut out = BTreeMap::new();
-    for region in &args.regions {
-        for d in args.dwd_dates() {
-            let p = PartitionRef {
-                dt: d,
-                region: region.clone(),
-            };
-            let window: Vec<_> = window(d, args.lateness_days)
-                .map(|c| {
-                    let ods = PartitionRef {
-                        dt: c,
-                        region: region.clone(),
-                    };
-                    (Table::OdsEvent, ods)
-                })
-                .collect();
-            let inputs = commit::input_versions(store.as_ref(), &args.warehouse, &window).await?;
-            let tables = [
-                Table::DwdTrkEvent,
-                Table::DwdCorsError,
-                Table::DwdDedupeStats,
-            ];
-            if !args.incremental
-                || commit::stale(store.as_ref(), &args.warehouse, &tables, &p, &inputs).await?
-            {
-                out.insert(p, inputs);
-            }
-        }
-    }
-    Ok(out)
+    let candidates = args.regions.iter().flat_map(|region| {
+        args.dwd_dates().into_iter().map(|dt| PartitionRef {
+            dt,
+            region: region.clone(),
+        })
+    });
+    let checks = candidates.map(|p| async move {
+        let window: Vec<_> = window(p.dt, args.lateness_days)
+            .map(|c| {
+                let ods = PartitionRef {
+                    dt: c,
+                    region: p.region.clone(),
+                };
+                (Table::OdsEvent, ods)
+            })
+            .collect();
+        let inputs = commit::input_versions(store.as_ref(), &args.warehouse, &window).await?;
+        let tables = [
+            Table::DwdTrkEvent,
+            Table::DwdCorsError,
+            Table::DwdDedupeStats,
+        ];
+        let target = !args.incremental
+            || commit::stale(store.as_ref(), &args.warehouse, &tables, &p, &inputs).await?;
+        Ok::<_, Error>(target.then_some((p, inputs)))
+    });
+    // manifest reads, a few per date: side by side
+    let found: Vec<_> = futures::stream::iter(checks)
+        .buffered(commit::PARTITIONS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// The second stage: the DWD partitions of [`dwd_targets`], rebuilt from
@@ -608,19 +611,14 @@ pub(super) async fn build_dwd(
     // a stop asked while the job ran: nothing of this stage commits
     submitted::check()?;
     progress.stage("dwd: committing");
-    for (p, s) in &summaries {
-        commit_written(
-            store,
-            args,
-            run_id,
-            &outcome,
-            p,
-            [Table::DwdTrkEvent, Table::DwdCorsError],
-            lineage(&chosen[p]),
-        )
-        .await?;
-        commit_stats(store, args, run_id, p, s, lineage(&chosen[p])).await?;
-    }
+    let (outcome_ref, chosen) = (&outcome, &chosen);
+    commit::each_partition(&summaries, |(p, s)| async move {
+        let tables = [Table::DwdTrkEvent, Table::DwdCorsError];
+        let lineage = lineage(&chosen[p]);
+        commit_written(store, args, run_id, outcome_ref, p, tables, lineage.clone()).await?;
+        commit_stats(store, args, run_id, p, s, lineage).await
+    })
+    .await?;
     Ok((summaries, outcome.received()))
 }
 

@@ -247,7 +247,9 @@ pub(super) async fn patch_dwd(
     // a stop asked while the jobs ran: nothing of this stage commits
     submitted::check()?;
     progress.stage("dwd: committing");
-    for (p, prior) in priors {
+    let (chosen, changes, summaries_ref) = (&chosen, &changes, &summaries);
+    let (appended, rewritten) = (&appended, &rewritten);
+    commit::each_partition(priors, |(p, prior)| async move {
         let rewrite = changes.get(p).is_some_and(|c| c.dropped > 0);
         for (t, m) in [
             (Table::DwdTrkEvent, &prior.trk),
@@ -271,8 +273,17 @@ pub(super) async fn patch_dwd(
             commit::commit_files_with(store.as_ref(), run_id, JOB, t, &dir, p, &files, lineage)
                 .await?;
         }
-        commit_stats(store, args, run_id, p, &summaries[p], lineage(&chosen[p])).await?;
-    }
+        commit_stats(
+            store,
+            args,
+            run_id,
+            p,
+            &summaries_ref[p],
+            lineage(&chosen[p]),
+        )
+        .await
+    })
+    .await?;
     let received = appended.received();
     let more = rewritten.received();
     let patched = PatchSummary {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
 use crate::engine::client::submitted;
@@ -76,14 +77,17 @@ pub(super) async fn load_ods_incremental(
     let started_at = Utc::now().timestamp_millis();
     let mut folders = Vec::new();
     let mut counts = ListingCounts::default();
-    for region in &args.regions {
-        for date in &args.dates {
-            let (f, c) = plan_folder(ctx, store, args, region, *date).await?;
-            counts.add(&c);
-            if let Some(f) = f {
-                folders.push(f);
-            }
-        }
+    // the folders are listed side by side
+    let plans = args.regions.iter().flat_map(|region| {
+        (args.dates.iter()).map(move |date| plan_folder(ctx, store, args, region, *date))
+    });
+    let planned: Vec<_> = futures::stream::iter(plans)
+        .buffered(commit::PARTITIONS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for (f, c) in planned {
+        counts.add(&c);
+        folders.extend(f);
     }
     let outcome = scan_new(ctx, args, run_id, started_at, &folders).await?;
     let mut summaries = BTreeMap::new();
@@ -101,25 +105,28 @@ pub(super) async fn load_ods_incremental(
     only_into(&outcome, &summaries, "the scan")?;
     submitted::check()?;
     progress.stage("ods: committing");
-    for f in &folders {
-        let event = commit_load(store, args, run_id, &outcome, f, &summaries[&f.p]).await?;
+    let (outcome_ref, summaries_ref) = (&outcome, &summaries);
+    commit::each_partition(&folders, |f| async move {
+        let event = commit_load(store, args, run_id, outcome_ref, f, &summaries_ref[&f.p]).await?;
         write_settled(store, args, run_id, &f.p, &event, started_at).await?;
         if let Some(at) = f.full_at {
             loads::record_full_listing(store, &args.warehouse, &f.p, at).await?;
         }
-    }
+        Ok(())
+    })
+    .await?;
     // partitions a killed run left half-settled
-    for region in &args.regions {
-        for date in &args.dates {
-            let p = PartitionRef {
-                dt: *date,
-                region: region.clone(),
-            };
-            if !summaries.contains_key(&p) {
-                settle_if_needed(store, args, run_id, &p, started_at).await?;
-            }
-        }
-    }
+    let others = args.regions.iter().flat_map(|region| {
+        (args.dates.iter()).map(move |date| PartitionRef {
+            dt: *date,
+            region: region.clone(),
+        })
+    });
+    let others: Vec<_> = others.filter(|p| !summaries.contains_key(p)).collect();
+    commit::each_partition(&others, |p| {
+        settle_if_needed(store, args, run_id, p, started_at)
+    })
+    .await?;
     Ok(IncrementalOds {
         summaries,
         received: outcome.received(),

@@ -72,29 +72,25 @@ pub(super) async fn load_ods(
     submitted::check()?;
     progress.stage("ods: committing");
     let finished_at = Utc::now().timestamp_millis();
-    for (p, summary) in &summaries {
+    let outcome_ref = &outcome;
+    commit::each_partition(&summaries, |(p, summary)| async move {
+        let tables = [Table::OdsEvent, Table::OdsQuarantine];
         commit_written(
             store,
             args,
             run_id,
-            &outcome,
+            outcome_ref,
             p,
-            [Table::OdsEvent, Table::OdsQuarantine],
+            tables,
             Default::default(),
         )
         .await?;
         let stats = load_stats_batch(summary, run_id, started_at, finished_at)?;
-        commit::commit_table(
-            store,
-            run_id,
-            JOB,
-            &args.warehouse,
-            Table::OdsLoadStats,
-            p,
-            vec![stats],
-        )
-        .await?;
-    }
+        let table = Table::OdsLoadStats;
+        commit::commit_table(store, run_id, JOB, &args.warehouse, table, p, vec![stats]).await?;
+        Ok(())
+    })
+    .await?;
     Ok((summaries, outcome.received()))
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
 use super::batches::anomaly_batch;
@@ -100,25 +101,30 @@ impl Ads<'_> {
                 b.settlement_batch(p, &self.inputs.contracts)?,
             ),
         ];
-        let mut rows = BTreeMap::new();
+        let rows = batches
+            .iter()
+            .map(|(table, batch)| (table.name(), batch.num_rows()))
+            .collect();
         let lineage = Lineage {
             inputs: ads_inputs(self.store.as_ref(), &self.args.warehouse, p).await?,
             ..Default::default()
         };
-        for (table, batch) in batches {
-            rows.insert(table.name(), batch.num_rows());
+        // the seven tables side by side: each manifest is its own commit
+        // point, and a partition with any of them behind is stale
+        let commits = batches.into_iter().map(|(table, batch)| {
+            let (warehouse, lineage) = (&self.args.warehouse, lineage.clone());
             commit::commit_table_with(
                 self.store,
                 self.run_id,
                 JOB,
-                &self.args.warehouse,
+                warehouse,
                 table,
                 p,
                 vec![batch],
-                lineage.clone(),
+                lineage,
             )
-            .await?;
-        }
+        });
+        futures::future::try_join_all(commits).await?;
         Ok((rows, alerts))
     }
 }
@@ -147,19 +153,23 @@ async fn ads_inputs(
 /// The dates of `args` with an ADS partition (of any region) missing, or
 /// built from DWD rows that have changed since.
 pub async fn stale_dates(store: &dyn ObjectStore, args: &ReportsArgs) -> Result<Vec<NaiveDate>> {
-    let mut out = Vec::new();
-    for d in &args.dates {
-        for region in &args.regions {
+    let checks = args.dates.iter().flat_map(|d| {
+        args.regions.iter().map(move |region| async move {
             let p = PartitionRef {
                 dt: *d,
                 region: region.clone(),
             };
             let inputs = ads_inputs(store, &args.warehouse, &p).await?;
-            if commit::stale(store, &args.warehouse, &Table::REPORTS, &p, &inputs).await? {
-                out.push(*d);
-                break;
-            }
-        }
-    }
+            let stale = commit::stale(store, &args.warehouse, &Table::REPORTS, &p, &inputs).await?;
+            Ok::<_, crate::error::Error>(stale.then_some(*d))
+        })
+    });
+    // a dozen manifest reads per partition: partitions side by side
+    let stale: Vec<_> = futures::stream::iter(checks)
+        .buffered(commit::PARTITIONS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let mut out: Vec<NaiveDate> = stale.into_iter().flatten().collect();
+    out.dedup();
     Ok(out)
 }

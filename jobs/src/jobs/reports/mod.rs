@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use chrono::{Days, NaiveDate};
 use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::derive::regions::Regions;
@@ -38,8 +39,8 @@ use crate::engine::session::Engine;
 use crate::error::{Error, Result};
 use crate::jobs::progress::Progress;
 use crate::store::Location;
-use crate::warehouse::commit::PartitionRef;
 use crate::warehouse::commit::new_run_id;
+use crate::warehouse::commit::{self, PartitionRef};
 use crate::warehouse::tables::Table;
 
 /// Name of the job in manifests and the registry.
@@ -221,16 +222,25 @@ async fn run_leased(
         results: &results,
         committed: &committed,
     };
-    for region in &args.regions {
-        for dt in &args.dates {
-            let p = PartitionRef {
-                dt: *dt,
-                region: region.clone(),
-            };
-            let (rows, alerts) = ads.commit_partition(&p, zones[region]).await?;
-            report.alerts.insert(p.clone(), alerts);
-            report.partitions.insert(p, rows);
-        }
+    let partitions = args.regions.iter().flat_map(|region| {
+        (args.dates.iter()).map(move |dt| PartitionRef {
+            dt: *dt,
+            region: region.clone(),
+        })
+    });
+    let (ads, zones) = (&ads, &zones);
+    let commits = partitions.map(|p| async move {
+        let (rows, alerts) = ads.commit_partition(&p, zones[&p.region]).await?;
+        Ok::<_, Error>((p, rows, alerts))
+    });
+    // partitions side by side (each is its own commit point)
+    let committed: Vec<_> = futures::stream::iter(commits)
+        .buffer_unordered(commit::PARTITIONS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for (p, rows, alerts) in committed {
+        report.alerts.insert(p.clone(), alerts);
+        report.partitions.insert(p, rows);
     }
     report.secs = started.elapsed().as_secs_f64();
     tracing::info!(job = JOB, run_id = %run_id, "run committed");
