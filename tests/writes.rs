@@ -544,7 +544,13 @@ async fn kill_an_executor_during_the_dwd_job(name: &str, mode: &str, in_last_sta
         "the DWD job {id} ended before the kill"
     );
     cluster.kill_executor(0);
-    let status = wait_exit(job, Duration::from_secs(180));
+    // a hang names what the job and the scheduler last said (it was seen
+    // twice on 2 cores, never alone: the cause is not known yet)
+    let logs = [
+        w.dir.path().join("job.err"),
+        w.dir.path().join("scheduler.log"),
+    ];
+    let status = wait_exit_showing(job, Duration::from_secs(300), &logs);
     let err = std::fs::read_to_string(w.dir.path().join("job.err")).unwrap();
     assert!(!err.contains("panicked"), "{err}");
     let log = std::fs::read_to_string(w.dir.path().join("scheduler.log")).unwrap();
@@ -576,7 +582,16 @@ async fn kill_an_executor_during_the_dwd_job(name: &str, mode: &str, in_last_sta
 }
 
 /// Waits for `child` to exit; panics (killing it) after `limit`.
-fn wait_exit(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+fn wait_exit(child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    wait_exit_showing(child, limit, &[])
+}
+
+/// [`wait_exit`], the last lines of `logs` in the panic.
+fn wait_exit_showing(
+    mut child: std::process::Child,
+    limit: Duration,
+    logs: &[std::path::PathBuf],
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -584,7 +599,16 @@ fn wait_exit(mut child: std::process::Child, limit: Duration) -> std::process::E
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("tauc-job hung");
+            let tails: Vec<String> = logs
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                    format!("--- the last lines of {}:\n{tail}", p.display())
+                })
+                .collect();
+            panic!("tauc-job hung after {limit:?}\n{}", tails.join("\n"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
