@@ -15,7 +15,7 @@ use crate::derive::regions::Regions;
 use crate::engine::runtime::scratch::Resources;
 use crate::error::Result;
 use crate::jobs::job::preflight;
-use crate::jobs::sample::{self, SampleArgs};
+use crate::jobs::sample::{self, Population, SampleArgs};
 use crate::warehouse::commit;
 use crate::warehouse::tables::Table;
 
@@ -60,9 +60,72 @@ pub struct SampleCmd {
     /// Lines per raw file.
     #[arg(long, default_value_t = 50)]
     pub lines_per_file: usize,
+    /// `toy` (40 users, a handful of targets and pages) or `business`
+    /// (the counts below, Zipf-skewed activity, sessions) [default:
+    /// business from 1 000 000 events a day or when a count below is
+    /// given, else toy].
+    #[arg(long, value_enum)]
+    pub shape: Option<Shape>,
+    /// Users [default: events per day / 20 — 5 M at 100 M events].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: Option<u64>,
+    /// Devices [default: 1.3 per user].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub devices: Option<u64>,
+    /// Click and impression targets [default: events per day / 200, 20 to 500 000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub targets: Option<u64>,
+    /// Pages [default: events per day / 1000, 10 to 50 000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pages: Option<u64>,
+    /// Cities the geo points are near [default: events per day / 1000, 10 to 2000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cities: Option<u64>,
     /// Where data goes.
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// The sample's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// 40 users, four targets, six pages: a small day to read by eye.
+    Toy,
+    /// The business's counts and skew.
+    Business,
+}
+
+impl SampleCmd {
+    /// The business's population, or `None` for the toy shape.
+    fn population(&self) -> Option<Population> {
+        let counts = [
+            self.users,
+            self.devices,
+            self.targets,
+            self.pages,
+            self.cities,
+        ];
+        let shape = self.shape.unwrap_or(
+            if self.events_per_day >= 1_000_000 || counts.iter().any(Option::is_some) {
+                Shape::Business
+            } else {
+                Shape::Toy
+            },
+        );
+        if shape == Shape::Toy {
+            return None;
+        }
+        let mut pop = Population::for_events(u64::from(self.events_per_day));
+        if let Some(users) = self.users {
+            pop.users = users;
+            pop.devices = users + users * 3 / 10;
+        }
+        pop.devices = self.devices.unwrap_or(pop.devices).max(pop.users);
+        pop.targets = self.targets.unwrap_or(pop.targets);
+        pop.pages = self.pages.unwrap_or(pop.pages);
+        pop.cities = self.cities.unwrap_or(pop.cities);
+        Some(pop)
+    }
 }
 
 /// `tauc-job sample`.
@@ -85,10 +148,18 @@ pub async fn sample(g: &Globals, s: SampleCmd) -> Result<String> {
         raw_root: r.raw_root.clone(),
         warehouse: Some(r.warehouse.clone()),
         lines_per_file: s.lines_per_file,
+        population: s.population(),
     };
     let rep = sample::write(&r.engine, &args).await?;
+    let shape = match &args.population {
+        None => "toy shape".to_string(),
+        Some(p) => format!(
+            "business shape: {} users, {} devices, {} targets, {} pages, {} cities",
+            p.users, p.devices, p.targets, p.pages, p.cities
+        ),
+    };
     Ok(format!(
-        "wrote {} raw objects ({} lines) under {} and dim tables under {}\n",
+        "wrote {} raw objects ({} lines; {shape}) under {} and dim tables under {}\n",
         rep.files,
         rep.lines,
         r.raw_root,

@@ -114,14 +114,18 @@ pub(super) fn resolve(
     })
 }
 
+/// `--parallelism`, else the machine's cores.
+pub(super) fn parallelism(flag: Option<usize>) -> usize {
+    flag.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
 /// A client context on the scheduler, or in-process.
 pub(super) async fn connect(
     engine: &Engine,
     scheduler: Option<&str>,
     parallelism: Option<usize>,
 ) -> Result<datafusion::prelude::SessionContext> {
-    let parallelism =
-        parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let parallelism = self::parallelism(parallelism);
     // an unreachable scheduler is a configuration error, found before any work
     let client = match scheduler {
         Some(url) => Some(SchedulerClient::connect(url, engine.tls.as_ref()).await?),

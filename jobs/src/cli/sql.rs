@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use super::flags::EngineArgs;
-use super::resolve::{connect, resolve};
+use super::resolve::{connect, parallelism, resolve};
 use crate::cli::Globals;
 use crate::config::Section;
 use crate::engine::client::submitted;
@@ -71,8 +71,13 @@ pub async fn command(g: &Globals, q: SqlCmd) -> Result<String> {
             "empty query (give SQL, or - to read it from stdin)",
         ));
     }
-    let scheduler = r.settings.scheduler.clone();
-    let ctx = connect(&r.engine, scheduler.as_deref(), q.engine.parallelism).await?;
+    let ctx = match r.settings.scheduler.as_deref() {
+        Some(url) => connect(&r.engine, Some(url), q.engine.parallelism).await?,
+        // in-process, a query runs on plain DataFusion, as `serve` runs
+        // them: no Ballista job's start-up, no shuffle files, and an
+        // `EXPLAIN ANALYZE` that shows the scans' pruning counters
+        None => r.engine.local_context(parallelism(q.engine.parallelism))?,
+    };
     crate::warehouse::table::register_all(&ctx, &r.engine.registry, &r.warehouse).await?;
     run(&ctx, &query, q.format, q.out.as_deref(), q.allow_writes).await
 }

@@ -191,11 +191,12 @@ pub fn session_config() -> SessionConfig {
         // stages for a 1000-row day, never finishing); the static planner
         // runs the same plan in three stages.
         .with_ballista_adaptive_query_planner(false);
-    config
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
+    let parquet = &mut config.options_mut().execution.parquet;
+    parquet.schema_force_view_types = false;
+    // filters evaluated in the Parquet decoder, cheapest first: a lookup
+    // decodes the other columns only for the rows (and pages) it keeps
+    parquet.pushdown_filters = true;
+    parquet.reorder_filters = true;
     config
 }
 
@@ -247,9 +248,9 @@ impl ExtensionPlanner for TaucNodes {
         let [input] = physical_inputs else {
             return datafusion::common::internal_err!("TaucWrite takes one input");
         };
-        Ok(Some(Arc::new(WriteExec::new(
+        Ok(Some(Arc::new(WriteExec::try_new(
             input.clone(),
             write.spec.clone(),
-        ))))
+        )?)))
     }
 }

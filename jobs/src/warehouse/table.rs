@@ -17,6 +17,7 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
@@ -26,6 +27,7 @@ use datafusion::datasource::listing::helpers::expr_applicable_for_cols;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl, PartitionedFile,
 };
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -346,7 +348,19 @@ impl TableProvider for WarehouseTable {
         let table_schema = TableSchema::builder(self.table.schema())
             .with_table_partition_cols(partition_fields())
             .build();
-        let source = Arc::new(ParquetSource::new(table_schema));
+        // the session's Parquet options (filters pushed into the decoder,
+        // page index and Bloom filters read), and footers from the process's
+        // metadata cache: a file name is never reused for other bytes (every
+        // commit writes new names), so a cached footer stays true
+        let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
+        let source = Arc::new(
+            ParquetSource::new(table_schema)
+                .with_table_parquet_options(parquet_options(state))
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                    store.clone(),
+                    footers,
+                ))),
+        );
         let config = FileScanConfigBuilder::new(url, source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
@@ -354,6 +368,15 @@ impl TableProvider for WarehouseTable {
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+/// The session's Parquet options as they stand (a `SET
+/// datafusion.execution.parquet.…` included).
+fn parquet_options(state: &dyn Session) -> TableParquetOptions {
+    let options = state.table_options();
+    options
+        .combine_with_session_config(state.config_options())
+        .parquet
 }
 
 /// Registers every warehouse table by name (`ods_*`, `dwd_*`, `ads_*`),

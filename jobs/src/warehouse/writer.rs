@@ -27,7 +27,7 @@
 //!   keeps one attempt per task, checks them and commits the manifests
 //!   ([`crate::warehouse::commit`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -44,9 +44,9 @@ use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
+};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -60,6 +60,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Location;
+use crate::warehouse::layout;
 use crate::warehouse::tables::{Table, conform};
 
 /// The column naming a row's table.
@@ -232,11 +233,17 @@ pub struct WriteExec {
     input: Arc<dyn ExecutionPlan>,
     spec: WriteSpec,
     properties: Arc<PlanProperties>,
+    /// The order the input must come in ([`layout::write_order`]): the
+    /// planner sorts it so (within each partition, spilling as it must).
+    order: Option<LexOrdering>,
+    /// The tables whose files come out sorted.
+    sorted: Arc<BTreeSet<Table>>,
 }
 
 impl WriteExec {
     /// Writes `input` as `spec` says, partition by partition.
-    pub fn new(input: Arc<dyn ExecutionPlan>, spec: WriteSpec) -> WriteExec {
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: WriteSpec) -> DfResult<WriteExec> {
+        let (order, sorted) = layout::write_order(&input.schema())?;
         let n = input.properties().output_partitioning().partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(output_schema()),
@@ -244,11 +251,13 @@ impl WriteExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        WriteExec {
+        Ok(WriteExec {
             input,
             spec,
             properties,
-        }
+            order,
+            sorted: Arc::new(sorted),
+        })
     }
 
     /// What it writes.
@@ -294,11 +303,18 @@ impl ExecutionPlan for WriteExec {
         let [input] = children.as_slice() else {
             return internal_err!("TaucWriteExec takes one input");
         };
-        Ok(Arc::new(WriteExec::new(input.clone(), self.spec.clone())))
+        Ok(Arc::new(WriteExec::try_new(
+            input.clone(),
+            self.spec.clone(),
+        )?))
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![false]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![self.order.clone().map(OrderingRequirements::from)]
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
@@ -315,7 +331,7 @@ impl ExecutionPlan for WriteExec {
         let store = context.runtime_env().object_store(&url)?;
         let reads = crate::warehouse::rerun::input_partitions(&self.input, partition);
         let task = TaskName::of(context.task_id().as_deref(), partition, reads.as_deref());
-        let mut writer = TaskWriter::new(self.spec.clone(), store, task);
+        let mut writer = TaskWriter::new(self.spec.clone(), store, task, self.sorted.clone());
         let out = futures::stream::once(async move {
             let mut input = input;
             while let Some(batch) = input.try_next().await? {
@@ -392,6 +408,7 @@ struct TaskWriter {
     spec: WriteSpec,
     store: Arc<dyn ObjectStore>,
     task: TaskName,
+    sorted: Arc<BTreeSet<Table>>,
     seq: usize,
     open: HashMap<Key, OpenFile>,
     written: Vec<(Key, String, u64, u64)>,
@@ -448,19 +465,18 @@ fn groups(b: &RecordBatch) -> DfResult<Vec<(Key, Option<UInt32Array>)>> {
         .collect()
 }
 
-fn properties(limits: &FileLimits) -> DfResult<WriterProperties> {
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(limits.row_group_rows.max(1)))
-        .build())
-}
-
 impl TaskWriter {
-    fn new(spec: WriteSpec, store: Arc<dyn ObjectStore>, task: TaskName) -> TaskWriter {
+    fn new(
+        spec: WriteSpec,
+        store: Arc<dyn ObjectStore>,
+        task: TaskName,
+        sorted: Arc<BTreeSet<Table>>,
+    ) -> TaskWriter {
         TaskWriter {
             spec,
             store,
             task,
+            sorted,
             seq: 0,
             open: HashMap::new(),
             written: Vec::new(),
@@ -541,7 +557,8 @@ impl TaskWriter {
         let dir = partition_dir(&self.spec.warehouse, *table, *dt, region);
         let path = Path::from(format!("{}/{name}", dir.prefix));
         let sink = BufWriter::new(self.store.clone(), path);
-        let writer = AsyncArrowWriter::try_new(sink, schema, Some(properties(&self.spec.limits)?))?;
+        let props = layout::properties(&self.spec.limits, *table, self.sorted.contains(table))?;
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
         tracing::debug!(file = %name, table = table.path(), "writing");
         Ok(OpenFile {
             name,

@@ -186,7 +186,7 @@ impl PhysicalExtensionCodec for TaucPhysicalCodec {
                         inputs.len()
                     );
                 };
-                Ok(Arc::new(WriteExec::new(input.clone(), spec)))
+                Ok(Arc::new(WriteExec::try_new(input.clone(), spec)?))
             }
             Some(Ok(_)) => exec_err!("tauc codec: not an execution plan"),
             Some(Err(e)) => Err(e),

@@ -1,0 +1,150 @@
+//! How the warehouse's data files are laid out for the readers that look
+//! rows up in them: the order of rows within each file, the Bloom filters,
+//! the page size — and the Parquet writer settings that carry them.
+//!
+//! The order is the one that serves the lookups users make most (the
+//! back office's, in the notes), chosen per table:
+//!
+//! - **`dwd_trk_event_di`: `user_key, event_ts`.** One user's events are a
+//!   few rows among millions: sorted, they sit in one page of each column
+//!   per file, and the row groups' and pages' min/max on `user_key` (and on
+//!   `user_id`, equal to it for signed-in users) find them. A user's rows
+//!   also come out in time order, as the funnels read them. Targets are
+//!   looked up through Bloom filters instead: a long-tail target is in few
+//!   row groups, and a heavy one is in every row group whatever the order.
+//! - **`dwd_mon_cors_error_di`: `fingerprint, event_ts`.** Failures are
+//!   looked up (and ranked) by fingerprint.
+//! - **ODS: `src_file, line_no`.** The raw lines' order: the lineage
+//!   queries (`where did this row come from`) read one file's rows.
+//!
+//! Bloom filters go on the id columns users filter on with `=`: one per
+//! column per row group, sized for the row group, 1 % false positives.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::physical_expr::expressions::{CaseExpr, Literal, col};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+
+use crate::warehouse::tables::Table;
+use crate::warehouse::writer::{FileLimits, TABLE_COLUMN};
+
+/// Rows per data page: small enough that a lookup in a sorted file reads
+/// a few thousand rows of each column, not a row group's.
+pub const PAGE_ROWS: usize = 8 * 1024;
+
+/// False-positive rate of the Bloom filters.
+pub const BLOOM_FPP: f64 = 0.01;
+
+/// How rows are ordered: ascending, nulls last (the Parquet footer says
+/// the same).
+const ORDER: SortOptions = SortOptions {
+    descending: false,
+    nulls_first: false,
+};
+
+/// The columns each data file of `table` is sorted by; empty for the
+/// tables the writer does not write (stats, reports).
+pub fn sort_key(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::OdsEvent | Table::OdsQuarantine => &["src_file", "line_no"],
+        Table::DwdTrkEvent => &["user_key", "event_ts"],
+        Table::DwdCorsError => &["fingerprint", "event_ts"],
+        _ => &[],
+    }
+}
+
+/// The columns of `table` with Bloom filters.
+pub fn bloom_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::OdsEvent => &["event_id", "user_id", "device_id", "target_id"],
+        Table::OdsQuarantine => &["event_id"],
+        Table::DwdTrkEvent => &["event_id", "user_id", "user_key", "device_id", "target_id"],
+        Table::DwdCorsError => &["event_id", "user_key", "fingerprint"],
+        _ => &[],
+    }
+}
+
+/// The order a writer's input must have so that every file it writes is
+/// sorted: by `_table`, `dt` and `region` (one file's rows together), then
+/// by each table's [`sort_key`] — each key column only for its own table's
+/// rows (`CASE _table WHEN … THEN column END`), since tables that share a
+/// write order by different columns. Tables whose key columns the input
+/// lacks are left unsorted; the set returned names the sorted ones.
+pub fn write_order(input: &Schema) -> DfResult<(Option<LexOrdering>, BTreeSet<Table>)> {
+    let Ok(table_col) = col(TABLE_COLUMN, input) else {
+        return Ok((None, BTreeSet::new()));
+    };
+    let mut exprs = Vec::new();
+    let mut sorted = BTreeSet::new();
+    for name in [TABLE_COLUMN, "dt", "region"] {
+        if let Ok(c) = col(name, input) {
+            exprs.push(PhysicalSortExpr::new(c, ORDER));
+        }
+    }
+    for table in Table::all() {
+        let key = sort_key(table);
+        if key.is_empty() || key.iter().any(|c| input.index_of(c).is_err()) {
+            continue;
+        }
+        let this = lit(table.path());
+        for c in key {
+            let when = (this.clone(), col(c, input)?);
+            let only_here = CaseExpr::try_new(Some(table_col.clone()), vec![when], None)?;
+            exprs.push(PhysicalSortExpr::new(Arc::new(only_here), ORDER));
+        }
+        sorted.insert(table);
+    }
+    Ok((LexOrdering::new(exprs), sorted))
+}
+
+fn lit(s: &str) -> Arc<dyn PhysicalExpr> {
+    Arc::new(Literal::new(ScalarValue::Utf8(Some(s.to_string()))))
+}
+
+/// The Parquet settings of a data file of `table` (columns as
+/// `table.schema()`), `sorted` when its rows come in [`sort_key`] order.
+pub fn properties(limits: &FileLimits, table: Table, sorted: bool) -> DfResult<WriterProperties> {
+    let group_rows = limits.row_group_rows.max(1);
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(group_rows))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        // min/max per page too: the page index that prunes within a row group
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(sorted.then(|| sorting_columns(table)).flatten());
+    for c in bloom_columns(table) {
+        let path = ColumnPath::from(*c);
+        b = b
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), BLOOM_FPP)
+            // folded down to the values seen when the row group closes
+            .set_column_bloom_filter_max_ndv(path, group_rows as u64);
+    }
+    Ok(b.build())
+}
+
+/// [`sort_key`] as the footer records it (leaf column indexes: every
+/// column of a warehouse table is a flat leaf).
+fn sorting_columns(table: Table) -> Option<Vec<SortingColumn>> {
+    let schema = table.schema();
+    let cols: Option<Vec<SortingColumn>> = sort_key(table)
+        .iter()
+        .map(|c| {
+            let i = schema.index_of(c).ok()?;
+            Some(SortingColumn {
+                column_idx: i32::try_from(i).ok()?,
+                descending: ORDER.descending,
+                nulls_first: ORDER.nulls_first,
+            })
+        })
+        .collect();
+    cols.filter(|c| !c.is_empty())
+}
