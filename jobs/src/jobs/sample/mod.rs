@@ -221,7 +221,7 @@ fn message_file(f: usize, chunk: &[TimedLine]) -> (String, Vec<u8>, usize) {
             (2, true) => {} // no final newline
             _ => body.push(b'\n'),
         }
-        if f % 4 == 0 && i == 0 {
+        if f.is_multiple_of(4) && i == 0 {
             body.extend_from_slice(b"\n  \t\n");
             n += 2;
         }
