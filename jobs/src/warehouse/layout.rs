@@ -34,7 +34,6 @@ use datafusion::physical_expr::expressions::{CaseExpr, Literal, col};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 
 use crate::warehouse::tables::Table;
-use crate::warehouse::writer::{FileLimits, TABLE_COLUMN};
 
 /// Rows per data page: small enough that a lookup in a sorted file reads
 /// a few thousand rows of each column, not a row group's.
@@ -73,18 +72,22 @@ pub fn bloom_columns(table: Table) -> &'static [&'static str] {
 }
 
 /// The order a writer's input must have so that every file it writes is
-/// sorted: by `_table`, `dt` and `region` (one file's rows together), then
+/// sorted: by `table_column` (the rows' table, as `Table::path`), `dt` and
+/// `region` (one file's rows together), then
 /// by each table's [`sort_key`] — each key column only for its own table's
 /// rows (`CASE _table WHEN … THEN column END`), since tables that share a
 /// write order by different columns. Tables whose key columns the input
 /// lacks are left unsorted; the set returned names the sorted ones.
-pub fn write_order(input: &Schema) -> DfResult<(Option<LexOrdering>, BTreeSet<Table>)> {
-    let Ok(table_col) = col(TABLE_COLUMN, input) else {
+pub fn write_order(
+    input: &Schema,
+    table_column: &str,
+) -> DfResult<(Option<LexOrdering>, BTreeSet<Table>)> {
+    let Ok(table_col) = col(table_column, input) else {
         return Ok((None, BTreeSet::new()));
     };
     let mut exprs = Vec::new();
     let mut sorted = BTreeSet::new();
-    for name in [TABLE_COLUMN, "dt", "region"] {
+    for name in [table_column, "dt", "region"] {
         if let Ok(c) = col(name, input) {
             exprs.push(PhysicalSortExpr::new(c, ORDER));
         }
@@ -110,9 +113,10 @@ fn lit(s: &str) -> Arc<dyn PhysicalExpr> {
 }
 
 /// The Parquet settings of a data file of `table` (columns as
-/// `table.schema()`), `sorted` when its rows come in [`sort_key`] order.
-pub fn properties(limits: &FileLimits, table: Table, sorted: bool) -> DfResult<WriterProperties> {
-    let group_rows = limits.row_group_rows.max(1);
+/// `table.schema()`) with row groups of `group_rows`, `sorted` when its
+/// rows come in [`sort_key`] order.
+pub fn properties(group_rows: usize, table: Table, sorted: bool) -> DfResult<WriterProperties> {
+    let group_rows = group_rows.max(1);
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(group_rows))

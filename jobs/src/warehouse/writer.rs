@@ -243,7 +243,7 @@ pub struct WriteExec {
 impl WriteExec {
     /// Writes `input` as `spec` says, partition by partition.
     pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: WriteSpec) -> DfResult<WriteExec> {
-        let (order, sorted) = layout::write_order(&input.schema())?;
+        let (order, sorted) = layout::write_order(&input.schema(), TABLE_COLUMN)?;
         let n = input.properties().output_partitioning().partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(output_schema()),
@@ -557,7 +557,11 @@ impl TaskWriter {
         let dir = partition_dir(&self.spec.warehouse, *table, *dt, region);
         let path = Path::from(format!("{}/{name}", dir.prefix));
         let sink = BufWriter::new(self.store.clone(), path);
-        let props = layout::properties(&self.spec.limits, *table, self.sorted.contains(table))?;
+        let props = layout::properties(
+            self.spec.limits.row_group_rows,
+            *table,
+            self.sorted.contains(table),
+        )?;
         let writer = AsyncArrowWriter::try_new(sink, schema, Some(props))?;
         tracing::debug!(file = %name, table = table.path(), "writing");
         Ok(OpenFile {
