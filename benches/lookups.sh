@@ -16,6 +16,7 @@
 # The warehouse is on the local disk for both engines (DuckDB reads no
 # S3 without an extension from outside this project's registries).
 set -euo pipefail
+export RUST_LOG=${RUST_LOG:-warn}
 cd "$(dirname "$0")/.."
 days=${1:-30}
 events=${2:-1000000}
@@ -49,9 +50,16 @@ if [ ! -f "$data/.sampled" ]; then
 fi
 if [ ! -f "$data/.layered" ] || [ -n "${RELAYER:-}" ]; then
   rm -rf "$data/wh/ods" "$data/wh/dwd" "$data/wh/_tauc"
-  say "$bin" submit layering --date "$first" --to "$last" --region aps1 "${store[@]}"
-  /usr/bin/time -f "layering: %e s, %M KiB peak" "$bin" submit layering --date "$first" --to "$last" \
-    --region aps1 "${store[@]}" >&2
+  # five days a run: a month in one run shuffles and spills ~30 GB
+  start=$(date +%s)
+  for ((d = 0; d < days; d += 5)); do
+    from=$(python3 -c "import datetime as t; print(t.date.fromisoformat('$first') + t.timedelta(days=$d))")
+    to=$(python3 -c "import datetime as t; print(min(t.date.fromisoformat('$last'), t.date.fromisoformat('$from') + t.timedelta(days=4)))")
+    say "$bin" submit layering --date "$from" --to "$to" --region aps1 "${store[@]}"
+    /usr/bin/time -f "layering $from..$to: %e s, %M KiB peak" "$bin" submit layering --date "$from" --to "$to" \
+      --region aps1 "${store[@]}" >&2
+  done
+  echo "# layering: $(( $(date +%s) - start )) s" >&2
   touch "$data/.layered"
 fi
 
