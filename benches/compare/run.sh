@@ -13,6 +13,8 @@
 #   THREADS=2           DuckDB threads, Spark local[N], tauc in-process slots
 #   INPROCESS_MEMORY=4G tauc in-process --memory-limit; EXECUTOR_MEMORY=2G each
 #   DUCKDB_MEMORY=4GB   DuckDB memory_limit; SPARK_MEMORY=4g driver memory
+#   SHAPE=business      the sample's shape (`tauc-job sample --shape`; default
+#                       toy below SF 1, business from SF 1)
 #   ENGINES="tauc cluster duckdb spark"  which to run (tauc is always run:
 #                       it is the reference)
 #   WORK=DIR            work folder (default a new one under /var/tmp, removed
@@ -54,8 +56,9 @@ echo "# sf=$sf days=$days events/day=$events profile=$profile threads=$threads w
 echo "# machine: $machine" >&2
 
 say() { printf '+ %s\n' "$*" >&2; }
-say "$bin" sample --date "$date0" --days "$days" --events-per-day "$events" --regions aps1 --lines-per-file 50 --raw-root "$work/raw" --warehouse "$work/wh-inprocess"
-"$bin" sample --date "$date0" --days "$days" --events-per-day "$events" --regions aps1 --lines-per-file 50 \
+shape=(${SHAPE:+--shape "$SHAPE"})
+say "$bin" sample --date "$date0" --days "$days" --events-per-day "$events" --regions aps1 --lines-per-file 50 "${shape[@]}" --raw-root "$work/raw" --warehouse "$work/wh-inprocess"
+"$bin" sample --date "$date0" --days "$days" --events-per-day "$events" --regions aps1 --lines-per-file 50 "${shape[@]}" \
   --raw-root "$work/raw" --warehouse "$work/wh-inprocess" >&2
 mkdir -p "$work/wh-cluster" "$work/out"
 cp -r "$work/wh-inprocess/dim" "$work/wh-cluster/"
