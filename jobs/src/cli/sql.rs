@@ -99,8 +99,9 @@ pub enum OutputFormat {
 /// query's text is not in it: it may hold values that are secrets).
 pub const JOB_NAME: &str = "tauc sql";
 
-/// Runs `query` as the job [`JOB_NAME`] through [`submitted`] (named,
-/// shown, cancelled on Ctrl-C like every job of `tauc-job`); returns what
+/// Runs `query` through [`submitted`] (on a cluster as the job
+/// [`JOB_NAME`], named, shown and cancelled on Ctrl-C like every job of
+/// `tauc-job`; in-process stopped on Ctrl-C); returns what
 /// to print (the result, or a line saying where it was written). CSV, JSON and Parquet stream batch by batch to
 /// `out` (or standard output), so a large result is never held whole; the
 /// aligned table needs every row for its widths and is for small results.

@@ -140,7 +140,7 @@ fn day_lines(
         Some(pop) => {
             let clean = business::Day::new(pop, region, day0, u64::from(args.events_per_day));
             let mut extra = dirty;
-            // yesterday's last events, re-delivered a minute into today
+            // yesterday's first events, re-delivered a minute into today
             if !first {
                 let prev0 = day0 - 86_400_000;
                 let prev = business::Day::new(pop, region, prev0, u64::from(args.events_per_day));

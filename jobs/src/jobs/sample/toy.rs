@@ -101,7 +101,7 @@ pub(super) fn clean_event(rng: &mut Rng, region: &str, n: u64, ts: i64) -> Value
 }
 
 /// The clean lines of one toy day, with client retries and (after the
-/// first day) yesterday's last events re-delivered, sorted by collection
+/// first day) yesterday's first events re-delivered, sorted by collection
 /// time.
 pub(super) fn day(region: &str, day0: i64, first: bool, events: u32) -> Vec<TimedLine> {
     let mut rng = Rng::for_day(day0, region);
