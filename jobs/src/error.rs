@@ -77,13 +77,17 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 
-    /// A cluster job lost finished work with an executor and the scheduler
-    /// stopped running it (Ballista 55 rolled its stages back and left
-    /// them).
+    /// A cluster job stopped progressing in a state Ballista 55 does not
+    /// leave by itself (after losing an executor) and was cancelled.
     #[error(
-        "Ballista job {0} stalled after losing an executor (the scheduler rolled the lost stages back and ran nothing more) and was cancelled. Nothing of this stage was committed (partitions committed before it are complete). Restart tauc-scheduler and the executors, then run the same command again"
+        "Ballista job {job_id} stalled ({why}) and was cancelled. Nothing of this stage was committed (partitions committed before it are complete). Restart tauc-scheduler and the executors, then run the same command again"
     )]
-    Stalled(String),
+    Stalled {
+        /// Ballista's job id.
+        job_id: String,
+        /// What the scheduler showed of it: `rolled back …`, `stranded …`.
+        why: String,
+    },
 
     /// The cluster's scheduler stopped answering while a job ran on it.
     #[error(

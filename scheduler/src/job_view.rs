@@ -43,6 +43,9 @@ fn view_of(job: &JobOverview) -> JobView {
         stages: job.num_stages,
         tasks_done: 0,
         tasks: 0,
+        tasks_running: 0,
+        tasks_pending: 0,
+        tasks_stranded: 0,
         started_at: job.start_time,
         ended_at: job.end_time,
     }
@@ -62,6 +65,41 @@ fn task_counts(graph: &dyn ExecutionGraph) -> (usize, usize) {
             ExecutionStage::Failed(s) => (0, s.partitions),
         })
         .fold((0, 0), |(d, t), (sd, st)| (d + sd, t + st))
+}
+
+/// A graph's running tasks, and how many of them are bound to an executor
+/// the scheduler has lost: one with no heartbeat, or whose last is older
+/// than the executor timeout plus two rounds of the check that removes
+/// such executors (and resets their tasks).
+fn running_tasks(scheduler: &Scheduler, graph: &dyn ExecutionGraph) -> (usize, usize) {
+    let tasks = graph.running_tasks();
+    let config = &scheduler.state.config;
+    let timeout =
+        config.executor_timeout_seconds + 2 * config.expire_dead_executor_interval_seconds;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let lost = |id: &str| {
+        let beat = scheduler.state.executor_manager.get_executor_hearbeat(id);
+        beat.is_none_or(|b| now.saturating_sub(b.timestamp) > timeout)
+    };
+    let stranded = tasks.iter().filter(|t| lost(&t.executor_id)).count();
+    (tasks.len(), stranded)
+}
+
+/// Tasks an executor asking for work would be given: those not yet bound
+/// in running stages, and all of a resolved stage's (Ballista starts a
+/// resolved stage when it binds its first task).
+fn pending_tasks(graph: &dyn ExecutionGraph) -> usize {
+    let resolved: usize = graph
+        .stages()
+        .values()
+        .map(|stage| match stage {
+            ExecutionStage::Resolved(s) => s.partitions,
+            _ => 0,
+        })
+        .sum();
+    graph.available_tasks() + resolved
 }
 
 /// Tasks of a stage not yet resolved: the partitions its shuffle writer
@@ -89,6 +127,9 @@ pub async fn jobs(scheduler: &Scheduler) -> Result<Vec<JobView>> {
         if let Some(cached) = running.get(&job.job_id) {
             let graph = cached.execution_graph.read().await;
             (view.tasks_done, view.tasks) = task_counts(graph.as_ref());
+            let (running, stranded) = running_tasks(scheduler, graph.as_ref());
+            (view.tasks_running, view.tasks_stranded) = (running, stranded);
+            view.tasks_pending = pending_tasks(graph.as_ref());
         }
         views.push(view);
     }

@@ -155,6 +155,9 @@ mod tests {
             stages: 1,
             tasks_done: done,
             tasks,
+            tasks_running: 0,
+            tasks_pending: 0,
+            tasks_stranded: 0,
             started_at: 0,
             ended_at: 0,
         }

@@ -32,6 +32,18 @@ pub struct JobView {
     pub tasks_done: usize,
     /// Tasks of those stages.
     pub tasks: usize,
+    /// Tasks running now, each bound to an executor.
+    #[serde(default)]
+    pub tasks_running: usize,
+    /// Tasks of running stages waiting for a free slot.
+    #[serde(default)]
+    pub tasks_pending: usize,
+    /// Running tasks bound to an executor that has missed its heartbeats
+    /// for the scheduler's executor timeout (or is gone): Ballista resets
+    /// them when it removes the executor; while they stay, they make no
+    /// progress.
+    #[serde(default)]
+    pub tasks_stranded: usize,
     /// Start, milliseconds since the epoch (0 while queued).
     pub started_at: u64,
     /// End, milliseconds since the epoch (0 while it runs).
@@ -42,5 +54,15 @@ impl JobView {
     /// Whether the job has ended.
     pub fn finished(&self) -> bool {
         matches!(self.status.as_str(), "successful" | "failed")
+    }
+
+    /// Can this running job make no progress on its own? Nothing of it runs
+    /// and nothing waits for a slot (its remaining stages wait for inputs
+    /// that no stage is producing), or some of its tasks are bound to an
+    /// executor the scheduler has lost. Either may be a passing moment;
+    /// the caller decides how long it may last.
+    pub fn stuck(&self) -> bool {
+        self.status == "running"
+            && (self.tasks_stranded > 0 || (self.tasks_running == 0 && self.tasks_pending == 0))
     }
 }

@@ -115,9 +115,9 @@ async fn stopped() -> Signal {
     }
 }
 
-/// How long a cluster job that lost finished tasks (an executor died with
-/// their shuffle output) may go without finishing another before it is
-/// taken for stalled: `TAUC_STALL_SECS`, default 120.
+/// How long a cluster job in a state Ballista does not leave by itself
+/// (see [`StallWatch`]) may go without finishing a task before it is taken
+/// for stalled: `TAUC_STALL_SECS`, default 120.
 fn stall_after() -> Duration {
     let secs = std::env::var("TAUC_STALL_SECS")
         .ok()
@@ -133,7 +133,14 @@ fn stall_after() -> Duration {
 /// submitted again — so the run fails instead of hanging.
 pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
-    for_each_batch(df, name, |b| {
+    let mut gathering = 0;
+    // the batches of a failed attempt are dropped, not handed on: a job
+    // whose results died with an executor part-way through the fetch is
+    // submitted again too
+    run_attempts(df, name, true, &mut |attempt, b| {
+        if attempt != gathering {
+            (gathering, batches) = (attempt, Vec::new());
+        }
         batches.push(b);
         Ok(())
     })
@@ -151,6 +158,20 @@ pub async fn for_each_batch(
     name: &str,
     mut each: impl FnMut(RecordBatch) -> Result<()>,
 ) -> Result<()> {
+    run_attempts(df, name, false, &mut |_, b| each(b)).await
+}
+
+/// Submits `df` until an attempt succeeds or fails other than by a lost
+/// executor ([`FETCH_ATTEMPTS`] at most), handing each batch to `each`
+/// with its attempt's number; once one was handed on, a failed attempt is
+/// submitted again only if `take_back` (the receiver drops an attempt's
+/// batches when the next begins).
+async fn run_attempts(
+    df: DataFrame,
+    name: &str,
+    take_back: bool,
+    each: &mut dyn FnMut(u32, RecordBatch) -> Result<()>,
+) -> Result<()> {
     check()?;
     let (state, logical) = df.into_parts();
     let mut config = state.config().clone();
@@ -162,11 +183,12 @@ pub async fn for_each_batch(
         let mut delivered = false;
         let mut handed = |b: RecordBatch| {
             delivered = true;
-            each(b)
+            each(attempt, b)
         };
         let result = run_once(&plan, task_ctx.clone(), client.as_ref(), name, &mut handed).await;
+        let again = take_back || !delivered;
         match result {
-            Err(e) if attempt < FETCH_ATTEMPTS && !delivered && lost_an_executor(&e) => {
+            Err(e) if attempt < FETCH_ATTEMPTS && again && lost_an_executor(&e) => {
                 tracing::warn!(error = %e, attempt, "the job failed on a lost executor (its results or its shuffle output gone): submitting the job again");
             }
             r => return r,
@@ -246,14 +268,14 @@ async fn run_once(
     let result = tokio::select! {
         r = drain => r,
         s = stopped() => Err(Error::Interrupted(s)),
-        Ok(Some(id)) = &mut watcher => Err(Error::Stalled(id)),
+        Ok(Some((job_id, why))) = &mut watcher => Err(Error::Stalled { job_id, why }),
     };
     watcher.abort();
     // a job quicker than the watcher's first look is announced all the same
     if let Some(id) = job_id(plan) {
         announce(&id, name, client, &shown);
     }
-    let stopped = matches!(result, Err(Error::Interrupted(_) | Error::Stalled(_)));
+    let stopped = matches!(result, Err(Error::Interrupted(_) | Error::Stalled { .. }));
     if let (true, Some(id)) = (stopped || refused, job_id(plan)) {
         cancel(client, &id).await;
     }
@@ -331,18 +353,19 @@ fn announce(id: &str, name: &str, client: Option<&SchedulerClient>, shown: &Atom
 }
 
 /// Announces the job once the scheduler has accepted it, then shows its
-/// progress until aborted. It also ends, with the job id, when the job
-/// stalls: its finished tasks went back (an executor was lost with their
-/// output) and then none finished for `stall` — Ballista 55 rolls the
-/// stages back but in some plans never runs them again. An in-process job
-/// is announced and left (`None`).
+/// progress until aborted. It also ends, with the job id and why, when the
+/// job stalls: no task of it finished for `stall` while it was in a state
+/// Ballista 55 does not leave by itself — its finished tasks went back (an
+/// executor was lost with their output; Ballista rolls the stages back
+/// but in some plans never runs them again), or [`JobView::stuck`] held
+/// the whole time. An in-process job is announced and left (`None`).
 async fn watch_job(
     plan: Arc<dyn ExecutionPlan>,
     client: Option<SchedulerClient>,
     name: String,
     shown: Arc<AtomicBool>,
     stall: Duration,
-) -> Option<String> {
+) -> Option<(String, String)> {
     let id = loop {
         if let Some(id) = job_id(&plan) {
             break id;
@@ -352,21 +375,62 @@ async fn watch_job(
     announce(&id, &name, client.as_ref(), &shown);
     let client = client?;
     let mut last_log = Instant::now();
-    let (mut best, mut last, mut went_back, mut since) = (0, None, false, Instant::now());
+    let mut stall_watch = StallWatch::default();
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Ok(Some(v)) = client.job(&id).await else {
             continue;
         };
         show_progress(&v, &mut last_log);
-        went_back |= v.tasks_done < best;
-        best = best.max(v.tasks_done);
-        if last != Some(v.tasks_done) {
-            last = Some(v.tasks_done);
-            since = Instant::now();
+        if let Some(why) = stall_watch.look(&v, Instant::now(), stall) {
+            return Some((id, why));
         }
-        if went_back && since.elapsed() >= stall {
-            return Some(id);
+    }
+}
+
+/// What the watcher remembers of a job's progress between looks.
+#[derive(Debug, Default)]
+struct StallWatch {
+    /// The most tasks ever seen done.
+    best: usize,
+    /// Tasks done at the last look, and since when.
+    last: Option<(usize, Instant)>,
+    /// Have tasks done ever gone down?
+    went_back: bool,
+    /// Since when [`JobView::stuck`] has held without a break.
+    stuck_since: Option<Instant>,
+}
+
+impl StallWatch {
+    /// Takes one look at `v` (at `now`): why the job is stalled, once it
+    /// has gone `stall` without a task finishing in a state it does not
+    /// leave by itself.
+    fn look(&mut self, v: &JobView, now: Instant, stall: Duration) -> Option<String> {
+        self.went_back |= v.tasks_done < self.best;
+        self.best = self.best.max(v.tasks_done);
+        if self.last.is_none_or(|(done, _)| done != v.tasks_done) {
+            self.last = Some((v.tasks_done, now));
+        }
+        self.stuck_since = match (v.stuck(), self.stuck_since) {
+            (true, since) => since.or(Some(now)),
+            (false, _) => None,
+        };
+        let secs = stall.as_secs();
+        let quiet = self.last.is_some_and(|(_, t)| now - t >= stall);
+        let stuck = self.stuck_since.is_some_and(|t| now - t >= stall);
+        match () {
+            _ if !quiet => None,
+            _ if stuck && v.tasks_stranded > 0 => Some(format!(
+                "{} of its tasks stayed bound to an executor the scheduler had lost, for {secs} s",
+                v.tasks_stranded
+            )),
+            _ if stuck => Some(format!(
+                "for {secs} s none of its tasks ran or waited to run: its remaining stages waited for input no stage was producing"
+            )),
+            _ if self.went_back => Some(format!(
+                "it lost finished tasks with an executor, the scheduler rolled the lost stages back and ran nothing more for {secs} s"
+            )),
+            _ => None,
         }
     }
 }
@@ -422,5 +486,85 @@ mod tests {
         let other = DataFusionError::Execution("division by zero".into());
         assert!(!lost_an_executor(&Error::DataFusion(other)));
         assert!(!lost_an_executor(&Error::Invariant("x".into())));
+    }
+
+    fn view(done: usize, running: usize, pending: usize, stranded: usize) -> JobView {
+        JobView {
+            job_id: "j".into(),
+            name: "n".into(),
+            status: "running".into(),
+            error: None,
+            stages_done: 0,
+            stages: 3,
+            tasks_done: done,
+            tasks: 20,
+            tasks_running: running,
+            tasks_pending: pending,
+            tasks_stranded: stranded,
+            started_at: 1,
+            ended_at: 0,
+        }
+    }
+
+    /// Feeds `looks` one second apart; the second at which the watch
+    /// first calls the job stalled, and why.
+    fn first_stall(looks: &[JobView]) -> Option<(usize, String)> {
+        let mut w = StallWatch::default();
+        let t0 = Instant::now();
+        looks.iter().enumerate().find_map(|(i, v)| {
+            let now = t0 + Duration::from_secs(i as u64);
+            w.look(v, now, Duration::from_secs(5)).map(|why| (i, why))
+        })
+    }
+
+    #[test]
+    fn a_long_task_on_a_live_executor_is_never_taken_for_stalled() {
+        // one task runs for a minute, others wait for slots: no stall
+        let looks: Vec<_> = (0..60).map(|_| view(4, 1, 6, 0)).collect();
+        assert_eq!(first_stall(&looks), None);
+        // nothing runs, but work waits for a slot (the cluster is busy)
+        let looks: Vec<_> = (0..60).map(|_| view(4, 0, 6, 0)).collect();
+        assert_eq!(first_stall(&looks), None);
+    }
+
+    #[test]
+    fn tasks_left_on_a_lost_executor_stall_the_job_once_quiet_for_the_limit() {
+        let mut looks = vec![view(3, 2, 0, 0), view(4, 2, 0, 2)];
+        looks.extend((0..10).map(|_| view(4, 2, 0, 2)));
+        let (at, why) = first_stall(&looks).unwrap();
+        assert_eq!(at, 6, "{why}");
+        assert!(
+            why.contains("2 of its tasks stayed bound to an executor"),
+            "{why}"
+        );
+        // a task finishing restarts the wait
+        let mut looks = vec![view(4, 2, 0, 2); 4];
+        looks.extend((5..16).map(|d| view(d, 2, 0, 2)));
+        assert_eq!(first_stall(&looks), None);
+    }
+
+    #[test]
+    fn a_job_with_nothing_running_or_waiting_stalls_and_a_passing_moment_does_not() {
+        let looks = vec![view(7, 0, 0, 0); 8];
+        let (at, why) = first_stall(&looks).unwrap();
+        assert_eq!(at, 5);
+        assert!(
+            why.contains("none of its tasks ran or waited to run"),
+            "{why}"
+        );
+        // between stages for a moment, then the next one runs
+        let mut looks = vec![view(7, 1, 0, 0); 3];
+        looks.extend([view(7, 0, 0, 0), view(7, 2, 14, 0)]);
+        looks.extend(vec![view(7, 2, 12, 0); 10]);
+        assert_eq!(first_stall(&looks), None);
+    }
+
+    #[test]
+    fn finished_tasks_going_back_then_nothing_for_the_limit_is_a_stall() {
+        let mut looks = vec![view(10, 2, 0, 0), view(6, 0, 4, 0)];
+        looks.extend(vec![view(6, 0, 4, 0); 6]);
+        let (at, why) = first_stall(&looks).unwrap();
+        assert_eq!(at, 6);
+        assert!(why.contains("rolled the lost stages back"), "{why}");
     }
 }
