@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Reports job cost on sample data served by a local s3s-fs.
 #
-#   benches/reports.sh [events_per_day] [profile]
+#   [SHAPE=toy|business] benches/reports.sh [events_per_day] [profile]
 #
-# Writes one region-day of sample data and runs the layering once (set-up,
-# not timed). Then, in the same run, times (wall clock, process start to
+# Writes one region-day of sample data in SHAPE (`tauc-job sample
+# --shape`; default: the sample's own choice for the event count) and runs
+# the layering once (set-up, not timed). Then, in the same run, times (wall clock, process start to
 # exit, 3 runs each, median):
 #   baseline  `tauc-job sql` of one aggregate over the day's DWD events
 #             (one scan of the same input, same engine start-up)
 #   reports   `tauc-job submit reports` for that day: all seven ADS tables
 #             (10 queries, submitted together) and 7 partition commits
-# and prints both and their ratio.
+# and prints both, their ratio, and the reports' time per DWD row (what
+# compares one shape with another).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-20000}
@@ -18,7 +20,9 @@ profile=${2:-dev}
 . benches/lib.sh
 bench_setup "$profile"
 export RUST_LOG=warn
-"$bin" sample --date 2024-06-18 --events-per-day "$events" --regions aps1 "${flags[@]}" >&2
+shape=()
+[ -n "${SHAPE:-}" ] && shape=(--shape "$SHAPE")
+"$bin" sample --date 2024-06-18 --events-per-day "$events" --regions aps1 "${shape[@]}" "${flags[@]}" >&2
 "$bin" submit layering --date 2024-06-18 --region aps1 "${flags[@]}" >&2
 rows=$("$bin" sql "SELECT count(*) AS n FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' AND region = 'aps1'" --format csv "${flags[@]}" | tail -1)
 timed() {
@@ -41,4 +45,5 @@ print(f"dwd_trk_event_di rows for the day: {rows}")
 print(f"baseline (one aggregate query)   {scan:7.2f} s")
 print(f"reports (seven ADS tables)       {rep:7.2f} s")
 print(f"ratio: reports = {rep/scan:.2f}x one aggregate query")
+print(f"reports per million DWD rows     {rep / rows * 1e6:7.2f} s")
 PY
