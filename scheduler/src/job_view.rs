@@ -46,6 +46,7 @@ fn view_of(job: &JobOverview) -> JobView {
         tasks_running: 0,
         tasks_pending: 0,
         tasks_stranded: 0,
+        cluster_tasks_running: 0,
         started_at: job.start_time,
         ended_at: job.end_time,
     }
@@ -132,6 +133,10 @@ pub async fn jobs(scheduler: &Scheduler) -> Result<Vec<JobView>> {
             view.tasks_pending = pending_tasks(graph.as_ref());
         }
         views.push(view);
+    }
+    let anywhere = views.iter().map(|v| v.tasks_running).sum();
+    for v in &mut views {
+        v.cluster_tasks_running = anywhere;
     }
     views.sort_by(|a, b| (b.started_at, &b.job_id).cmp(&(a.started_at, &a.job_id)));
     Ok(views)

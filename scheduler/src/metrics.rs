@@ -158,6 +158,7 @@ mod tests {
             tasks_running: 0,
             tasks_pending: 0,
             tasks_stranded: 0,
+            cluster_tasks_running: 0,
             started_at: 0,
             ended_at: 0,
         }

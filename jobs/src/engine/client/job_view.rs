@@ -44,6 +44,10 @@ pub struct JobView {
     /// progress.
     #[serde(default)]
     pub tasks_stranded: usize,
+    /// Tasks running now across all the scheduler's jobs: with none, a
+    /// job's waiting tasks wait for slots no one holds.
+    #[serde(default)]
+    pub cluster_tasks_running: usize,
     /// Start, milliseconds since the epoch (0 while queued).
     pub started_at: u64,
     /// End, milliseconds since the epoch (0 while it runs).
@@ -56,13 +60,16 @@ impl JobView {
         matches!(self.status.as_str(), "successful" | "failed")
     }
 
-    /// Can this running job make no progress on its own? Nothing of it runs
-    /// and nothing waits for a slot (its remaining stages wait for inputs
-    /// that no stage is producing), or some of its tasks are bound to an
-    /// executor the scheduler has lost. Either may be a passing moment;
+    /// Can this running job make no progress on its own? Some of its tasks
+    /// are bound to an executor the scheduler has lost; or nothing of it
+    /// runs and either nothing waits for a slot (its remaining stages wait
+    /// for inputs no stage is producing) or nothing runs on the whole
+    /// cluster (its tasks wait for slots no one holds: the scheduler lost
+    /// count of them, or has no executor). Each may be a passing moment;
     /// the caller decides how long it may last.
     pub fn stuck(&self) -> bool {
-        self.status == "running"
-            && (self.tasks_stranded > 0 || (self.tasks_running == 0 && self.tasks_pending == 0))
+        let idle =
+            self.tasks_running == 0 && (self.tasks_pending == 0 || self.cluster_tasks_running == 0);
+        self.status == "running" && (self.tasks_stranded > 0 || idle)
     }
 }

@@ -424,8 +424,12 @@ impl StallWatch {
                 "{} of its tasks stayed bound to an executor the scheduler had lost, for {secs} s",
                 v.tasks_stranded
             )),
-            _ if stuck => Some(format!(
+            _ if stuck && v.tasks_pending == 0 => Some(format!(
                 "for {secs} s none of its tasks ran or waited to run: its remaining stages waited for input no stage was producing"
+            )),
+            _ if stuck => Some(format!(
+                "for {secs} s its {} waiting tasks were given no slot while nothing ran on the cluster",
+                v.tasks_pending
             )),
             _ if self.went_back => Some(format!(
                 "it lost finished tasks with an executor, the scheduler rolled the lost stages back and ran nothing more for {secs} s"
@@ -488,6 +492,7 @@ mod tests {
         assert!(!lost_an_executor(&Error::Invariant("x".into())));
     }
 
+    /// A running job's view on a cluster where another job runs a task.
     fn view(done: usize, running: usize, pending: usize, stranded: usize) -> JobView {
         JobView {
             job_id: "j".into(),
@@ -501,6 +506,7 @@ mod tests {
             tasks_running: running,
             tasks_pending: pending,
             tasks_stranded: stranded,
+            cluster_tasks_running: running + 1,
             started_at: 1,
             ended_at: 0,
         }
@@ -557,6 +563,22 @@ mod tests {
         looks.extend([view(7, 0, 0, 0), view(7, 2, 14, 0)]);
         looks.extend(vec![view(7, 2, 12, 0); 10]);
         assert_eq!(first_stall(&looks), None);
+    }
+
+    #[test]
+    fn waiting_tasks_no_slot_is_given_while_the_cluster_idles_stall_the_job() {
+        let idle = JobView {
+            cluster_tasks_running: 0,
+            ..view(1, 0, 8, 0)
+        };
+        let (at, why) = first_stall(&vec![idle.clone(); 8]).unwrap();
+        assert_eq!(at, 5);
+        assert!(
+            why.contains("its 8 waiting tasks were given no slot"),
+            "{why}"
+        );
+        // the same wait while another job holds the slots is no stall
+        assert_eq!(first_stall(&vec![view(1, 0, 8, 0); 60]), None);
     }
 
     #[test]
