@@ -9,8 +9,9 @@
 #
 #   benches/paired_layering.sh BASE [EVENTS] [PROFILE]   (defaults 1000000 fast)
 #
-# BASE is built in a git worktree under ~/.cache/tauc/bench/rev-BASE with
-# the same target directory (only the workspace's crates build twice).
+# BASE is built once in a git worktree under ~/.cache/tauc/bench/rev-BASE
+# with the same target directory (only the workspace's crates build
+# twice); its binary is kept beside the worktree for the next run.
 # Environment: RUNS=5.
 set -euo pipefail
 export RUST_LOG=${RUST_LOG:-warn}
@@ -24,14 +25,19 @@ target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 rev=$(git rev-parse --short "$base")
 tree=${XDG_CACHE_HOME:-$HOME/.cache}/tauc/bench/rev-$rev
-[ -d "$tree" ] || git worktree add --detach "$tree" "$rev" >&2
-(cd "$tree" && CARGO_TARGET_DIR=$target cargo build --profile "$profile" --bin tauc-job >&2)
-base_bin=$(mktemp)
-cp "$target/$dir/tauc-job" "$base_bin"
+base_bin=$tree.tauc-job-$profile
+if [ ! -x "$base_bin" ]; then
+  [ -d "$tree" ] || git worktree add --detach "$tree" "$rev" >&2
+  (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --profile "$profile" --bin tauc-job >&2)
+  cp "$target/$dir/tauc-job" "$base_bin"
+fi
 . benches/lib.sh
 bench_setup "$profile"
-trap 'kill $server 2>/dev/null || true; rm -rf "$work" "$base_bin"' EXIT
-"$bin" sample --date "$day" --events-per-day "$events" --regions aps1 "${flags[@]}" >&2
+# the same raw objects for both; each warehouse gets the sample's dims
+for wh in head base; do
+  "$bin" sample --date "$day" --events-per-day "$events" --regions aps1 \
+    "${flags[@]/s3:\/\/bench\/wh/s3://bench/$wh}" >&2
+done
 
 layering() { # BINARY WAREHOUSE: milliseconds of one full layering run
   local t0 t1 wh=("${flags[@]/s3:\/\/bench\/wh/$2}")
