@@ -47,6 +47,7 @@ fn view_of(job: &JobOverview) -> JobView {
         tasks_pending: 0,
         tasks_stranded: 0,
         cluster_tasks_running: 0,
+        executors: 0,
         started_at: job.start_time,
         ended_at: job.end_time,
     }
@@ -69,23 +70,52 @@ fn task_counts(graph: &dyn ExecutionGraph) -> (usize, usize) {
 }
 
 /// A graph's running tasks, and how many of them are bound to an executor
-/// the scheduler has lost: one with no heartbeat, or whose last is older
-/// than the executor timeout plus two rounds of the check that removes
-/// such executors (and resets their tasks).
+/// the scheduler has lost ([`gone`]).
 fn running_tasks(scheduler: &Scheduler, graph: &dyn ExecutionGraph) -> (usize, usize) {
     let tasks = graph.running_tasks();
-    let config = &scheduler.state.config;
-    let timeout =
-        config.executor_timeout_seconds + 2 * config.expire_dead_executor_interval_seconds;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let lost = |id: &str| {
-        let beat = scheduler.state.executor_manager.get_executor_hearbeat(id);
-        beat.is_none_or(|b| now.saturating_sub(b.timestamp) > timeout)
-    };
-    let stranded = tasks.iter().filter(|t| lost(&t.executor_id)).count();
+    let now = now_secs();
+    let stranded = tasks
+        .iter()
+        .filter(|t| {
+            let beat = scheduler
+                .state
+                .executor_manager
+                .get_executor_hearbeat(&t.executor_id);
+            gone(scheduler, beat.map(|b| b.timestamp), now)
+        })
+        .count();
     (tasks.len(), stranded)
+}
+
+/// Is an executor whose last heartbeat was at `beat` (seconds since the
+/// epoch; `None`: it has none) one the scheduler has lost? Its heartbeat
+/// is older than the executor timeout plus two rounds of the check that
+/// removes such executors (and resets their tasks).
+fn gone(scheduler: &Scheduler, beat: Option<u64>, now: u64) -> bool {
+    let config = &scheduler.state.config;
+    let limit = config.executor_timeout_seconds + 2 * config.expire_dead_executor_interval_seconds;
+    beat.is_none_or(|t| now.saturating_sub(t) > limit)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The executors the scheduler has and has not lost.
+async fn live_executors(scheduler: &Scheduler) -> Result<usize> {
+    let state = scheduler
+        .state
+        .executor_manager
+        .get_executors_state()
+        .await
+        .map_err(|e| Error::Server(format!("cannot list the scheduler's executors: {e}")))?;
+    let now = now_secs();
+    let live = state
+        .iter()
+        .filter(|(_, beat, _)| !gone(scheduler, beat.map(|d| d.as_secs()), now));
+    Ok(live.count())
 }
 
 /// Tasks an executor asking for work would be given: those not yet bound
@@ -135,8 +165,9 @@ pub async fn jobs(scheduler: &Scheduler) -> Result<Vec<JobView>> {
         views.push(view);
     }
     let anywhere = views.iter().map(|v| v.tasks_running).sum();
+    let executors = live_executors(scheduler).await?;
     for v in &mut views {
-        v.cluster_tasks_running = anywhere;
+        (v.cluster_tasks_running, v.executors) = (anywhere, executors);
     }
     views.sort_by(|a, b| (b.started_at, &b.job_id).cmp(&(a.started_at, &a.job_id)));
     Ok(views)

@@ -159,6 +159,7 @@ mod tests {
             tasks_pending: 0,
             tasks_stranded: 0,
             cluster_tasks_running: 0,
+            executors: 0,
             started_at: 0,
             ended_at: 0,
         }

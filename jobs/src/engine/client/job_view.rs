@@ -48,6 +48,10 @@ pub struct JobView {
     /// job's waiting tasks wait for slots no one holds.
     #[serde(default)]
     pub cluster_tasks_running: usize,
+    /// The executors the scheduler has and has not lost (heartbeats
+    /// within its timeout), counted with the job.
+    #[serde(default)]
+    pub executors: usize,
     /// Start, milliseconds since the epoch (0 while queued).
     pub started_at: u64,
     /// End, milliseconds since the epoch (0 while it runs).

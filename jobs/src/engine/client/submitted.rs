@@ -399,7 +399,19 @@ struct StallWatch {
     went_back: bool,
     /// Since when [`JobView::stuck`] has held without a break.
     stuck_since: Option<Instant>,
+    /// The most live executors seen, and whether fewer were seen since.
+    most_executors: usize,
+    lost_executor: bool,
 }
+
+/// How many stall limits a job that lost an executor may go without a
+/// task finishing in a state none of the watch's rules names, before it is
+/// taken for stalled all the same: Ballista 55 was seen stuck after an
+/// executor loss in more ways than those rules know (once in CI, a pull
+/// job's last stage never finished), and a task may legitimately run long
+/// — three limits (6 min by default) with no task finished in the whole
+/// job after a loss is taken for the former.
+const AFTER_A_LOSS: u32 = 3;
 
 impl StallWatch {
     /// Takes one look at `v` (at `now`): why the job is stalled, once it
@@ -411,6 +423,8 @@ impl StallWatch {
         if self.last.is_none_or(|(done, _)| done != v.tasks_done) {
             self.last = Some((v.tasks_done, now));
         }
+        self.lost_executor |= v.executors < self.most_executors;
+        self.most_executors = self.most_executors.max(v.executors);
         self.stuck_since = match (v.stuck(), self.stuck_since) {
             (true, since) => since.or(Some(now)),
             (false, _) => None,
@@ -434,6 +448,16 @@ impl StallWatch {
             _ if self.went_back => Some(format!(
                 "it lost finished tasks with an executor, the scheduler rolled the lost stages back and ran nothing more for {secs} s"
             )),
+            _ if self.lost_executor
+                && self
+                    .last
+                    .is_some_and(|(_, t)| now - t >= stall * AFTER_A_LOSS) =>
+            {
+                Some(format!(
+                    "the cluster lost an executor and no task of the job finished for {} s",
+                    secs * u64::from(AFTER_A_LOSS)
+                ))
+            }
             _ => None,
         }
     }
@@ -507,6 +531,7 @@ mod tests {
             tasks_pending: pending,
             tasks_stranded: stranded,
             cluster_tasks_running: running + 1,
+            executors: 2,
             started_at: 1,
             ended_at: 0,
         }
@@ -579,6 +604,33 @@ mod tests {
         );
         // the same wait while another job holds the slots is no stall
         assert_eq!(first_stall(&vec![view(1, 0, 8, 0); 60]), None);
+    }
+
+    #[test]
+    fn after_an_executor_loss_three_limits_without_a_finished_task_are_a_stall() {
+        // tasks run on the live executor and never finish (a state no
+        // other rule names)
+        let mut looks = vec![view(9, 2, 14, 0), view(9, 2, 14, 0)];
+        let one_left = JobView {
+            executors: 1,
+            ..view(9, 2, 14, 0)
+        };
+        looks.extend(vec![one_left.clone(); 20]);
+        let (at, why) = first_stall(&looks).unwrap();
+        assert_eq!(at, 15, "{why}");
+        assert!(
+            why.contains("lost an executor and no task of the job finished for 15 s"),
+            "{why}"
+        );
+        // without a loss the same wait is a long task
+        assert_eq!(first_stall(&vec![view(9, 2, 14, 0); 60]), None);
+        // after a loss, tasks that keep finishing are progress
+        let mut looks = vec![view(9, 2, 14, 0)];
+        looks.extend((10..40).map(|d| JobView {
+            tasks_done: 9 + (d - 10) / 4,
+            ..one_left.clone()
+        }));
+        assert_eq!(first_stall(&looks), None);
     }
 
     #[test]
