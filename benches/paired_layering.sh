@@ -33,24 +33,28 @@ if [ ! -x "$base_bin" ]; then
 fi
 . benches/lib.sh
 bench_setup "$profile"
+at() { # WAREHOUSE COMMAND...: runs COMMAND with the store flags, the warehouse s3://bench/WAREHOUSE
+  local wh=$1
+  shift
+  "$@" "${flags[@]/s3:\/\/bench\/wh/s3://bench/$wh}"
+}
 # the same raw objects for both; each warehouse gets the sample's dims
 for wh in head base; do
-  "$bin" sample --date "$day" --events-per-day "$events" --regions aps1 \
-    "${flags[@]/s3:\/\/bench\/wh/s3://bench/$wh}" >&2
+  at "$wh" "$bin" sample --date "$day" --events-per-day "$events" --regions aps1 >&2
 done
 
 layering() { # BINARY WAREHOUSE: milliseconds of one full layering run
-  local t0 t1 wh=("${flags[@]/s3:\/\/bench\/wh/$2}")
+  local t0 t1
   t0=$(date +%s%N)
-  "$1" submit layering --date "$day" --region aps1 "${wh[@]}" >/dev/null
+  at "$2" "$1" submit layering --date "$day" --region aps1 >/dev/null
   t1=$(date +%s%N)
   echo $(((t1 - t0) / 1000000))
 }
-layering "$bin" s3://bench/head >/dev/null
-layering "$base_bin" s3://bench/base >/dev/null
+layering "$bin" head >/dev/null
+layering "$base_bin" base >/dev/null
 pairs=()
 for _ in $(seq "$runs"); do
-  pairs+=("$(layering "$bin" s3://bench/head) $(layering "$base_bin" s3://bench/base)")
+  pairs+=("$(layering "$bin" head) $(layering "$base_bin" base)")
 done
 python3 - "$rev" "$events" "${pairs[@]}" <<'PY'
 import statistics, sys

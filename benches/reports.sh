@@ -20,8 +20,7 @@ profile=${2:-dev}
 . benches/lib.sh
 bench_setup "$profile"
 export RUST_LOG=warn
-shape=()
-[ -n "${SHAPE:-}" ] && shape=(--shape "$SHAPE")
+shape=(${SHAPE:+--shape "$SHAPE"})
 "$bin" sample --date 2024-06-18 --events-per-day "$events" --regions aps1 "${shape[@]}" "${flags[@]}" >&2
 "$bin" submit layering --date 2024-06-18 --region aps1 "${flags[@]}" >&2
 rows=$("$bin" sql "SELECT count(*) AS n FROM dwd_trk_event_di WHERE dt = DATE '2024-06-18' AND region = 'aps1'" --format csv "${flags[@]}" | tail -1)

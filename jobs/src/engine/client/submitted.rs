@@ -127,10 +127,10 @@ fn stall_after() -> Duration {
 }
 
 /// Runs `df` as one job named `name` and gathers its batches; a stop
-/// signal cancels the job on the scheduler, and so does a stall after an
-/// executor loss ([`Error::Stalled`]): Ballista 55 rolls the lost stages
-/// back, then in multi-stage jobs runs nothing more — not even a job
-/// submitted again — so the run fails instead of hanging.
+/// signal cancels the job on the scheduler, and so does a stall
+/// ([`Error::Stalled`]: after an executor loss Ballista 55 may leave a job
+/// where it goes no further — see [`StallWatch`]), so the run fails
+/// instead of hanging.
 pub async fn collect(df: DataFrame, name: &str) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     let mut gathering = 0;
@@ -429,6 +429,12 @@ impl StallWatch {
             (true, since) => since.or(Some(now)),
             (false, _) => None,
         };
+        self.verdict(v, now, stall)
+    }
+
+    /// Why the job is stalled at `now`, from what [`StallWatch::look`]
+    /// has gathered (`None` while it may still go on).
+    fn verdict(&self, v: &JobView, now: Instant, stall: Duration) -> Option<String> {
         let secs = stall.as_secs();
         let quiet = self.last.is_some_and(|(_, t)| now - t >= stall);
         let stuck = self.stuck_since.is_some_and(|t| now - t >= stall);
