@@ -10,11 +10,13 @@ use std::cmp::Ordering;
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
+use datafusion::common::stats::Precision;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::properties::ReaderProperties;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::parquet::file::serialized_reader::ReadOptionsBuilder;
+use datafusion::physical_plan::{StatisticsArgs, StatisticsContext};
 use datafusion::prelude::SessionContext;
 use tauc_jobs::engine::session::Engine;
 use tauc_jobs::store::{Location, S3Options};
@@ -299,6 +301,14 @@ async fn lookups_return_what_a_scan_without_pruning_returns_also_over_older_file
         "no row group pruned: {total} → {matched}\n{plan}"
     );
 
+    // the planner's row counts come from the manifests: every row of
+    // every partition, before any filter
+    for table in [Table::OdsEvent, Table::DwdTrkEvent, Table::DwdCorsError] {
+        let (planned, counted) = planned_and_counted(&ctx, table).await;
+        assert_eq!(planned, Precision::Inexact(counted), "{}", table.name());
+        assert!(counted > 0, "{}", table.name());
+    }
+
     // the same lookups over the same rows in files written without the
     // layout (unsorted, no Bloom filter, no page index): as files written
     // before it are
@@ -321,6 +331,25 @@ async fn lookups_return_what_a_scan_without_pruning_returns_also_over_older_file
     for ((q, a), b) in queries.iter().zip(&older).zip(&scanned) {
         assert_eq!(a, b, "over older files: {q}");
     }
+}
+
+/// The rows the planner expects a scan of `table` to give, and the rows
+/// it gives.
+async fn planned_and_counted(ctx: &SessionContext, table: Table) -> (Precision<usize>, usize) {
+    // the scan as the scheduler plans it (the client's own plan is the
+    // Ballista job, which has no statistics)
+    let provider = ctx.table_provider(table.name()).await.unwrap();
+    let scan = provider.scan(&ctx.state(), None, &[], None).await.unwrap();
+    let stats = StatisticsContext::new().compute(scan.as_ref(), &StatisticsArgs::new());
+    let planned = stats.unwrap().num_rows;
+    let counted = ctx
+        .table(table.name())
+        .await
+        .unwrap()
+        .count()
+        .await
+        .unwrap();
+    (planned, counted)
 }
 
 /// `name=N total → M matched` in an `EXPLAIN ANALYZE`, summed over the

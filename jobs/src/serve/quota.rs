@@ -18,6 +18,10 @@ use std::sync::{Arc, Mutex};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, DEFAULT_METADATA_CACHE_LIMIT, FileMetadataCache,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -90,14 +94,30 @@ impl Slots {
 }
 
 /// What one query may use on the in-process engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryRuntime {
     registry: Arc<StoreRegistry>,
     spill: PathBuf,
+    /// The Parquet footers and page indexes read so far, shared by every
+    /// query's runtime: without it each query would read them again. A
+    /// file name is never reused for other bytes (every commit writes new
+    /// names), so an entry stays true; files no manifest lists any more are
+    /// no longer asked for and age out (least recently used first).
+    footers: Arc<FileMetadataCache>,
     /// Bytes of memory pool per query.
     pub memory_share: usize,
     /// Bytes of spill files per query.
     pub scratch_limit: u64,
+}
+
+impl std::fmt::Debug for QueryRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRuntime")
+            .field("spill", &self.spill)
+            .field("memory_share", &self.memory_share)
+            .field("scratch_limit", &self.scratch_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QueryRuntime {
@@ -108,9 +128,12 @@ impl QueryRuntime {
         memory_share: usize,
         scratch_limit: u64,
     ) -> QueryRuntime {
+        let footers: Arc<FileMetadataCache> =
+            Arc::new(DefaultCache::new(DEFAULT_METADATA_CACHE_LIMIT).with_name("serve's footers"));
         QueryRuntime {
             registry,
             spill,
+            footers,
             memory_share,
             scratch_limit,
         }
@@ -130,6 +153,9 @@ impl QueryRuntime {
                 top,
             )))
             .with_disk_manager_builder(disk)
+            .with_cache_manager(
+                CacheManagerConfig::default().with_file_metadata_cache(Some(self.footers.clone())),
+            )
             .build_arc()
     }
 }

@@ -18,8 +18,9 @@ use datafusion::arrow::array::{Array, AsArray, Date32Array, RecordBatch, StringA
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::TableParquetOptions;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -34,7 +35,10 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column as PhysicalColumn};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -323,19 +327,25 @@ impl TableProvider for WarehouseTable {
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let mut files: Vec<PartitionedFile> = Vec::new();
+        let mut rows = 0.0;
         for c in parts {
             let values = vec![
                 ScalarValue::Date32(Some(days_of(c.partition.dt))),
                 ScalarValue::Utf8(Some(c.partition.region.clone())),
             ];
+            let bytes: u64 = c.files.iter().map(|(_, size)| size).sum();
             for (key, size) in c.files {
                 let name = key.rsplit('/').next().unwrap_or(&key);
                 if !self.files.keeps(name) {
                     continue;
                 }
+                // the manifest counts the partition's rows, not each file's:
+                // a file holds its share by size
+                rows += c.manifest.rows as f64 * size as f64 / bytes.max(1) as f64;
                 files.push(PartitionedFile::new(key, size).with_partition_values(values.clone()));
             }
         }
+        let bytes: u64 = files.iter().map(|f| f.object_meta.size).sum();
         let groups_n = state
             .config_options()
             .execution
@@ -345,9 +355,14 @@ impl TableProvider for WarehouseTable {
         for (i, f) in files.into_iter().enumerate() {
             groups[i % groups_n].push(f);
         }
-        let table_schema = TableSchema::builder(self.table.schema())
+        let table_schema = TableSchema::builder(as_views(&self.table.schema()))
             .with_table_partition_cols(partition_fields())
             .build();
+        // planner statistics from the manifests (join sides, broadcasts):
+        // estimates, since filters and pruning read fewer rows
+        let statistics = Statistics::new_unknown(table_schema.table_schema())
+            .with_num_rows(Precision::Inexact(rows.round() as usize))
+            .with_total_byte_size(Precision::Inexact(bytes as usize));
         // the session's Parquet options (filters pushed into the decoder,
         // page index and Bloom filters read), and footers from the process's
         // metadata cache: a file name is never reused for other bytes (every
@@ -362,12 +377,57 @@ impl TableProvider for WarehouseTable {
                 ))),
         );
         let config = FileScanConfigBuilder::new(url, source)
+            .with_statistics(statistics)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
-        Ok(DataSourceExec::from_data_source(config))
+        strings_from_views(DataSourceExec::from_data_source(config))
     }
+}
+
+/// `schema` with its `Utf8` columns read as `Utf8View`.
+///
+/// Why: the files' strings are dictionary-encoded, and decoding them into
+/// `Utf8` copies every value of every row a filter looks at; as views they
+/// stay pointers into the page's dictionary, the decoder's filters compare
+/// them in place, and only the rows that pass are copied (by the cast in
+/// [`strings_from_views`]). The table stays `Utf8` to its users: some
+/// clients (`flightsql-dbapi` 0.2.2) cannot read `Utf8View`.
+fn as_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `scan` with its `Utf8View` columns cast back to the table's `Utf8`. A
+/// filter above pushed into the scan reaches it as `CAST(c AS Utf8) = 'v'`,
+/// which the Parquet opener turns into `c = 'v'` on the views (so Bloom
+/// filters, statistics and the page index still prune).
+fn strings_from_views(scan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = scan.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8View)
+    {
+        return Ok(scan);
+    }
+    let exprs = schema.fields().iter().enumerate().map(|(i, f)| {
+        let column: Arc<dyn PhysicalExpr> = Arc::new(PhysicalColumn::new(f.name(), i));
+        let expr: Arc<dyn PhysicalExpr> = match f.data_type() {
+            DataType::Utf8View => Arc::new(CastExpr::new(column, DataType::Utf8, None)),
+            _ => column,
+        };
+        ProjectionExpr::new(expr, f.name().clone())
+    });
+    Ok(Arc::new(ProjectionExec::try_new(exprs, scan)?))
 }
 
 /// The session's Parquet options as they stand (a `SET
