@@ -65,8 +65,14 @@ names=() pids=()
 cleanup() {
   local i
   [ -z "${follower_pid:-}" ] || kill -- -"$follower_pid" 2>/dev/null || true
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[$i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # newest first, each gone before the next is stopped: the uploader
+  # flushes into a live S3 (with S3 gone it retries until it is killed)
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[$i]}" 2>/dev/null || continue
+    for _ in $(seq 150); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
   cp "$work"/*.log "$out/" 2>/dev/null || true
   if [ "${KEEP:-}" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }

@@ -122,9 +122,8 @@ pub struct RunArgs {
     #[arg(long, env = "TAUC_STRICT_DIMS")]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub strict_dims: bool,
-    /// With --incremental: merge a partition's files under 32 MiB of one
-    /// size class once the class holds this many (the small files
-    /// micro-batches append; classes grow by this factor from 1 MiB).
+    /// With --incremental: compact a partition's files under 32 MiB once
+    /// it holds this many (the small files micro-batches append).
     #[arg(long, env = "TAUC_COMPACT_FILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..))]
     #[serde(skip)]
     pub compact_files: u16,

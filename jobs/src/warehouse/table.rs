@@ -63,6 +63,9 @@ pub struct WarehouseTableSpec {
     /// Which of the listed files are read.
     #[serde(default)]
     pub files: FileSelect,
+    /// Text read as views under the scan ([`WarehouseTable::for_lookups`]).
+    #[serde(default)]
+    pub views: bool,
 }
 
 /// Which of the files a manifest lists a scan reads: all of them, or
@@ -104,6 +107,7 @@ pub struct WarehouseTable {
     table: Table,
     location: Location,
     files: FileSelect,
+    views: bool,
 }
 
 impl WarehouseTable {
@@ -113,6 +117,18 @@ impl WarehouseTable {
             table,
             location: table.location(warehouse),
             files: FileSelect::All,
+            views: false,
+        }
+    }
+
+    /// The same table, its text read as `Utf8View` under the scan
+    /// ([`as_views`]): for the SQL surface's selective queries. The jobs'
+    /// scans read every row they open, where views only add the cast (the
+    /// layering 3.6 % slower with them, paired).
+    pub fn for_lookups(self) -> WarehouseTable {
+        WarehouseTable {
+            views: true,
+            ..self
         }
     }
 
@@ -127,6 +143,7 @@ impl WarehouseTable {
             table: self.table.path().to_string(),
             location: self.location.clone(),
             files: self.files.clone(),
+            views: self.views,
         }
     }
 
@@ -142,6 +159,7 @@ impl WarehouseTable {
             table,
             location: spec.location,
             files: spec.files,
+            views: spec.views,
         })
     }
 }
@@ -355,7 +373,11 @@ impl TableProvider for WarehouseTable {
         for (i, f) in files.into_iter().enumerate() {
             groups[i % groups_n].push(f);
         }
-        let table_schema = TableSchema::builder(as_views(&self.table.schema()))
+        let file_schema = match self.views {
+            true => as_views(&self.table.schema()),
+            false => self.table.schema(),
+        };
+        let table_schema = TableSchema::builder(file_schema)
             .with_table_partition_cols(partition_fields())
             .build();
         // planner statistics from the manifests (join sides, broadcasts):
@@ -448,7 +470,8 @@ pub async fn register_all(
 ) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for t in Table::all() {
-        ctx.register_table(t.name(), Arc::new(WarehouseTable::new(t, warehouse)))?;
+        let table = WarehouseTable::new(t, warehouse).for_lookups();
+        ctx.register_table(t.name(), Arc::new(table))?;
         names.push(t.name().to_string());
     }
     for dim in DIM_TABLES {

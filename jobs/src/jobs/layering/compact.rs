@@ -5,23 +5,15 @@
 //! which opens each one.
 //!
 //! After its DWD stage, an incremental run looks at the partitions it
-//! appended to. Their files under [`SMALL_BYTES`] fall into size classes
-//! ([`size_class`]: under [`CLASS_BASE`], then each class `--compact-files`
-//! times the one before); where a class holds `--compact-files`
-//! ([`SMALL_FILES`]) files or more, the executors rewrite those into one
-//! file (or a few), which lands a class or more higher, and the partition
-//! is committed once more with the other files kept and those replaced.
-//! The rows do not change, so the new version keeps the content version
-//! of the one it replaces ([`Lineage::content`]): nothing built from the
-//! partition is rebuilt for it, and the next run still appends to it.
-//!
-//! Why classes (size-tiered, as in an LSM tree): merging every small file
-//! each time rewrites the whole partition's small part at every
-//! compaction, so the cost of a micro-batch grew with the day until the
-//! first file passed [`SMALL_BYTES`]. By class, a row is rewritten once
-//! per class it climbs (two or three times before it is in a big file),
-//! and a batch's share of the work stays the same all day; the price is
-//! up to `--compact-files - 1` small files per class left unmerged.
+//! appended to; where `--compact-files` ([`SMALL_FILES`]) or more files are under
+//! [`SMALL_BYTES`], the executors rewrite those into files of the usual
+//! size, and the partition is committed once more with the big files kept
+//! and the small ones replaced. The rows do not change, so the new version
+//! keeps the content version of the one it replaces
+//! ([`Lineage::content`]): nothing built from the partition is rebuilt for
+//! it, and the next run still appends to it. The cost is bounded: only
+//! files under [`SMALL_BYTES`] are rewritten, so a file is rewritten a few
+//! times while it grows and never after.
 //!
 //! It runs after the DWD stage because the DWD patch tells this run's new
 //! ODS rows by their file names (`part-{run_id}-…`); a compaction writes
@@ -46,9 +38,6 @@ use super::{JOB, LayeringArgs};
 /// Files under this size are small.
 pub const SMALL_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Small files under this size are of the first size class.
-pub const CLASS_BASE: u64 = 1024 * 1024;
-
 /// A partition is compacted when it holds this many small files, by
 /// default (`--compact-files`).
 pub const SMALL_FILES: usize = 16;
@@ -67,8 +56,9 @@ pub(super) async fn compact(
         let Some(m) = commit::read_manifest(store.as_ref(), &dir).await? else {
             return Ok(None);
         };
-        let due = due_files(&small_files(store, &dir, &m).await?, args.compact_files);
-        Ok::<_, crate::error::Error>((!due.is_empty()).then_some((*table, p, m, due)))
+        let small = small_files(store, &dir, &m).await?;
+        let due = small.len() >= args.compact_files;
+        Ok::<_, crate::error::Error>(due.then_some((*table, p, m, small)))
     });
     let due: Vec<_> = futures::stream::iter(looks)
         .buffered(commit::PARTITIONS_AT_ONCE)
@@ -82,42 +72,13 @@ pub(super) async fn compact(
     Ok(done)
 }
 
-/// The size class of a small file of `size` bytes: 0 under
-/// [`CLASS_BASE`], then `k` for `[CLASS_BASE·fan^(k-1), CLASS_BASE·fan^k)`.
-pub fn size_class(size: u64, fan: usize) -> u32 {
-    let fan = fan.max(2) as u64;
-    let (mut class, mut bound) = (0, CLASS_BASE);
-    while size >= bound {
-        class += 1;
-        bound = bound.saturating_mul(fan);
-    }
-    class
-}
-
-/// The small files to merge now: those of every size class that holds
-/// `fan` files or more.
-fn due_files(small: &BTreeMap<String, u64>, fan: usize) -> BTreeSet<String> {
-    let mut classes: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
-    for (name, size) in small {
-        classes
-            .entry(size_class(*size, fan))
-            .or_default()
-            .insert(name.clone());
-    }
-    classes
-        .into_values()
-        .filter(|names| names.len() >= fan.max(2))
-        .flatten()
-        .collect()
-}
-
-/// The files `m` lists that are under [`SMALL_BYTES`], with their sizes
-/// (one LIST of the partition's folder).
+/// The files `m` lists that are under [`SMALL_BYTES`] (one LIST of the
+/// partition's folder).
 async fn small_files(
     store: &Arc<dyn ObjectStore>,
     dir: &crate::store::Location,
     m: &Manifest,
-) -> Result<BTreeMap<String, u64>> {
+) -> Result<BTreeSet<String>> {
     let listed: Vec<_> = store.list(Some(&dir.path())).try_collect().await?;
     let sizes: BTreeMap<String, u64> = listed
         .into_iter()
@@ -128,8 +89,8 @@ async fn small_files(
         .collect();
     Ok(m.files
         .iter()
-        .filter_map(|f| Some((f.clone(), *sizes.get(f)?)))
-        .filter(|(_, size)| *size < SMALL_BYTES)
+        .filter(|f| sizes.get(*f).is_some_and(|s| *s < SMALL_BYTES))
+        .cloned()
         .collect())
 }
 
@@ -202,41 +163,4 @@ async fn compact_partition(
     .await?;
     tracing::info!(table = table.path(), dt = %p.dt, region = %p.region, files = n, rows, "compacted small files");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1024 * 1024;
-
-    #[test]
-    fn size_classes_grow_by_the_fan_in() {
-        assert_eq!(size_class(0, 16), 0);
-        assert_eq!(size_class(MIB - 1, 16), 0);
-        assert_eq!(size_class(MIB, 16), 1);
-        assert_eq!(size_class(16 * MIB - 1, 16), 1);
-        assert_eq!(size_class(16 * MIB, 16), 2);
-        // a fan-in below 2 would never climb: taken as 2
-        assert_eq!(size_class(2 * MIB, 1), 2);
-    }
-
-    #[test]
-    fn only_full_classes_are_merged() {
-        let files = |sizes: &[u64]| -> BTreeMap<String, u64> {
-            sizes
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("f{i:02}"), *s))
-                .collect()
-        };
-        // three small ones and two of the next class, fan-in 3: the small
-        // three merge, the two wait
-        let due = due_files(&files(&[100, 200, 300, 2 * MIB, 5 * MIB / 2]), 3);
-        assert_eq!(due, ["f00", "f01", "f02"].map(String::from).into());
-        // a merge's output one class up joins its peers when they are enough
-        let due = due_files(&files(&[100, 2 * MIB, 5 * MIB / 2, 2 * MIB]), 3);
-        assert_eq!(due, ["f01", "f02", "f03"].map(String::from).into());
-        assert!(due_files(&files(&[100, 2 * MIB]), 3).is_empty());
-    }
 }
