@@ -296,6 +296,32 @@ fn prune(state: &dyn Session, filters: &[Expr], parts: &[PartitionRef]) -> DfRes
     Ok(keep)
 }
 
+impl WarehouseTable {
+    /// The files of `parts` this table reads, with their partition values,
+    /// and an estimate of their rows: the manifest counts a partition's
+    /// rows, not each file's, so a file holds its share by size.
+    fn files_read(&self, parts: Vec<Committed>) -> (Vec<PartitionedFile>, f64) {
+        let mut files: Vec<PartitionedFile> = Vec::new();
+        let mut rows = 0.0;
+        for c in parts {
+            let values = vec![
+                ScalarValue::Date32(Some(days_of(c.partition.dt))),
+                ScalarValue::Utf8(Some(c.partition.region.clone())),
+            ];
+            let bytes: u64 = c.files.iter().map(|(_, size)| size).sum();
+            for (key, size) in c.files {
+                let name = key.rsplit('/').next().unwrap_or(&key);
+                if !self.files.keeps(name) {
+                    continue;
+                }
+                rows += c.manifest.rows as f64 * size as f64 / bytes.max(1) as f64;
+                files.push(PartitionedFile::new(key, size).with_partition_values(values.clone()));
+            }
+        }
+        (files, rows)
+    }
+}
+
 #[async_trait]
 impl TableProvider for WarehouseTable {
     fn schema(&self) -> SchemaRef {
@@ -344,25 +370,7 @@ impl TableProvider for WarehouseTable {
         })
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let mut files: Vec<PartitionedFile> = Vec::new();
-        let mut rows = 0.0;
-        for c in parts {
-            let values = vec![
-                ScalarValue::Date32(Some(days_of(c.partition.dt))),
-                ScalarValue::Utf8(Some(c.partition.region.clone())),
-            ];
-            let bytes: u64 = c.files.iter().map(|(_, size)| size).sum();
-            for (key, size) in c.files {
-                let name = key.rsplit('/').next().unwrap_or(&key);
-                if !self.files.keeps(name) {
-                    continue;
-                }
-                // the manifest counts the partition's rows, not each file's:
-                // a file holds its share by size
-                rows += c.manifest.rows as f64 * size as f64 / bytes.max(1) as f64;
-                files.push(PartitionedFile::new(key, size).with_partition_values(values.clone()));
-            }
-        }
+        let (files, rows) = self.files_read(parts);
         let bytes: u64 = files.iter().map(|f| f.object_meta.size).sum();
         let groups_n = state
             .config_options()
