@@ -394,9 +394,13 @@ impl TableProvider for WarehouseTable {
             .with_num_rows(Precision::Inexact(rows.round() as usize))
             .with_total_byte_size(Precision::Inexact(bytes as usize));
         // the session's Parquet options (filters pushed into the decoder,
-        // page index and Bloom filters read), and footers from the process's
-        // metadata cache: a file name is never reused for other bytes (every
-        // commit writes new names), so a cached footer stays true
+        // page index and Bloom filters read), and footers from the planning
+        // runtime's metadata cache: a file name is never reused for other
+        // bytes (every commit writes new names), so a cached footer stays
+        // true. Only where the plan runs where it was planned (`serve`,
+        // `sql` on plain DataFusion): a plan sent to Ballista executors is
+        // rebuilt there without the reader factory, and they read footers
+        // per task
         let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
         let source = Arc::new(
             ParquetSource::new(table_schema)
