@@ -26,23 +26,38 @@ use crate::harness::*;
 
 const DT: &str = "2024-06-18";
 
-/// Each table's key as the files must be sorted by it, with its column
-/// types (text or a millisecond number), and its Bloom-filtered columns —
-/// what `docs/design.md` ("File layout") promises.
-fn promised(table: Table) -> (&'static [&'static str], &'static [&'static str]) {
+/// What `docs/design.md` ("File layout") promises of a table's files.
+struct Promised {
+    /// The key the rows are sorted by.
+    key: &'static [&'static str],
+    /// The columns with Bloom filters.
+    bloom: &'static [&'static str],
+    /// Columns with about a value per row: written without a dictionary.
+    plain: &'static [&'static str],
+    /// A column whose values repeat: written with one.
+    dictionary: &'static str,
+}
+
+fn promised(table: Table) -> Promised {
     match table {
-        Table::OdsEvent => (
-            &["src_file", "line_no"],
-            &["event_id", "user_id", "device_id", "target_id"],
-        ),
-        Table::DwdTrkEvent => (
-            &["user_key", "event_ts"],
-            &["event_id", "user_id", "user_key", "device_id", "target_id"],
-        ),
-        Table::DwdCorsError => (
-            &["fingerprint", "event_ts"],
-            &["event_id", "user_key", "fingerprint"],
-        ),
+        Table::OdsEvent => Promised {
+            key: &["src_file", "line_no"],
+            bloom: &["event_id", "user_id", "device_id", "target_id"],
+            plain: &["event_id", "client_ts", "sent_ts", "collector_ts"],
+            dictionary: "event_type",
+        },
+        Table::DwdTrkEvent => Promised {
+            key: &["user_key", "event_ts"],
+            bloom: &["event_id", "user_id", "user_key", "device_id", "target_id"],
+            plain: &["event_id", "event_ts", "local_ts", "geo_lat", "geo_lon"],
+            dictionary: "event_type",
+        },
+        Table::DwdCorsError => Promised {
+            key: &["fingerprint", "event_ts"],
+            bloom: &["event_id", "user_key", "fingerprint"],
+            plain: &["event_id", "event_ts"],
+            dictionary: "err_class",
+        },
         _ => unreachable!(),
     }
 }
@@ -70,10 +85,15 @@ async fn files(w: &World, table: Table) -> Vec<(String, Bytes)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn files_are_sorted_by_their_key_with_bloom_filters_and_page_indexes() {
+async fn files_are_sorted_by_their_key_with_bloom_filters_page_indexes_and_plain_ids() {
     let w = day("layout-meta").await;
     for table in [Table::OdsEvent, Table::DwdTrkEvent, Table::DwdCorsError] {
-        let (key, bloom) = promised(table);
+        let Promised {
+            key,
+            bloom,
+            plain,
+            dictionary,
+        } = promised(table);
         for (name, bytes) in files(&w, table).await {
             let what = format!("{table:?} {name}");
             let rows = read_all(&bytes, table);
@@ -112,6 +132,11 @@ async fn files_are_sorted_by_their_key_with_bloom_filters_and_page_indexes() {
                 let group = rows.slice(first_row, rg.num_rows() as usize);
                 first_row += rg.num_rows() as usize;
                 let row_group = reader.get_row_group(g).unwrap();
+                for c in plain.iter().chain([&dictionary]) {
+                    let chunk = rg.column(schema.index_of(c).unwrap());
+                    let paged = chunk.dictionary_page_offset().is_some();
+                    assert_eq!(paged, c == &dictionary, "{what}: {c}'s dictionary page");
+                }
                 for c in bloom {
                     let i = schema.index_of(c).unwrap();
                     let filter = row_group

@@ -19,6 +19,8 @@
 //!
 //! Bloom filters go on the id columns users filter on with `=`: one per
 //! column per row group, sized for the row group, 1 % false positives.
+//! Columns with about a value per row are written without a dictionary
+//! ([`plain_columns`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -67,6 +69,41 @@ pub fn bloom_columns(table: Table) -> &'static [&'static str] {
         Table::OdsQuarantine => &["event_id"],
         Table::DwdTrkEvent => &["event_id", "user_id", "user_key", "device_id", "target_id"],
         Table::DwdCorsError => &["event_id", "user_key", "fingerprint"],
+        _ => &[],
+    }
+}
+
+/// The columns of `table` written without a dictionary: those with about
+/// a value per row (ids, timestamps, coordinates, durations). A dictionary
+/// there only fills up (the writer gives it up at 1 MiB and writes the
+/// rest plain), and a reader must read and decode that page — half a MiB
+/// for `event_id` — for every row group it touches, even to take one row:
+/// the dictionary pages were three quarters of what one user's lookup
+/// read. The other columns repeat their values and keep theirs.
+pub fn plain_columns(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::OdsEvent => &[
+            "event_id",
+            "client_ts",
+            "sent_ts",
+            "collector_ts",
+            "page_enter_ts",
+            "page_leave_ts",
+            "geo_lat",
+            "geo_lon",
+        ],
+        Table::OdsQuarantine => &["event_id", "raw_line"],
+        Table::DwdTrkEvent => &[
+            "event_id",
+            "event_ts",
+            "local_ts",
+            "page_enter_ts",
+            "page_leave_ts",
+            "duration_ms",
+            "geo_lat",
+            "geo_lon",
+        ],
+        Table::DwdCorsError => &["event_id", "event_ts", "local_ts", "duration_ms"],
         _ => &[],
     }
 }
@@ -124,6 +161,9 @@ pub fn properties(group_rows: usize, table: Table, sorted: bool) -> DfResult<Wri
         // min/max per page too: the page index that prunes within a row group
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(sorted.then(|| sorting_columns(table)).flatten());
+    for c in plain_columns(table) {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
+    }
     for c in bloom_columns(table) {
         let path = ColumnPath::from(*c);
         b = b

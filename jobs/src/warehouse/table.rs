@@ -397,10 +397,9 @@ impl TableProvider for WarehouseTable {
         // page index and Bloom filters read), and footers from the planning
         // runtime's metadata cache: a file name is never reused for other
         // bytes (every commit writes new names), so a cached footer stays
-        // true. Only where the plan runs where it was planned (`serve`,
-        // `sql` on plain DataFusion): a plan sent to Ballista executors is
-        // rebuilt there without the reader factory, and they read footers
-        // per task
+        // true. A plan sent to Ballista executors is rebuilt there with
+        // DataFusion's caching reader over the executor's runtime cache,
+        // which all its tasks share
         let footers = state.runtime_env().cache_manager.get_file_metadata_cache();
         let source = Arc::new(
             ParquetSource::new(table_schema)
