@@ -55,7 +55,7 @@ fn promised(table: Table) -> Promised {
         Table::DwdCorsError => Promised {
             key: &["fingerprint", "event_ts"],
             bloom: &["event_id", "user_key", "fingerprint"],
-            plain: &["event_id", "event_ts"],
+            plain: &["event_id", "event_ts", "user_key"],
             dictionary: "err_class",
         },
         _ => unreachable!(),
