@@ -238,7 +238,8 @@ mod tests {
         w.write(&batch).unwrap();
         w.close().unwrap();
         let options = ReadOptionsBuilder::new().with_page_index().build();
-        let reader = SerializedFileReader::new_with_options(bytes::Bytes::from(out), options).unwrap();
+        let reader =
+            SerializedFileReader::new_with_options(bytes::Bytes::from(out), options).unwrap();
         let pages = &reader.metadata().offset_index().unwrap()[0];
         let mut largest = 0;
         for column in pages {
