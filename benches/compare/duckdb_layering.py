@@ -127,11 +127,13 @@ WITH files AS (
     FROM read_blob([{q(globs)}])
 ),
 good_lines AS (   -- UTF-8 files: split in SQL
-    SELECT src_file, t.line_no, t.l AS l0
-    FROM files,
-         unnest(string_split(CASE WHEN ends_with(text, chr(10)) THEN left(text, -1) ELSE text END, chr(10)))
-             WITH ORDINALITY AS t(l, line_no)
-    WHERE text IS NOT NULL AND text <> ''
+    -- generate_subscripts beside unnest numbers the lines: DuckDB 2.0's
+    -- `unnest ... WITH ORDINALITY` lateral join took 34 s of a 1 M-line run
+    -- where these two zipped set functions take 0.6 s
+    SELECT src_file, generate_subscripts(ls, 1) AS line_no, unnest(ls) AS l0
+    FROM (SELECT src_file,
+                 string_split(CASE WHEN ends_with(text, chr(10)) THEN left(text, -1) ELSE text END, chr(10)) AS ls
+          FROM files WHERE text IS NOT NULL AND text <> '')
 ),
 good AS (
     SELECT src_file, line_no, l AS line, strlen(l) AS n_bytes, true AS utf8,
