@@ -237,9 +237,13 @@ pub async fn tables(engine: &Engine, warehouse: &Location) -> Result<String> {
         "table", "partitions", "rows", "dates"
     );
     for t in Table::all() {
-        let parts =
-            committed_partitions(&store, &t.location(warehouse), |p| Ok(vec![true; p.len()]))
-                .await?;
+        let parts = committed_partitions(
+            &store,
+            &t.location(warehouse),
+            |d| Ok(vec![true; d.len()]),
+            |p| Ok(vec![true; p.len()]),
+        )
+        .await?;
         let rows: u64 = parts.iter().map(|c| c.manifest.rows).sum();
         let dates = match (parts.first(), parts.last()) {
             (Some(a), Some(b)) => format!("{}..{}", a.partition.dt, b.partition.dt),

@@ -5,8 +5,8 @@
 //!
 //! The manifests are read when the scan is planned (on the scheduler, for a
 //! cluster), after pruning partitions with the query's filters on `dt` and
-//! `region`, so `WHERE dt = DATE '2024-06-18'` reads one day's manifests,
-//! not the table's history. The plan itself is a stock Parquet scan, which
+//! `region`, so `WHERE dt = DATE '2024-06-18'` lists one day's folder and
+//! reads its manifests, not the table's history. The plan itself is a stock Parquet scan, which
 //! every executor runs without knowing about manifests.
 
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -187,14 +187,76 @@ fn partition_of_manifest(rel: &str) -> Option<PartitionRef> {
     })
 }
 
-/// Every committed partition of the table at `table` that `keep` accepts,
-/// ordered by partition. One recursive listing, then the kept manifests.
+/// The dates a table has folders for (`{table}/dt=YYYY-MM-DD/`), with
+/// each folder's path, ordered: one listing of the table's top level.
+async fn date_folders(
+    store: &Arc<dyn ObjectStore>,
+    table: &Location,
+) -> Result<Vec<(NaiveDate, object_store::path::Path)>> {
+    let top = match store.list_with_delimiter(Some(&table.path())).await {
+        Ok(top) => top,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut dates: Vec<_> = top
+        .common_prefixes
+        .into_iter()
+        .filter_map(|dir| {
+            let name = dir.filename()?.strip_prefix("dt=")?;
+            let dt = NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()?;
+            Some((dt, dir))
+        })
+        .collect();
+    dates.sort();
+    Ok(dates)
+}
+
+/// Every object below the kept date folders. Per folder when a few dates
+/// are kept (a query's week reads a week's keys, not the table's history
+/// — a year of a table is ~13 000 keys, 13 LIST pages one after the
+/// other on S3); one listing of the whole table when most are kept, which
+/// needs fewer requests than one per date.
+async fn objects_of(
+    store: &Arc<dyn ObjectStore>,
+    table: &Location,
+    folders: Vec<object_store::path::Path>,
+    of_dates: usize,
+) -> Result<Vec<ObjectMeta>> {
+    if folders.len() > 16 && folders.len() * 2 > of_dates {
+        return Ok(store.list(Some(&table.path())).try_collect().await?);
+    }
+    let per_date: Vec<Vec<ObjectMeta>> = futures::stream::iter(folders)
+        .map(|dir| store.list(Some(&dir)).try_collect::<Vec<_>>())
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(per_date.into_iter().flatten().collect())
+}
+
+/// Every committed partition of the table at `table` whose date `dates`
+/// accepts and which `keep` accepts, ordered by partition. The dates are
+/// chosen from the table's top-level listing before any date's folder is
+/// listed; then the kept folders' objects, then the kept manifests.
 pub async fn committed_partitions(
     store: &Arc<dyn ObjectStore>,
     table: &Location,
+    dates: impl Fn(&[NaiveDate]) -> Result<Vec<bool>>,
     keep: impl Fn(&[PartitionRef]) -> Result<Vec<bool>>,
 ) -> Result<Vec<Committed>> {
-    let listed: Vec<_> = store.list(Some(&table.path())).try_collect().await?;
+    let all = date_folders(store, table).await?;
+    let days: Vec<NaiveDate> = all.iter().map(|(dt, _)| *dt).collect();
+    let mask = dates(&days)?;
+    let kept_days: std::collections::HashSet<NaiveDate> = days
+        .iter()
+        .zip(&mask)
+        .filter_map(|(dt, k)| k.then_some(*dt))
+        .collect();
+    let folders = all
+        .into_iter()
+        .filter(|(dt, _)| kept_days.contains(dt))
+        .map(|(_, dir)| dir)
+        .collect();
+    let listed = objects_of(store, table, folders, days.len()).await?;
     let prefix = format!("{}/", table.prefix);
     let sizes: HashMap<String, u64> = listed
         .iter()
@@ -206,6 +268,7 @@ pub async fn committed_partitions(
             let key = m.location.as_ref();
             partition_of_manifest(key.strip_prefix(prefix.as_str()).unwrap_or(key))
         })
+        .filter(|p| kept_days.contains(&p.dt))
         .collect();
     found.sort();
     let mask = keep(&found)?;
@@ -215,37 +278,7 @@ pub async fn committed_partitions(
         .filter_map(|(p, k)| k.then_some(p))
         .collect();
     let mut out: Vec<Committed> = futures::stream::iter(kept)
-        .map(|p| {
-            let store = store.clone();
-            let sizes = &sizes;
-            async move {
-                let dir = p.location(table);
-                let Some(manifest) = commit::read_manifest(store.as_ref(), &dir).await? else {
-                    // replaced between listing and reading: gone now
-                    return Ok(None);
-                };
-                let mut files = Vec::with_capacity(manifest.files.len());
-                for f in &manifest.files {
-                    let key = format!("{}/{f}", dir.prefix);
-                    let size = match sizes.get(&key) {
-                        Some(s) => *s,
-                        None => store.head(&key.as_str().into()).await.map(|m| m.size).map_err(
-                            |e| {
-                                Error::Invariant(format!(
-                                    "partition {dir} lists {f} but it cannot be read ({e}); re-run the job that built it"
-                                ))
-                            },
-                        )?,
-                    };
-                    files.push((key, size));
-                }
-                Ok::<_, Error>(Some(Committed {
-                    partition: p,
-                    manifest,
-                    files,
-                }))
-            }
-        })
+        .map(|p| read_committed(store, table, p, &sizes))
         .buffer_unordered(16)
         .try_filter_map(|c| async move { Ok(c) })
         .try_collect()
@@ -254,27 +287,54 @@ pub async fn committed_partitions(
     Ok(out)
 }
 
-/// Evaluates the filters that only name `dt` and `region` on a list of
-/// partitions: `true` where every such filter holds.
-fn prune(state: &dyn Session, filters: &[Expr], parts: &[PartitionRef]) -> DfResult<Vec<bool>> {
-    let schema = Arc::new(Schema::new(partition_fields()));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Date32Array::from_iter_values(
-                parts.iter().map(|p| days_of(p.dt)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                parts.iter().map(|p| p.region.as_str()),
-            )),
-        ],
-    )?;
-    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-    let mut keep = vec![true; parts.len()];
-    for f in filters
-        .iter()
-        .filter(|f| expr_applicable_for_cols(&["dt", "region"], f))
-    {
+/// A partition's manifest and its files' sizes (from the listing, or a
+/// HEAD for a file listed after it); `None` when the manifest was
+/// replaced between the listing and the read.
+async fn read_committed(
+    store: &Arc<dyn ObjectStore>,
+    table: &Location,
+    p: PartitionRef,
+    sizes: &HashMap<String, u64>,
+) -> Result<Option<Committed>> {
+    let dir = p.location(table);
+    let Some(manifest) = commit::read_manifest(store.as_ref(), &dir).await? else {
+        return Ok(None);
+    };
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for f in &manifest.files {
+        let key = format!("{}/{f}", dir.prefix);
+        let size = match sizes.get(&key) {
+            Some(s) => *s,
+            None => store
+                .head(&key.as_str().into())
+                .await
+                .map(|m| m.size)
+                .map_err(|e| {
+                    Error::Invariant(format!(
+                        "partition {dir} lists {f} but it cannot be read ({e}); re-run the job that built it"
+                    ))
+                })?,
+        };
+        files.push((key, size));
+    }
+    Ok(Some(Committed {
+        partition: p,
+        manifest,
+        files,
+    }))
+}
+
+/// The filters of `filters` that name only `cols`, evaluated on `batch`
+/// (whose columns are `cols`): `true` where every such filter holds.
+fn mask_of(
+    state: &dyn Session,
+    filters: &[Expr],
+    cols: &[&str],
+    batch: &RecordBatch,
+) -> DfResult<Vec<bool>> {
+    let df_schema = DFSchema::try_from(batch.schema().as_ref().clone())?;
+    let mut keep = vec![true; batch.num_rows()];
+    for f in filters.iter().filter(|f| expr_applicable_for_cols(cols, f)) {
         let unqualified = f
             .clone()
             .transform(|e| {
@@ -287,13 +347,41 @@ fn prune(state: &dyn Session, filters: &[Expr], parts: &[PartitionRef]) -> DfRes
             })?
             .data;
         let phys = state.create_physical_expr(unqualified, &df_schema)?;
-        let value = phys.evaluate(&batch)?.into_array(parts.len())?;
+        let value = phys.evaluate(batch)?.into_array(batch.num_rows())?;
         let mask = value.as_boolean();
         for (i, k) in keep.iter_mut().enumerate() {
             *k &= mask.is_valid(i) && mask.value(i);
         }
     }
     Ok(keep)
+}
+
+/// The dates the filters that only name `dt` accept.
+fn prune_dates(state: &dyn Session, filters: &[Expr], dates: &[NaiveDate]) -> DfResult<Vec<bool>> {
+    let dt = partition_fields().swap_remove(0);
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![dt])),
+        vec![Arc::new(Date32Array::from_iter_values(
+            dates.iter().map(|d| days_of(*d)),
+        ))],
+    )?;
+    mask_of(state, filters, &["dt"], &batch)
+}
+
+/// The partitions the filters that only name `dt` and `region` accept.
+fn prune(state: &dyn Session, filters: &[Expr], parts: &[PartitionRef]) -> DfResult<Vec<bool>> {
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(partition_fields())),
+        vec![
+            Arc::new(Date32Array::from_iter_values(
+                parts.iter().map(|p| days_of(p.dt)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                parts.iter().map(|p| p.region.as_str()),
+            )),
+        ],
+    )?;
+    mask_of(state, filters, &["dt", "region"], &batch)
 }
 
 impl WarehouseTable {
@@ -365,9 +453,12 @@ impl TableProvider for WarehouseTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let url = ObjectStoreUrl::parse(&self.location.store_url)?;
         let store = state.runtime_env().object_store(&url)?;
-        let parts = committed_partitions(&store, &self.location, |parts| {
-            prune(state, filters, parts).map_err(Error::from)
-        })
+        let parts = committed_partitions(
+            &store,
+            &self.location,
+            |dates| prune_dates(state, filters, dates).map_err(Error::from),
+            |parts| prune(state, filters, parts).map_err(Error::from),
+        )
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let (files, rows) = self.files_read(parts);
@@ -656,6 +747,160 @@ mod tests {
             keep(&[Expr::Column(Column::new(Some("t"), "region")).eq(lit("use1"))]),
             [false, false, true, false]
         );
+        // dates first: only the filters that name `dt` alone decide them
+        let dates: Vec<NaiveDate> = parts.iter().map(|p| p.dt).collect();
+        let keep_dates = |filters: &[Expr]| prune_dates(&state, filters, &dates).unwrap();
+        assert_eq!(
+            keep_dates(&[
+                col("dt").gt_eq(day("2024-06-18")),
+                col("region").eq(lit("use1")),
+            ]),
+            [false, true, true, true]
+        );
+        let either = col("dt")
+            .eq(day("2024-06-17"))
+            .or(col("region").eq(lit("use1")));
+        assert_eq!(keep_dates(&[either]), [true; 4]);
+    }
+
+    /// A local store that records the prefixes it is asked to list.
+    #[derive(Debug)]
+    struct Recording {
+        inner: object_store::local::LocalFileSystem,
+        listed: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl std::fmt::Display for Recording {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Recording({})", self.inner)
+        }
+    }
+
+    impl Recording {
+        fn record(&self, prefix: Option<&object_store::path::Path>) {
+            let p = prefix.map(|p| p.to_string()).unwrap_or_default();
+            self.listed.lock().unwrap().push(p);
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Recording {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.record(prefix);
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.record(prefix);
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// Commits `dt`/`aps1` of table `t` by hand: one data file of `size`
+    /// bytes and its manifest.
+    fn commit_by_hand(root: &std::path::Path, dt: &str, size: usize) {
+        let dir = root.join(format!("t/dt={dt}/region=aps1"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("part-r-0.parquet"), vec![b'x'; size]).unwrap();
+        let manifest = format!(
+            r#"{{"run_id":"r","job":"layering","table":"dwd/t","dt":"{dt}","region":"aps1","files":["part-r-0.parquet"],"rows":1,"committed_at":"2024-06-30T00:00:00Z"}}"#
+        );
+        std::fs::write(dir.join(commit::MANIFEST), manifest).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dated_read_lists_only_its_dates_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (i, dt) in ["2024-06-17", "2024-06-18", "2024-06-19"]
+            .iter()
+            .enumerate()
+        {
+            commit_by_hand(tmp.path(), dt, 10 + i);
+        }
+        // a folder that is not a date, and one without a manifest
+        std::fs::create_dir_all(tmp.path().join("t/_tmp")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("t/dt=2024-06-20/region=aps1")).unwrap();
+        let recording = Arc::new(Recording {
+            inner: object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap(),
+            listed: Default::default(),
+        });
+        let store: Arc<dyn ObjectStore> = recording.clone();
+        let table = Location {
+            store_url: "file:///".into(),
+            prefix: "t".into(),
+        };
+        let d18 = NaiveDate::from_ymd_opt(2024, 6, 18).unwrap();
+        let one_day = committed_partitions(
+            &store,
+            &table,
+            |dates| Ok(dates.iter().map(|d| *d == d18).collect()),
+            |parts| Ok(vec![true; parts.len()]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(one_day.len(), 1);
+        assert_eq!(one_day[0].partition, part("2024-06-18", "aps1"));
+        let key = "t/dt=2024-06-18/region=aps1/part-r-0.parquet".to_string();
+        assert_eq!(one_day[0].files, [(key, 11)]);
+        // the table's top level, then that date's folder: no other date's
+        assert_eq!(*recording.listed.lock().unwrap(), ["t", "t/dt=2024-06-18"]);
+        let every = committed_partitions(
+            &store,
+            &table,
+            |dates| Ok(vec![true; dates.len()]),
+            |parts| Ok(vec![true; parts.len()]),
+        )
+        .await
+        .unwrap();
+        let dates: Vec<String> = every.iter().map(|c| c.partition.dt.to_string()).collect();
+        assert_eq!(dates, ["2024-06-17", "2024-06-18", "2024-06-19"]);
+        let sizes: Vec<u64> = every.iter().map(|c| c.files[0].1).collect();
+        assert_eq!(sizes, [10, 11, 12]);
     }
 
     #[test]
