@@ -44,9 +44,6 @@ case $follower in loop | follow) ;; *) echo "freshness.sh: FOLLOWER must be loop
 repo=$PWD
 py=$repo/.tools/py/bin/python
 here=$repo/benches/freshness
-run_id=$(date -u +%Y%m%dT%H%M%SZ)
-out=${TAUC_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tauc/bench}/freshness/$run_id
-mkdir -p "$out/batches"
 
 scripts/install-test-tools >&2
 if [ "${SKIP_BUILD:-}" != 1 ]; then
@@ -59,6 +56,12 @@ for b in tauc-job tauc-collector tauc-uploader; do
 done
 "$py" -c 'import adbc_driver_flightsql' 2>/dev/null ||
   { echo "freshness.sh: $py has no adbc_driver_flightsql (scripts/install-test-tools installs it)" >&2; exit 2; }
+bench_netns
+run_id=$(date -u +%Y%m%dT%H%M%SZ)
+out=${TAUC_BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tauc/bench}/freshness/$run_id
+# not passed on: tauc-job refuses TAUC_* variables it does not know
+unset TAUC_BENCH_DIR
+mkdir -p "$out/batches"
 
 work=$(mktemp -d)
 names=() pids=()
