@@ -6,8 +6,9 @@
 //! The manifests are read when the scan is planned (on the scheduler, for a
 //! cluster), after pruning partitions with the query's filters on `dt` and
 //! `region`, so `WHERE dt = DATE '2024-06-18'` lists one day's folder and
-//! reads its manifests, not the table's history. The plan itself is a stock Parquet scan, which
-//! every executor runs without knowing about manifests.
+//! reads its manifests, not the table's history. The plan itself is a
+//! stock Parquet scan, which every executor runs without knowing about
+//! manifests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
