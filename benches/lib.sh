@@ -21,10 +21,10 @@ bench_argv=("$@")
 # that sets TCP_NODELAY does not stall like that (S3's own latency is
 # another matter: the benches count requests for it), so a bench that
 # talks to s3s-fs calls this after installing and building (which may
-# need the network): it runs the
-# script again in a network namespace of its own whose loopback routes ACK
-# at once (`quickack 1`). Root only, as the tests' namespaces; elsewhere,
-# or with BENCH_DELAYED_ACK=1, the host's loopback as it is.
+# need the network): it runs the script again in a network namespace of
+# its own whose loopback routes ACK at once (`quickack 1`). Root only, as
+# the tests' namespaces; elsewhere, or with BENCH_DELAYED_ACK=1, the
+# host's loopback as it is.
 bench_netns() {
   [ "${BENCH_IN_NETNS:-}" = 1 ] && return 0
   [ "${BENCH_DELAYED_ACK:-}" != 1 ] && [ "$(id -u)" = 0 ] || return 0
