@@ -270,7 +270,7 @@ async fn lookups(w: &World) -> Vec<String> {
         format!("SELECT * FROM dwd_trk_event_di WHERE event_id = '{event}'"),
         format!(
             "SELECT dt, gender, age_band, count(*) AS n FROM dwd_trk_event_di \
-             WHERE target_id = '{target}' AND event_type = 'click' GROUP BY 1, 2, 3"
+             WHERE event_type = 'click' AND target_id = '{target}' GROUP BY 1, 2, 3"
         ),
         format!("SELECT * FROM dwd_mon_cors_error_di WHERE fingerprint = '{fingerprint}'"),
         format!("SELECT * FROM ods_fe_event_di WHERE device_id = '{device}'"),
@@ -325,6 +325,23 @@ async fn lookups_return_what_a_scan_without_pruning_returns_also_over_older_file
         matched < total,
         "no row group pruned: {total} → {matched}\n{plan}"
     );
+
+    // the target lookup's scan tests the id first, the event type after
+    // it, however the query wrote them (the decoder tests them in order)
+    let plan = query(&ctx, &format!("EXPLAIN {}", queries[2]))
+        .await
+        .join("\n");
+    let scan = plan
+        .split("DataSourceExec")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no scan in:\n{plan}"));
+    let predicate = scan.split("predicate=").nth(1).unwrap();
+    let at = |c: &str| {
+        predicate
+            .find(c)
+            .unwrap_or_else(|| panic!("{c} in {predicate}"))
+    };
+    assert!(at("target_id@") < at("event_type@"), "{predicate}");
 
     // the planner's row counts come from the manifests: every row of
     // every partition, before any filter

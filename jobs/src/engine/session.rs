@@ -33,6 +33,7 @@ use crate::engine::runtime::scratch::{Resources, Scratch};
 use crate::engine::runtime::tls::ClusterTls;
 use crate::error::Result;
 use crate::store::{S3Options, StoreRegistry};
+use crate::warehouse::filter_order::SelectiveFiltersFirst;
 use crate::warehouse::writer::{WriteExec, WriteNode};
 
 /// A process's engine pieces: its object-store registry, its runtime
@@ -130,7 +131,11 @@ impl Engine {
         let config = self
             .session_config()
             .with_target_partitions(parallelism.max(1));
-        Ok(SessionContext::new_with_state(self.state(config)?))
+        // lookups: the most selective filters tested first in the decoder
+        let state = SessionStateBuilder::new_from_existing(self.state(config)?)
+            .with_physical_optimizer_rule(Arc::new(SelectiveFiltersFirst))
+            .build();
+        Ok(SessionContext::new_with_state(state))
     }
 
     /// A client context: in-process Ballista standalone when `scheduler`

@@ -8,6 +8,7 @@
 pub mod commit;
 pub mod dim_user;
 pub mod doubled;
+pub mod filter_order;
 pub mod layout;
 pub mod lease;
 pub mod lineage;
