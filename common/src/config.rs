@@ -86,6 +86,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "TAUC_MAX_QUERIES",
     "TAUC_MAX_QUERIES_PER_USER",
     "TAUC_QUERY_SCRATCH",
+    "TAUC_READ_CACHE",
     // tauc-job follow (and TAUC_METRICS_BIND)
     "TAUC_FOLLOW_EVERY",
     // the collection chain (tauc-collector, tauc-uploader)
@@ -219,6 +220,8 @@ pub struct ServeFile {
     pub max_queries_per_user: Option<usize>,
     /// Spill files one query may write, e.g. `2G`.
     pub query_scratch: Option<String>,
+    /// Memory for the data files' ranges queries read, e.g. `512MiB`.
+    pub read_cache: Option<String>,
 }
 
 /// The `[collector]` section: what `tauc-collector` reads when a flag and

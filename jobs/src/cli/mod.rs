@@ -218,6 +218,13 @@ async fn serve_warehouse(g: &Globals, sv: serve::ServeCmd) -> Result<String> {
                 share,
                 settings.limits.query_scratch,
             );
+            if settings.read_cache > 0 {
+                let store = r.engine.registry.for_location(&r.warehouse)?;
+                let cached = crate::serve::read_cache::ReadCache::new(store, settings.read_cache);
+                r.engine
+                    .registry
+                    .register(&r.warehouse.store()?, std::sync::Arc::new(cached));
+            }
             (r.engine.local_context(parallelism)?, Some(local))
         }
     };

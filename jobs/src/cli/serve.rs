@@ -90,6 +90,12 @@ pub struct ServeCmd {
     #[arg(long, env = "TAUC_QUERY_SCRATCH", value_parser = parse_size)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_scratch: Option<usize>,
+    /// Memory for the byte ranges of data files that in-process queries
+    /// read, kept for the next query that reads them (512MiB, 0 = none)
+    /// [default: 512MiB].
+    #[arg(long, env = "TAUC_READ_CACHE", value_parser = parse_size)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_cache: Option<usize>,
     /// Scheduler, parallelism, memory, scratch space, stores.
     #[command(flatten)]
     #[serde(flatten)]
@@ -129,6 +135,9 @@ pub struct ServeConfig {
     /// Spill bytes of one in-process query.
     #[serde(with = "human::size")]
     pub query_scratch: usize,
+    /// Bytes of data files' ranges kept in memory.
+    #[serde(with = "human::size")]
+    pub read_cache: usize,
 }
 
 impl Default for ServeConfig {
@@ -147,6 +156,7 @@ impl Default for ServeConfig {
             max_queries: 4,
             max_queries_per_user: 2,
             query_scratch: 2 << 30,
+            read_cache: 512 << 20,
         }
     }
 }
@@ -192,6 +202,7 @@ impl ServeCmd {
                 max_queries_per_user: c.max_queries_per_user,
                 query_scratch: c.query_scratch as u64,
             },
+            read_cache: c.read_cache,
         })
     }
 }

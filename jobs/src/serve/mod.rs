@@ -14,6 +14,7 @@ pub mod bounded;
 pub mod flight;
 pub mod placeholders;
 pub mod quota;
+pub mod read_cache;
 pub mod ticket;
 pub mod users;
 
@@ -43,6 +44,9 @@ pub struct ServeSettings {
     pub logins: backoff::LoginLimits,
     /// Per-query limits.
     pub limits: flight::Limits,
+    /// Bytes of data files' ranges in-process queries keep
+    /// ([`read_cache`]); 0 keeps none.
+    pub read_cache: usize,
 }
 
 /// Serves until SIGTERM or Ctrl-C. `local` is the in-process engine's
