@@ -108,11 +108,10 @@ fn id_columns() -> BTreeSet<&'static str> {
 /// 0: `=`/`IN` on an id column; 1: other `=`/`IN`; 2: anything else;
 /// 3: a boolean column's test; 4: a filter filled in at run time.
 fn rank(expr: &dyn PhysicalExpr, ids: &BTreeSet<&str>) -> u8 {
-    let any = expr;
-    if any.is::<DynamicFilterPhysicalExpr>() {
+    if expr.is::<DynamicFilterPhysicalExpr>() {
         return 4;
     }
-    if let Some(not) = any.downcast_ref::<NotExpr>() {
+    if let Some(not) = expr.downcast_ref::<NotExpr>() {
         return if column_of(not.arg().as_ref()).is_some() {
             3
         } else {
@@ -134,8 +133,7 @@ fn rank(expr: &dyn PhysicalExpr, ids: &BTreeSet<&str>) -> u8 {
 /// The column `expr` tests with `=` or `IN` against constants, and
 /// whether the constants are booleans.
 fn equality_column(expr: &dyn PhysicalExpr) -> Option<(&str, bool)> {
-    let any = expr;
-    if let Some(b) = any.downcast_ref::<BinaryExpr>() {
+    if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         if *b.op() != Operator::Eq {
             return None;
         }
@@ -148,7 +146,7 @@ fn equality_column(expr: &dyn PhysicalExpr) -> Option<(&str, bool)> {
         let literal = value.downcast_ref::<Literal>()?;
         return Some((column, literal.value().data_type() == DataType::Boolean));
     }
-    let list = any.downcast_ref::<InListExpr>()?;
+    let list = expr.downcast_ref::<InListExpr>()?;
     let column = column_of(list.expr().as_ref())?;
     let constants = list.list().iter().all(|v| v.is::<Literal>());
     (constants && !list.negated()).then_some((column, false))
@@ -157,11 +155,10 @@ fn equality_column(expr: &dyn PhysicalExpr) -> Option<(&str, bool)> {
 /// The column `expr` is, looking through casts (the SQL surface reads text
 /// as views and casts it back above the scan).
 fn column_of(expr: &dyn PhysicalExpr) -> Option<&str> {
-    let any = expr;
-    if let Some(c) = any.downcast_ref::<Column>() {
+    if let Some(c) = expr.downcast_ref::<Column>() {
         return Some(c.name());
     }
-    column_of(any.downcast_ref::<CastExpr>()?.expr().as_ref())
+    column_of(expr.downcast_ref::<CastExpr>()?.expr().as_ref())
 }
 
 #[cfg(test)]
